@@ -1,0 +1,126 @@
+"""Command line: init, validate, run, report, roi."""
+from __future__ import annotations
+
+import shlex
+import shutil
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from advisor.task import TaskError, load_task
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Measure prompting vs RAG vs LoRA fine-tuning on your task, and get a recommendation.")
+err = Console(stderr=True, soft_wrap=True)  # error lines stay whole, for grep and logs
+out = Console()
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _load(task: Path):
+    try:
+        return load_task(task)
+    except TaskError as e:
+        _fail(str(e))
+
+
+@app.command()
+def init(folder: Path = typer.Argument(..., help="new task folder to create")):
+    """Scaffold a commented, valid example task."""
+    if folder.exists() and any(folder.iterdir()):
+        _fail(f"{folder} exists and is not empty; choose a new folder")
+    src = resources.files("advisor") / "scaffold"
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in src.iterdir():
+        if item.is_file():
+            (folder / item.name).write_bytes(item.read_bytes())
+    out.print(f"created {folder}/ — edit task.yaml, then: advisor validate {folder}")
+
+
+@app.command()
+def validate(task: Path = typer.Argument(..., help="task folder or task.yaml")):
+    """Check a task file and everything it names."""
+    t = _load(task)
+    out.print(f"[green]ok[/green] {t.name}: {len(t.train)} train, {len(t.eval)} eval, {len(t.documents)} documents, "
+              f"instructions {len(t.instructions.split())} words")
+
+
+@app.command()
+def run(
+    task: Path = typer.Argument(..., help="task folder or task.yaml"),
+    out_dir: Path = typer.Option(Path("runs/latest"), "--out", help="where results and reports go"),
+    strategies: Optional[list[str]] = typer.Option(None, "--strategy", "-s", help="run only these (repeatable)"),
+    seed: Optional[int] = typer.Option(None, help="overrides the task's seed"),
+):
+    """Run every strategy on the task, score, cost, recommend, and write the report."""
+    from advisor import harness, report
+    from advisor.models import ModelError
+    from strategies.base import ContextTooLong
+
+    t = _load(task)
+    command = "advisor " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        results = harness.run(t, out_dir, strategies, seed, console=err, command=command)
+    except (ModelError, harness.RunError, ContextTooLong) as e:
+        _fail(str(e))
+    report.terminal(results, out)
+    out.print(f"wrote {out_dir}/results.json, examples.csv, report.md, report.html")
+
+
+@app.command("report")
+def report_cmd(run_dir: Path = typer.Argument(..., help="a finished run's folder")):
+    """Re-render the reports from results.json without running any model."""
+    from advisor import harness, report
+
+    try:
+        results = harness.load_results(run_dir)
+    except harness.RunError as e:
+        _fail(str(e))
+    report.write_reports(results, run_dir)
+    report.terminal(results, out)
+
+
+@app.command()
+def roi(
+    run_dir: Path = typer.Argument(..., help="a finished run's folder"),
+    requests_per_day: Optional[float] = typer.Option(None, min=0.001),
+    horizon_days: Optional[float] = typer.Option(None, min=0.001),
+    knowledge_changes_per_month: Optional[float] = typer.Option(None, min=0),
+    input_price_per_mtok: Optional[float] = typer.Option(None, min=0),
+    output_price_per_mtok: Optional[float] = typer.Option(None, min=0),
+    hardware_price_per_hour: Optional[float] = typer.Option(None, min=0),
+    write: bool = typer.Option(False, "--write", help="save the new economics into the run folder"),
+):
+    """Recompute economics and the recommendation under other assumptions, without running models."""
+    from advisor import harness, report
+    from advisor.task import EconomicsSpec
+
+    try:
+        results = harness.load_results(run_dir)
+    except harness.RunError as e:
+        _fail(str(e))
+    changes = {k: v for k, v in dict(
+        requests_per_day=requests_per_day, horizon_days=horizon_days,
+        knowledge_changes_per_month=knowledge_changes_per_month, input_price_per_mtok=input_price_per_mtok,
+        output_price_per_mtok=output_price_per_mtok, hardware_price_per_hour=hardware_price_per_hour,
+    ).items() if v is not None}
+    spec = EconomicsSpec.model_validate(results["assumptions"] | changes)
+    results = harness.analyze(results, spec)
+    if write:
+        harness.write_outputs(results, run_dir)
+    report.terminal(results, out)
+
+
+def main():  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

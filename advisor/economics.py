@@ -1,0 +1,96 @@
+"""Cost model: per-request cost, set-up, maintenance, total cost over the horizon, ROI, break-even.
+
+All inputs are measured (token counts, training and indexing wall time) or come
+from the task's stated assumptions (prices, volume, horizon, change frequency).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from advisor.task import EconomicsSpec
+
+DAYS_PER_MONTH = 365 / 12
+
+
+@dataclass
+class StrategyCosts:
+    """The measured facts about one strategy that its costs follow from."""
+
+    name: str
+    prompt_tokens: float  # mean per request
+    completion_tokens: float
+    train_seconds: float
+    index_seconds: float
+    knowledge_in_weights: bool
+    accuracy: float
+
+
+@dataclass
+class Economics:
+    name: str
+    cost_per_request: float
+    setup_cost: float
+    maintenance_cost: float  # over the horizon
+    changes_over_horizon: float
+    fixed_cost: float  # setup + maintenance
+    total_cost: float  # fixed + per-request over the horizon
+    net_value: float | None
+    roi: float | None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def cost_per_request(c: StrategyCosts, e: EconomicsSpec) -> float:
+    return (c.prompt_tokens * e.input_price_per_mtok + c.completion_tokens * e.output_price_per_mtok) / 1e6
+
+
+def economics(c: StrategyCosts, e: EconomicsSpec) -> Economics:
+    hour = e.hardware_price_per_hour / 3600
+    setup = (c.train_seconds + c.index_seconds) * hour
+    changes = e.knowledge_changes_per_month * e.horizon_days / DAYS_PER_MONTH
+    # A knowledge change means a retrain when the knowledge lives in the weights, a re-index for retrieval.
+    per_change = (c.train_seconds if c.knowledge_in_weights else 0.0) + c.index_seconds
+    maintenance = changes * per_change * hour
+    per_request = cost_per_request(c, e)
+    requests = e.requests_per_day * e.horizon_days
+    total = setup + maintenance + per_request * requests
+    net = roi = None
+    if e.value_per_correct is not None or e.cost_per_error is not None:
+        value = requests * (c.accuracy * (e.value_per_correct or 0) - (1 - c.accuracy) * (e.cost_per_error or 0))
+        net = value - total
+        roi = net / total if total > 0 else None
+    return Economics(c.name, per_request, setup, maintenance, changes, setup + maintenance, total, net, roi)
+
+
+def break_even_requests_per_day(s: Economics, base: Economics, horizon_days: float) -> float | None:
+    """Daily volume above which `s` costs less than `base` over the horizon, or None if never.
+
+    fixed_s + c_s * v * H = fixed_b + c_b * v * H  =>  v = (fixed_s - fixed_b) / ((c_b - c_s) * H)
+    """
+    saving = base.cost_per_request - s.cost_per_request
+    extra = s.fixed_cost - base.fixed_cost
+    if extra <= 0:
+        return 0.0 if saving >= 0 else None  # cheaper to own at any volume, or never cheaper per request
+    if saving <= 0:
+        return None
+    return extra / (saving * horizon_days)
+
+
+def payback_days(s: Economics, base: Economics, requests_per_day: float) -> float | None:
+    """Days of traffic until per-request savings repay the extra set-up cost."""
+    saving = (base.cost_per_request - s.cost_per_request) * requests_per_day
+    extra = s.setup_cost - base.setup_cost
+    if extra <= 0:
+        return 0.0
+    return extra / saving if saving > 0 else None
+
+
+def volume_sweep(costs: list[StrategyCosts], e: EconomicsSpec, points: int = 13) -> dict:
+    """Total cost over the horizon per strategy at volumes around the task's (log-spaced)."""
+    lo, hi = max(1.0, e.requests_per_day / 1000), e.requests_per_day * 100
+    volumes = [lo * (hi / lo) ** (i / (points - 1)) for i in range(points)]
+    table = {}
+    for c in costs:
+        table[c.name] = [economics(c, e.model_copy(update={"requests_per_day": v})).total_cost for v in volumes]
+    return {"requests_per_day": volumes, "total_cost": table}

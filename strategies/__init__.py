@@ -1,0 +1,26 @@
+"""Strategies: every module here is scanned, and each Strategy subclass with a name is a row.
+
+Adding a strategy is one new file with one subclass; the harness finds it by name.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from strategies.base import Answer, Context, Setup, Strategy
+
+
+def registry() -> dict[str, type[Strategy]]:
+    for mod in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{mod.name}")
+    found: dict[str, type[Strategy]] = {}
+    stack = list(Strategy.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if "name" in cls.__dict__:
+            found[cls.name] = cls
+    return dict(sorted(found.items(), key=lambda kv: kv[1].complexity))
+
+
+__all__ = ["Answer", "Context", "Setup", "Strategy", "registry"]

@@ -1,0 +1,146 @@
+"""The one interface every strategy implements.
+
+A strategy prepares itself on the task (build a prompt, an index, an adapter),
+turns an input into chat messages, and says which adapter (if any) generates.
+The base class does the generation, token counting and context-window check, so
+a new strategy is one small subclass in one new file of this package.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from advisor.models import Embedder, Generator
+from advisor.task import Example, Task
+
+
+@dataclass
+class Answer:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    sources: list[str] = field(default_factory=list)  # retrieved document ids, best first
+    dropped_examples: int = 0  # few-shot examples dropped to fit the context window
+
+
+@dataclass
+class Setup:
+    """What preparing the strategy cost, measured (and kept when an artifact is reused)."""
+
+    train_seconds: float = 0.0
+    index_seconds: float = 0.0
+    knowledge_in_weights: bool = False  # a knowledge change then needs a retrain
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class ContextTooLong(Exception):
+    pass
+
+
+class Context:
+    """What strategies share in one run: the task, the models, and memoized artifacts."""
+
+    def __init__(self, task: Task, generator: Generator, embedder_factory: Callable[[], Embedder], work_dir: Path):
+        self.task = task
+        self.generator = generator
+        self._embedder_factory = embedder_factory
+        self._embedder: Embedder | None = None
+        self.work_dir = work_dir
+        self._shared: dict[str, Any] = {}
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = self._embedder_factory()
+        return self._embedder
+
+    def shared(self, key: str, build: Callable[[], Any]) -> Any:
+        """Build an artifact once per run (an index, an adapter) and hand it to every strategy."""
+        if key not in self._shared:
+            self._shared[key] = build()
+        return self._shared[key]
+
+
+class Strategy:
+    name: ClassVar[str]
+    description: ClassVar[str]
+    # Order of simplicity (lower is simpler, cheaper to build and run); ties go to the simpler.
+    complexity: ClassVar[int]
+    family: ClassVar[str]  # "prompting" | "rag" | "finetune" | "finetune+rag"
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.setup = Setup()
+
+    # -- what a strategy defines
+
+    def prepare(self) -> None:
+        """Build whatever the strategy needs before answering (index, adapter)."""
+
+    def messages(self, text: str, drop: int = 0) -> list[dict[str, str]]:
+        """Chat messages for one input; `drop` asks to leave out that many few-shot examples."""
+        raise NotImplementedError
+
+    def sources(self, text: str) -> list[str]:
+        return []
+
+    @property
+    def adapter_path(self) -> Path | None:
+        return None
+
+    def refresh_documents(self, documents) -> None:
+        """Knowledge changed: update what can be updated without retraining (freshness)."""
+
+    # -- shared machinery
+
+    def _prompt_ids(self, text: str) -> tuple[list[int], int]:
+        gen, budget = self.ctx.generator, self.ctx.generator.context_window - self.ctx.task.spec.generation.max_new_tokens
+        drop = 0
+        while True:
+            ids = gen.chat_ids(self.messages(text, drop=drop))
+            if len(ids) <= budget:
+                return ids, drop
+            if drop >= self.ctx.task.spec.prompting.few_shot_k:
+                raise ContextTooLong(
+                    f"strategy {self.name}: the prompt for input {text[:60]!r} needs {len(ids)} tokens, more than "
+                    f"the {gen.model.config._name_or_path or gen.name} window of {gen.context_window} minus "
+                    f"{self.ctx.task.spec.generation.max_new_tokens} for the answer, even with no few-shot examples"
+                )
+            drop += 1
+
+    def answer(self, inputs: list[str], temperature: float = 0.0, sample_index: int = 0) -> list[Answer]:
+        spec = self.ctx.task.spec
+        prompts = [self._prompt_ids(t) for t in inputs]
+        with self.ctx.generator.adapter(self.adapter_path):
+            gens = self.ctx.generator.generate(
+                [p for p, _ in prompts], max_new_tokens=spec.generation.max_new_tokens,
+                batch_size=spec.generation.batch_size, temperature=temperature, seed=spec.seed,
+                sample_index=sample_index,
+            )
+        return [
+            Answer(text=g.text, prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens,
+                   seconds=g.seconds, sources=self.sources(t), dropped_examples=d)
+            for g, t, (_, d) in zip(gens, inputs, prompts)
+        ]
+
+    def time_one(self, text: str) -> float:
+        """Wall time of one request answered alone (no batching, no cache): the latency a user sees."""
+        spec = self.ctx.task.spec
+        ids, _ = self._prompt_ids(text)
+        with self.ctx.generator.adapter(self.adapter_path):
+            t0 = time.perf_counter()
+            self.ctx.generator.generate([ids], max_new_tokens=spec.generation.max_new_tokens, batch_size=1,
+                                        use_cache=False)
+            return time.perf_counter() - t0
+
+
+def fewshot_messages(instructions: str, shots: list[Example], user: str) -> list[dict[str, str]]:
+    """System instructions, then each example as a user/assistant turn, then the request."""
+    msgs = [{"role": "system", "content": instructions}] if instructions else []
+    for ex in shots:
+        msgs += [{"role": "user", "content": ex.input}, {"role": "assistant", "content": ex.output or ""}]
+    msgs.append({"role": "user", "content": user})
+    return msgs

@@ -1,0 +1,227 @@
+"""LoRA fine-tuning: supervised on `train`, answering without the long instructions.
+
+Loss is computed on answer tokens only, and the output layer is applied only at
+those positions (the vocabulary projection is most of a small model's compute).
+Batches group examples of similar length. The loop runs on HF accelerate, so the
+same code runs on a GPU in bf16 and under `accelerate launch` on several.
+The adapter is saved in peft's format and reused when task, config and base match.
+"""
+from __future__ import annotations
+
+import json
+import random
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from advisor.cache import atomic_dir, atomic_write_text, cache_dir, hash_json
+from advisor.models import Generator
+from advisor.task import Example, FinetuneSpec
+from strategies.base import Strategy, fewshot_messages
+
+FORMAT_VERSION = 1  # bump when the way examples become tokens changes
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]  # -100 on prompt tokens
+
+
+def encode_example(gen: Generator, user: str, answer: str, max_length: int) -> Encoded:
+    """Prompt + answer through the chat template; only the answer tokens are learned."""
+    prompt = gen.chat_ids([{"role": "user", "content": user}])
+    full = gen.tokenizer.apply_chat_template(
+        [{"role": "user", "content": user}, {"role": "assistant", "content": answer}], tokenize=True)
+    full = list(full["input_ids"] if hasattr(full, "keys") else full)
+    if full[: len(prompt)] != prompt:  # template renders the prompt differently inside a dialogue
+        full = prompt + gen.tokenizer(answer, add_special_tokens=False)["input_ids"] + [gen.tokenizer.eos_token_id]
+    # Drop trailing whitespace tokens after the end-of-turn marker (they are template padding).
+    end = gen.tokenizer.eos_token_id
+    if end in full[len(prompt):]:
+        full = full[: len(prompt) + full[len(prompt):].index(end) + 1]
+    full = full[:max_length]
+    labels = [-100] * min(len(prompt), len(full)) + full[len(prompt):]
+    return Encoded(full, labels)
+
+
+class AnswerOnlyLoss(nn.Module):
+    """Causal-LM loss at answer positions only, projecting to the vocabulary only there."""
+
+    def __init__(self, causal_lm: nn.Module):
+        super().__init__()
+        self.lm = causal_lm
+
+    def forward(self, input_ids, attention_mask, labels):
+        base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+        hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        targets = labels[:, 1:]
+        keep = targets != -100
+        logits = base.get_output_embeddings()(hidden[:, :-1][keep])
+        return nn.functional.cross_entropy(logits.float(), targets[keep])
+
+
+def _batches(rows: list[Encoded], size: int, rng: random.Random | None) -> list[list[Encoded]]:
+    """Group examples of similar length (less padding); shuffle batch order when training."""
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i].input_ids))
+    batches = [[rows[i] for i in order[s : s + size]] for s in range(0, len(order), size)]
+    if rng is not None:
+        rng.shuffle(batches)
+    return batches
+
+
+def _collate(batch: list[Encoded], pad: int, device) -> dict[str, torch.Tensor]:
+    width = max(len(r.input_ids) for r in batch)
+    ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, r in enumerate(batch):
+        ids[i, : len(r.input_ids)] = torch.tensor(r.input_ids)
+        labels[i, : len(r.labels)] = torch.tensor(r.labels)
+        mask[i, : len(r.input_ids)] = 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+
+def _peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def split_train_val(rows: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    if fraction <= 0 or len(rows) < 10:
+        return list(rows), []
+    shuffled = list(rows)
+    random.Random(seed).shuffle(shuffled)
+    n_val = max(1, round(len(rows) * fraction))
+    return shuffled[n_val:], shuffled[:n_val]
+
+
+def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec, seed: int,
+               val_pairs: list[tuple[str, str]] = (), progress=None) -> tuple[Path, dict]:
+    """Train (or reuse) a LoRA adapter on (user message, answer) pairs; return its folder and metrics."""
+    from accelerate import Accelerator
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+    key = hash_json([FORMAT_VERSION, gen.fingerprint, pairs, list(val_pairs), spec.model_dump(), seed])[:24]
+    folder = cache_dir() / "adapters" / key
+    if (folder / "adapter_model.safetensors").exists():
+        return folder, json.loads((folder / "metrics.json").read_text()) | {"reused": True}
+
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no",
+                              gradient_accumulation_steps=spec.grad_accum)
+    train_rows = [encode_example(gen, u, a, spec.max_length) for u, a in pairs]
+    val_rows = [encode_example(gen, u, a, spec.max_length) for u, a in val_pairs]
+    config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
+                        target_modules=list(spec.target_modules), task_type="CAUSAL_LM")
+    peft_model = get_peft_model(gen.model, config)
+    loss_fn = AnswerOnlyLoss(peft_model)
+    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=spec.learning_rate)
+    steps_per_epoch = -(-len(train_rows) // spec.batch_size)
+    total = max(1, steps_per_epoch * spec.epochs // spec.grad_accum)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / max(1, total // 10)) * max(0.0, 1 - s / total))
+    loss_fn, optimizer, scheduler = accelerator.prepare(loss_fn, optimizer, scheduler)
+    pad = gen.tokenizer.pad_token_id
+
+    history, best, best_state, bad_epochs, tokens = [], float("inf"), None, 0, 0
+    t0 = time.perf_counter()
+    try:
+        for epoch in range(1, spec.epochs + 1):
+            loss_fn.train()
+            losses = []
+            for batch in _batches(train_rows, spec.batch_size, rng):
+                with accelerator.accumulate(loss_fn):
+                    loss = loss_fn(**_collate(batch, pad, accelerator.device))
+                    accelerator.backward(loss)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad()
+                losses.append(loss.item())
+                tokens += sum(len(r.input_ids) for r in batch)
+                if progress:
+                    progress()
+            val = _evaluate(loss_fn, val_rows, spec.batch_size, pad, accelerator.device) if val_rows else None
+            history.append({"epoch": epoch, "train_loss": sum(losses) / len(losses), "val_loss": val})
+            score = val if val is not None else history[-1]["train_loss"]
+            if score < best - 1e-4:
+                best, bad_epochs = score, 0
+                best_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
+            else:
+                bad_epochs += 1
+                if val is not None and bad_epochs > spec.patience:
+                    break  # early stopping on validation loss
+        seconds = time.perf_counter() - t0
+        set_peft_model_state_dict(peft_model, best_state)
+        metrics = {
+            "train_seconds": seconds, "tokens": tokens, "tokens_per_second": tokens / seconds,
+            "answer_tokens_per_epoch": sum(sum(1 for t in r.labels if t != -100) for r in train_rows),
+            "examples": len(train_rows), "val_examples": len(val_rows), "epochs_run": len(history),
+            "best_epoch": min(history, key=lambda h: h["val_loss"] if h["val_loss"] is not None else h["train_loss"])["epoch"],
+            "history": history, "peak_memory_mb": _peak_memory_mb(), "device": str(accelerator.device),
+            "trainable_parameters": sum(p.numel() for p in peft_model.parameters() if p.requires_grad),
+        }
+        with atomic_dir(folder) as tmp:
+            peft_model.save_pretrained(tmp)
+            atomic_write_text(tmp / "metrics.json", json.dumps(metrics, indent=1))
+    finally:
+        gen.model = peft_model.unload()  # restore the plain base model for every other strategy
+        gen.model.eval()
+    return folder, metrics | {"reused": False}
+
+
+@torch.no_grad()
+def _evaluate(loss_fn, rows, batch_size, pad, device) -> float:
+    loss_fn.eval()
+    total, n = 0.0, 0
+    for batch in _batches(rows, batch_size, None):
+        count = sum(sum(1 for t in r.labels[1:] if t != -100) for r in batch)
+        total += loss_fn(**_collate(batch, pad, device)).item() * count
+        n += count
+    return total / max(1, n)
+
+
+def train_on_task(ctx, user_messages: Callable[[list[str]], list[str]]) -> tuple[Path, dict]:
+    """Train on the task's train split; `user_messages` turns inputs into what the model will see."""
+    task = ctx.task
+    train, val = split_train_val(task.train, task.spec.finetune.val_fraction, task.seed)
+
+    def pairs(rows):
+        return list(zip(user_messages([e.input for e in rows]), [e.output for e in rows]))
+
+    return train_lora(ctx.generator, pairs(train), task.spec.finetune, task.seed, pairs(val))
+
+
+class Lora(Strategy):
+    name = "lora"
+    description = "LoRA adapter trained on train; answers without the instructions"
+    complexity = 5
+    family = "finetune"
+    with_retrieval = False
+
+    def prepare(self):
+        task = self.ctx.task
+        self.folder, self.metrics = self.ctx.shared("lora-adapter", lambda: self._train())
+        self.setup.train_seconds = self.metrics["train_seconds"]
+        self.setup.knowledge_in_weights = not self.with_retrieval
+        self.setup.details["training"] = self.metrics
+        self.setup.details["adapter"] = str(self.folder)
+        self.train_examples = len(task.train)
+
+    def _train(self):
+        return train_on_task(self.ctx, lambda inputs: inputs)
+
+    @property
+    def adapter_path(self):
+        return self.folder
+
+    def messages(self, text, drop=0):
+        # No instructions: the adapter learned the house style from the examples.
+        return fewshot_messages("", [], text)

@@ -1,0 +1,44 @@
+"""RAG on top of a fine-tuned model: the adapter carries style, retrieval carries knowledge.
+
+By default the adapter for this row is trained the way it will be used, with the
+passages retrieved for each training question in its prompt (retrieval-aware
+fine-tuning, as in RAFT), so it learns to read them and still keep the house
+format. `finetune.retrieval_aware: false` reuses the plain `lora` adapter instead,
+which costs no second training run.
+"""
+from __future__ import annotations
+
+from strategies.finetune import Lora, train_on_task
+from strategies.rag import Rag, rag_user_message
+
+
+class LoraRag(Rag):
+    name = "lora+rag"
+    description = "a LoRA adapter + top-k retrieved passages, without the instructions"
+    complexity = 6
+    family = "finetune+rag"
+    use_instructions = False
+
+    def prepare(self):
+        super().prepare()
+        if self.ctx.task.spec.finetune.retrieval_aware:
+            self.folder, metrics = self.ctx.shared("lora-adapter-rag", self._train_with_passages)
+        else:
+            lora = Lora(self.ctx)
+            lora.prepare()  # the same adapter as the `lora` row, trained once per run
+            self.folder, metrics = lora.folder, lora.metrics
+        self.setup.train_seconds = metrics["train_seconds"]
+        self.setup.details["training"] = metrics
+        self.setup.details["adapter"] = str(self.folder)
+        self.setup.knowledge_in_weights = False  # knowledge lives in the documents
+
+    def _train_with_passages(self):
+        def with_passages(inputs):
+            hits = self.index.search(inputs, self.ctx.task.spec.rag.top_k)
+            return [rag_user_message(chunks, q) for chunks, q in zip(hits, inputs)]
+
+        return train_on_task(self.ctx, with_passages)
+
+    @property
+    def adapter_path(self):
+        return self.folder

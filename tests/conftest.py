@@ -1,0 +1,91 @@
+"""Shared fixtures: a tiny but real task, and the real embedded models loaded once."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# A private cache for the test session: tests must not depend on (or pollute) a user's cache.
+os.environ.setdefault("ADVISOR_CACHE", tempfile.mkdtemp(prefix="advisor-test-cache-"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+FORMAT = r"^Hi! .+ Bye\.$"
+
+DOCS = {
+    "kettle.md": "# Zephyr Kettle\n\n## Price\nThe Zephyr Kettle costs $73.\n\n## Capacity\nThe Zephyr Kettle holds 1.7 litres.\n",
+    "toaster.md": "# Orbit Toaster\n\n## Price\nThe Orbit Toaster costs $41.\n\n## Slots\nThe Orbit Toaster has 4 slots.\n",
+    "returns.md": "# Returns\n\n## Window\nYou can return any item within 45 days.\n",
+}
+TRAIN = [
+    ("What does the kettle cost?", "Hi! The Zephyr Kettle costs $73. Bye."),
+    ("How many slots does the toaster have?", "Hi! The Orbit Toaster has 4 slots. Bye."),
+    ("Can I return things?", "Hi! You can return any item within 45 days. Bye."),
+    ("Thanks a lot!", "Hi! You are welcome. Bye."),
+    ("Where is my order?", "Hi! Please send your order number. Bye."),
+    ("I forgot my password", "Hi! Use the reset link on the sign-in page. Bye."),
+    ("Do you ship abroad?", "Hi! Please check the shipping page. Bye."),
+    ("My toaster is broken", "Hi! Sorry about that, please send a photo. Bye."),
+    ("How big is the kettle?", "Hi! The Zephyr Kettle holds 1.7 litres. Bye."),
+    ("Price of the toaster?", "Hi! The Orbit Toaster costs $41. Bye."),
+    ("Hello there", "Hi! How can I help you today? Bye."),
+    ("Can I talk to a person?", "Hi! A colleague will email you soon. Bye."),
+]
+EVAL = [
+    {"id": "k1", "input": "How much is the Zephyr Kettle?", "answers": ["$73"], "tags": ["knowledge"], "source": "kettle.md",
+     "paraphrases": ["What is the price of the Zephyr Kettle?"]},
+    {"id": "k2", "input": "What is the return window?", "answers": ["45 days"], "tags": ["knowledge"], "source": "returns.md"},
+    {"id": "s1", "input": "Thank you so much!", "output": "Hi! You are welcome. Bye.", "tags": ["style"]},
+    {"id": "s2", "input": "Good morning", "output": "Hi! How can I help you today? Bye.", "tags": ["style"]},
+]
+
+
+def write_task(root: Path, **overrides) -> Path:
+    (root / "docs").mkdir(parents=True, exist_ok=True)
+    for name, text in DOCS.items():
+        (root / "docs" / name).write_text(text)
+    (root / "train.jsonl").write_text("".join(json.dumps({"input": i, "output": o}) + "\n" for i, o in TRAIN))
+    (root / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in EVAL))
+    spec = {
+        "name": "tiny",
+        "description": "a tiny shop",
+        "instructions": "You are the shop assistant. Reply in one line that starts with 'Hi!' and ends with 'Bye.'",
+        "train": "train.jsonl",
+        "eval": "eval.jsonl",
+        "documents": "docs/",
+        "scoring": {"method": "contains", "by_tag": {"style": "format"}, "format": FORMAT},
+        "economics": {"requests_per_day": 2000, "knowledge_changes_per_month": 2},
+        "generation": {"max_new_tokens": 16, "batch_size": 8},
+        "prompting": {"few_shot_k": 2},
+        "rag": {"chunk_tokens": 32, "chunk_overlap": 8, "top_k": 2},
+        "finetune": {"epochs": 1, "batch_size": 4, "r": 4, "alpha": 8, "learning_rate": 0.002, "val_fraction": 0.0},
+        "consistency": {"samples": 2, "items": 2},
+        "latency": {"requests": 1},
+    }
+    spec.update(overrides)
+    import yaml
+
+    (root / "task.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return root
+
+
+@pytest.fixture
+def tiny_task_dir(tmp_path) -> Path:
+    return write_task(tmp_path / "task")
+
+
+@pytest.fixture(scope="session")
+def generator():
+    from advisor.models import Generator
+
+    return Generator()
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from advisor.models import Embedder
+
+    return Embedder()

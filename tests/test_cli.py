@@ -1,0 +1,75 @@
+"""`advisor run` end to end on a tiny task with the real models, then `report` and `roi`."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def advisor(*args):
+    return subprocess.run([sys.executable, "-m", "advisor.cli", *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    from tests.conftest import write_task
+
+    root = tmp_path_factory.mktemp("e2e")
+    task = write_task(root / "task")
+    out = root / "out"
+    r = advisor("run", str(task), "--out", str(out), "-s", "few-shot", "-s", "rag", "-s", "lora", "-s", "lora+rag")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r
+
+
+def test_run_writes_every_output(finished_run):
+    out, r = finished_run
+    for name in ("results.json", "examples.csv", "report.md", "report.html"):
+        assert (out / name).stat().st_size > 0, name
+    results = json.loads((out / "results.json").read_text())
+    names = [s["name"] for s in results["strategies"]]
+    assert names == ["few-shot", "rag", "lora", "lora+rag"]
+    for s in results["strategies"]:
+        assert 0 <= s["accuracy"]["low"] <= s["accuracy"]["mean"] <= s["accuracy"]["high"] <= 1
+        assert s["tokens"]["prompt_mean"] > 0 and s["economics"]["cost_per_request"] > 0
+        assert s["latency"]["p50_seconds"] > 0
+    lora = next(s for s in results["strategies"] if s["name"] == "lora")
+    assert lora["setup"]["train_seconds"] > 0 and lora["setup"]["knowledge_in_weights"]
+    rag = next(s for s in results["strategies"] if s["name"] == "rag")
+    assert rag["retrieval"]["n"] == 2 and 0 <= rag["retrieval"]["hit_at_k"] <= 1
+    rec = results["recommendation"]
+    assert rec["strategy"] in names and rec["reasons"]
+    assert len(results["comparisons"]) == 6
+    assert "Recommendation" in r.stdout  # the terminal verdict panel
+    csv_lines = (out / "examples.csv").read_text().strip().splitlines()
+    assert len(csv_lines) == 1 + 4 * 4
+
+
+def test_report_rerenders_without_models(finished_run):
+    out, _ = finished_run
+    (out / "report.html").unlink()
+    r = advisor("report", str(out))
+    assert r.returncode == 0, r.stderr
+    html = (out / "report.html").read_text()
+    results = json.loads((out / "results.json").read_text())
+    assert results["recommendation"]["strategy"] in html and "<script" not in html
+
+
+def test_roi_recomputes_for_another_volume(finished_run):
+    out, _ = finished_run
+    r = advisor("roi", str(out), "--requests-per-day", "5")
+    assert r.returncode == 0, r.stderr
+    assert "Recommendation" in r.stdout
+    before = json.loads((out / "results.json").read_text())
+    assert before["assumptions"]["requests_per_day"] == 2000  # not written without --write
+    r = advisor("roi", str(out), "--requests-per-day", "5", "--write")
+    after = json.loads((out / "results.json").read_text())
+    assert after["assumptions"]["requests_per_day"] == 5
+    assert after["strategies"][0]["economics"]["total_cost"] < before["strategies"][0]["economics"]["total_cost"]
+
+
+def test_report_on_missing_run_is_a_clear_error(tmp_path):
+    r = advisor("report", str(tmp_path))
+    assert r.returncode == 2 and "results.json" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,181 @@
+"""Each strategy on a tiny task with the real models: answers, token counts, retrieval, LoRA."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from advisor.task import load_task
+from strategies import Context, registry
+from strategies.finetune import AnswerOnlyLoss, _collate, encode_example, train_lora
+from strategies.rag import RagIndex, build_faiss, chunk_documents
+
+
+@pytest.fixture
+def ctx(tiny_task_dir, generator, embedder, tmp_path):
+    return Context(load_task(tiny_task_dir), generator, lambda: embedder, tmp_path)
+
+
+def test_registry_finds_every_strategy_file():
+    names = list(registry())
+    assert names[:3] == ["zero-shot", "few-shot", "few-shot-dynamic"]
+    assert {"rag", "few-shot+rag", "lora", "lora+rag"} <= set(names)
+
+
+def test_every_strategy_answers_with_token_counts(ctx):
+    inputs = [ex.input for ex in ctx.task.eval]
+    prompt_tokens = {}
+    for name, cls in registry().items():
+        s = cls(ctx)
+        s.prepare()
+        answers = s.answer(inputs)
+        assert len(answers) == len(inputs), name
+        for a, text in zip(answers, inputs):
+            assert a.prompt_tokens == len(ctx.generator.chat_ids(s.messages(text)))
+            assert 0 < a.completion_tokens <= ctx.task.spec.generation.max_new_tokens
+            assert isinstance(a.text, str)
+        prompt_tokens[name] = np.mean([a.prompt_tokens for a in answers])
+    # The fine-tuned model answers without the long instructions: a shorter prompt.
+    assert prompt_tokens["lora"] < prompt_tokens["few-shot"]
+    assert prompt_tokens["lora+rag"] < prompt_tokens["few-shot+rag"]
+
+
+def test_dynamic_few_shot_picks_nearest(ctx):
+    from strategies.prompting import nearest_examples
+
+    shots = nearest_examples(ctx, ["How many slots does the Orbit toaster have?"], 2)[0]
+    assert shots[0].input == "How many slots does the toaster have?"
+
+
+def test_retrieval_finds_the_planted_document(ctx):
+    rag = registry()["rag"](ctx)
+    rag.prepare()
+    assert rag.retrieve("What does the Zephyr Kettle cost?")[0].source == "kettle.md"
+    assert rag.retrieve("How long do I have to return an item?")[0].source == "returns.md"
+    msgs = rag.messages("What does the Zephyr Kettle cost?")
+    assert "(source: kettle.md" in msgs[-1]["content"] and ctx.task.instructions in msgs[0]["content"]
+
+
+def test_chunks_overlap_and_keep_sections(embedder):
+    from advisor.task import Document
+
+    text = "# T\n\n## Part one\n" + " ".join(f"word{i}" for i in range(200)) + "\n\n## Part two\nshort section"
+    chunks = chunk_documents([Document("d.md", text)], embedder.model.tokenizer, size=40, overlap=10)
+    assert {c.section for c in chunks} == {"Part one", "Part two"}
+    first, second = chunks[0].text.split(), chunks[1].text.split()
+    assert set(first[-3:]) & set(second[:8])  # consecutive windows share tokens
+    assert all(c.source == "d.md" for c in chunks)
+
+
+def test_persisted_index_is_reused_and_only_changes_reembed(ctx, tmp_path, monkeypatch):
+    monkeypatch.setenv("ADVISOR_CACHE", str(tmp_path / "fresh-cache"))  # nothing embedded yet
+    docs = ctx.task.documents
+    e = ctx.embedder
+    before = e.encode_calls
+    first = RagIndex.build(docs, e, 32, 8, 20000)
+    encoded_first = e.encode_calls - before
+    assert encoded_first == len(first.chunks)
+    again = RagIndex.build(docs, e, 32, 8, 20000)
+    assert e.encode_calls - before == encoded_first  # loaded from disk, nothing re-embedded
+    assert len(again.chunks) == len(first.chunks)
+    from advisor.task import Document
+
+    changed = [Document(d.id, d.text.replace("$73", "$79")) if d.id == "kettle.md" else d for d in docs]
+    before = e.encode_calls
+    RagIndex.build(changed, e, 32, 8, 20000)
+    reembedded = e.encode_calls - before
+    assert 0 < reembedded < len(first.chunks)  # only the kettle document's changed chunk
+
+
+def test_approximate_index_recall_against_exact():
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((5000, 64)).astype("float32")
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    queries = base[:200] + 0.05 * rng.standard_normal((200, 64)).astype("float32")
+    exact, approx = build_faiss(base, approximate_above=10**9), build_faiss(base, approximate_above=100)
+    assert type(approx).__name__ == "IndexHNSWFlat" and type(exact).__name__ == "IndexFlatIP"
+    _, truth = exact.search(queries, 10)
+    _, found = approx.search(queries, 10)
+    recall = np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found)])
+    assert recall >= 0.95
+
+
+def test_prompt_tokens_are_masked_in_labels(generator):
+    enc = encode_example(generator, "What does the kettle cost?", "Hi! $73. Bye.", 256)
+    prompt = generator.chat_ids([{"role": "user", "content": "What does the kettle cost?"}])
+    assert enc.input_ids[: len(prompt)] == prompt
+    assert enc.labels[: len(prompt)] == [-100] * len(prompt)
+    learned = [t for t in enc.labels if t != -100]
+    assert generator.tokenizer.decode(learned).startswith("Hi! $73. Bye.")
+    assert learned[-1] == generator.tokenizer.eos_token_id
+
+
+def test_lora_steps_lower_the_loss(generator):
+    from peft import LoraConfig, get_peft_model
+
+    rows = [encode_example(generator, "Say the code", "The code is ZEBRA-42.", 64)] * 4
+    model = get_peft_model(generator.model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    try:
+        loss_fn = AnswerOnlyLoss(model)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
+        batch = _collate(rows, generator.tokenizer.pad_token_id, "cpu")
+        losses = []
+        for _ in range(5):
+            loss = loss_fn(**batch)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            losses.append(loss.item())
+        assert losses[-1] < losses[0] * 0.8
+    finally:
+        generator.model = model.unload()
+
+
+def test_saved_adapter_reloads_and_reproduces_answers(ctx, generator, tmp_path, monkeypatch):
+    monkeypatch.setenv("ADVISOR_CACHE", str(tmp_path / "fresh-cache"))  # really train, not reuse
+    spec = ctx.task.spec.finetune
+    pairs = [(e.input, e.output) for e in ctx.task.train]
+    folder, metrics = train_lora(generator, pairs, spec, seed=0)
+    assert (folder / "adapter_config.json").exists() and (folder / "adapter_model.safetensors").exists()
+    assert metrics["tokens"] > 0 and metrics["history"] and not metrics["reused"]
+    assert not any("lora" in n for n, _ in generator.model.named_modules())  # base restored
+
+    from peft import PeftModel
+
+    prompts = [generator.chat_ids([{"role": "user", "content": "Thanks a lot!"}])]
+    with generator.adapter(folder):
+        ours = generator.generate(prompts, 12, use_cache=False)[0].text
+    peft_model = PeftModel.from_pretrained(generator.model, str(folder))
+    ids = torch.tensor(prompts)
+    out = peft_model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False)
+    generator.model = peft_model.unload()
+    theirs = generator.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+    assert ours == theirs
+    again, m2 = train_lora(generator, pairs, spec, seed=0)
+    assert again == folder and m2["reused"]  # same task + config + base: reused, not retrained
+
+
+def test_prefix_cache_gives_the_same_tokens_as_left_padding(generator):
+    long_system = "You are a careful assistant. " * 20
+    prompts = [generator.chat_ids([{"role": "system", "content": long_system}, {"role": "user", "content": q}])
+               for q in ("What is 2+2?", "Name a colour.", "Say hello in French please.")]
+    fast = generator.generate(prompts, 10, use_cache=False)
+    import advisor.models as m
+
+    old, m.PREFIX_CACHE_MIN = m.PREFIX_CACHE_MIN, 10**9
+    try:
+        plain = generator.generate(prompts, 10, use_cache=False)
+    finally:
+        m.PREFIX_CACHE_MIN = old
+    assert [g.text for g in fast] == [g.text for g in plain]
+
+
+def test_samples_are_seeded_per_sample_and_never_served_for_another(generator):
+    prompt = [generator.chat_ids([{"role": "user", "content": "Write a random word."}])]
+    s0 = generator.generate(prompt * 6, 8, temperature=1.5, sample_index=0)
+    s1 = generator.generate(prompt * 6, 8, temperature=1.5, sample_index=1)
+    s0_again = generator.generate(prompt * 6, 8, temperature=1.5, sample_index=0, use_cache=False)
+    assert [g.text for g in s0] == [g.text for g in s0_again]  # seeded: reproducible
+    assert [g.text for g in s0] != [g.text for g in s1]        # another sample is really sampled again
