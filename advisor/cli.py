@@ -58,6 +58,9 @@ def run(
     out_dir: Path = typer.Option(Path("runs/latest"), "--out", help="where results and reports go"),
     strategies: Optional[list[str]] = typer.Option(None, "--strategy", "-s", help="run only these (repeatable)"),
     seed: Optional[int] = typer.Option(None, help="overrides the task's seed"),
+    freshness: bool = typer.Option(True, help="re-answer after the task's updated_documents replace the originals"),
+    forgetting: bool = typer.Option(True, help="general-ability probe with and without each adapter"),
+    data_curve: Optional[str] = typer.Option(None, help="fine-tune on growing train sizes, e.g. 25,50,100 (all is added)"),
 ):
     """Run every strategy on the task, score, cost, recommend, and write the report."""
     from advisor import harness, report
@@ -65,9 +68,14 @@ def run(
     from strategies.base import ContextTooLong
 
     t = _load(task)
-    command = "advisor " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
-        results = harness.run(t, out_dir, strategies, seed, console=err, command=command)
+        sizes = [int(x) for x in data_curve.split(",")] if data_curve else []
+    except ValueError:
+        _fail(f"--data-curve takes comma-separated numbers of examples, got {data_curve!r}")
+    command = "advisor " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    experiments = harness.Experiments(freshness=freshness, forgetting=forgetting, data_curve=sizes)
+    try:
+        results = harness.run(t, out_dir, strategies, seed, console=err, command=command, experiments=experiments)
     except (ModelError, harness.RunError, ContextTooLong) as e:
         _fail(str(e))
     report.terminal(results, out)

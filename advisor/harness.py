@@ -11,16 +11,19 @@ import json
 import os
 import platform
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock, Timeout
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from advisor import __version__
 from advisor.cache import atomic_write_text
+from advisor.experiments import data_curve, forgetting, freshness
 from advisor.economics import StrategyCosts, break_even_requests_per_day, economics, payback_days, volume_sweep
 from advisor.models import Embedder, Generator
 from advisor.recommend import Row, recommend
@@ -29,6 +32,7 @@ from advisor.task import EconomicsSpec, Task
 from strategies import Context, Strategy, registry
 
 RESULTS = "results.json"
+LOCK = ".advisor.lock"
 
 
 class RunError(Exception):
@@ -177,17 +181,44 @@ def analyze(results: dict, spec: EconomicsSpec) -> dict:
     return results
 
 
+@dataclass
+class Experiments:
+    """Which experiments to add to a run (each lands in results.json under `experiments`)."""
+
+    freshness: bool = True  # when the task names updated_documents and eval_updated
+    forgetting: bool = True  # when some strategy uses an adapter
+    data_curve: list[int] = field(default_factory=list)  # train sizes; empty = off
+
+
 def run(task: Task, out_dir: Path, strategy_names: list[str] | None = None, seed: int | None = None,
-        console: Console | None = None, command: str = "") -> dict:
+        console: Console | None = None, command: str = "", experiments: Experiments | None = None) -> dict:
+    """Run under a lock on the output folder: a second run into the same folder refuses."""
+    select_strategies(task, strategy_names)  # fail on a bad name before anything is written
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(out_dir / LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RunError(f"{out_dir} is in use by another advisor run (lock {out_dir / LOCK}); "
+                       "wait for it or choose another --out") from None
+    try:
+        return _run(task, out_dir, strategy_names, seed, console, command, experiments)
+    finally:
+        lock.release()
+
+
+def _run(task, out_dir, strategy_names, seed, console, command, experiments) -> dict:
     console = console or Console(stderr=True)
+    experiments = experiments or Experiments()
     if seed is not None:
         task.spec.seed = seed
     classes = select_strategies(task, strategy_names)
+    _quiet_libraries()
     started = datetime.now(timezone.utc)
     t_start = time.perf_counter()
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TimeElapsedColumn(), console=console, transient=False)
-    evaluated = []
+    evaluated, prepared = [], []
     with progress:
         step = progress.add_task("loading generator", total=1)
         generator = Generator(task.spec.models.generator)
@@ -199,12 +230,38 @@ def run(task: Task, out_dir: Path, strategy_names: list[str] | None = None, seed
             strat.prepare()
             progress.update(step, advance=1, description=f"{cls.name}: answering {len(task.eval)} eval items")
             evaluated.append(evaluate_strategy(strat, task))
+            prepared.append(strat)
             acc = evaluated[-1]["accuracy"]["mean"]
             progress.update(step, advance=1, description=f"{cls.name}: done, accuracy {acc:.0%}")
+        found = {}
+        if experiments.freshness and task.updated_documents and task.eval_updated:
+            step = progress.add_task("freshness: documents changed, answering again", total=1)
+            found["freshness"] = freshness(task, prepared)
+            progress.update(step, completed=1)
+        if experiments.forgetting and any(s.adapter_path for s in prepared):
+            step = progress.add_task("forgetting: general-ability probe", total=1)
+            found["forgetting"] = forgetting(task, prepared)
+            progress.update(step, completed=1)
+        if experiments.data_curve:
+            step = progress.add_task(f"data curve: {len(experiments.data_curve) + 1} trainings", total=1)
+            found["data_curve"] = data_curve(task, registry()["lora"], ctx, experiments.data_curve)
+            progress.update(step, completed=1)
     results = assemble(task, evaluated, ctx, started, time.perf_counter() - t_start, command)
+    results["experiments"] = found
     results = analyze(results, task.spec.economics)
     write_outputs(results, out_dir)
     return results
+
+
+def _quiet_libraries() -> None:
+    """Our own progress bars say what is happening; the libraries' bars and notices only add noise."""
+    import warnings
+
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 
 
 def assemble(task: Task, evaluated: list[dict], ctx: Context, started, seconds: float, command: str) -> dict:

@@ -90,7 +90,7 @@ class FinetuneSpec(_Strict):
     val_fraction: float = Field(0.1, ge=0, lt=0.9)
     patience: int = Field(1, ge=0)
     max_length: int = Field(512, ge=16)
-    retrieval_aware: bool = Field(True, description="train the lora+rag adapter with retrieved passages in the prompt")
+    retrieval_aware: bool = Field(False, description="train a separate lora+rag adapter with retrieved passages in the prompt")
 
 
 class ConsistencySpec(_Strict):

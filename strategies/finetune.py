@@ -108,7 +108,9 @@ def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec,
     from accelerate import Accelerator
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
-    key = hash_json([FORMAT_VERSION, gen.fingerprint, pairs, list(val_pairs), spec.model_dump(), seed])[:24]
+    # The key holds what shapes the weights; which row uses the adapter does not.
+    shaping = spec.model_dump(exclude={"retrieval_aware"})
+    key = hash_json([FORMAT_VERSION, gen.fingerprint, pairs, list(val_pairs), shaping, seed])[:24]
     folder = cache_dir() / "adapters" / key
     if (folder / "adapter_model.safetensors").exists():
         return folder, json.loads((folder / "metrics.json").read_text()) | {"reused": True}

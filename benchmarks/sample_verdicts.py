@@ -1,0 +1,53 @@
+"""Run every sample task under several seeds; print expected vs actual verdict and headline numbers.
+
+    .venv/bin/python benchmarks/sample_verdicts.py [--seeds 0 1 2] [--tasks support json_orders ...]
+
+Expected verdicts follow the field's guidance (data/README.md); the advisor's
+verdict comes from its measurements. A mismatch is printed, never hidden.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from advisor import harness
+from advisor.task import load_task
+
+EXPECTED = {
+    "support": {"rag", "lora+rag", "few-shot+rag"},
+    "json_orders": {"lora", "lora+rag"},
+    "simple_sentiment": {"zero-shot", "few-shot", "few-shot-dynamic"},
+}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--tasks", nargs="+", default=list(EXPECTED))
+    ap.add_argument("--out", default="runs/verdicts")
+    args = ap.parse_args()
+    console = Console()
+    table = Table(title="sample tasks: expected vs measured verdict")
+    for col in ("task", "seed", "expected", "verdict", "match", "best accuracy", "verdict $/1k req", "run s"):
+        table.add_column(col)
+    for name in args.tasks:
+        for seed in args.seeds:
+            task = load_task(Path("data") / name)
+            r = harness.run(task, Path(args.out) / f"{name}-seed{seed}", seed=seed, console=Console(stderr=True, quiet=True),
+                            command=f"advisor run data/{name} --seed {seed}")
+            rec = r["recommendation"]["strategy"]
+            by = {s["name"]: s for s in r["strategies"]}
+            best = max(r["strategies"], key=lambda s: s["accuracy"]["mean"])
+            table.add_row(name, str(seed), " / ".join(sorted(EXPECTED[name])), rec,
+                          "yes" if rec in EXPECTED[name] else "NO",
+                          f"{best['name']} {best['accuracy']['mean']:.0%}",
+                          f"${1000 * by[rec]['economics']['cost_per_request']:.4f}", f"{r['run']['seconds']:.0f}")
+            console.print(f"{name} seed {seed}: {rec}")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
