@@ -85,7 +85,9 @@ def evaluate_strategy(strategy: Strategy, task: Task, progress=None) -> dict:
 
     # Self-agreement: N sampled answers per item; share of pairs of samples that agree.
     cons = spec.consistency
-    items = list(range(min(cons.items, len(task.eval))))
+    # Items spread evenly over the eval set, so every kind of item (tag) is probed, not just the first rows.
+    n_items = min(cons.items, len(task.eval))
+    items = sorted({round(k * len(task.eval) / n_items) for k in range(n_items)}) if n_items else []
     self_agreement = None
     if cons.samples >= 2 and items:
         samples = [strategy.answer([inputs[i] for i in items], temperature=cons.temperature, sample_index=s)

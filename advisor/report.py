@@ -30,7 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from advisor.cache import atomic_write_bytes, atomic_write_text
-from advisor.charts import Chart, charts as render_charts, estimate, experiment_series
+from advisor.charts import Chart, charts as render_charts, estimate
 
 DASH = "–"
 CHART_DIR = "charts"
@@ -50,6 +50,10 @@ def _get(obj: Any, *path: Any, default: Any = None) -> Any:
         except (KeyError, IndexError, TypeError):
             return default
     return default if obj is None else obj
+
+
+def _dict(x: Any) -> dict:
+    return x if isinstance(x, dict) else {}
 
 
 def _num(x: Any) -> float | None:
@@ -115,6 +119,10 @@ def _strategies(results: dict) -> list[dict]:
     return [s for s in (results.get("strategies") or []) if isinstance(s, dict)]
 
 
+def _examples(results: dict) -> list[dict]:
+    return [ex for ex in (results.get("examples") or []) if isinstance(ex, dict)]
+
+
 def table_rows(results: dict) -> list[dict[str, str]]:
     """One dict of display strings per strategy: the same facts in every format."""
     rows = []
@@ -129,8 +137,8 @@ def table_rows(results: dict) -> list[dict[str, str]]:
             "Prompt tok": fmt_num(_get(s, "tokens", "prompt_mean")),
             "Answer tok": fmt_num(_get(s, "tokens", "completion_mean")),
             "$ / 1k req": fmt_money(_per_1k(e.get("cost_per_request"))),
-            "p50": fmt_num(_get(s, "latency", "p50_seconds"), 2, " s"),
-            "p95": fmt_num(_get(s, "latency", "p95_seconds"), 2, " s"),
+            "p50 (s)": fmt_num(_get(s, "latency", "p50_seconds"), 2),
+            "p95 (s)": fmt_num(_get(s, "latency", "p95_seconds"), 2),
             "Set-up": fmt_money(e.get("setup_cost")),
             "Total (horizon)": fmt_money(e.get("total_cost")),
             "ROI": _roi(e.get("roi")),
@@ -161,8 +169,8 @@ def _text(x: Any) -> str:
 def disagreements(results: dict) -> tuple[list[dict], int]:
     """Eval items where the strategies' scores differ, side by side; (shown, how many in all)."""
     items = []
-    for ex in results.get("examples") or []:
-        answers = ex.get("answers") or {}
+    for ex in _examples(results):
+        answers = _dict(ex.get("answers"))
         scores = {_num(a.get("score")) for a in answers.values() if isinstance(a, dict)}
         if len(scores) < 2:
             continue
@@ -177,7 +185,22 @@ def disagreements(results: dict) -> tuple[list[dict], int]:
         items.append({"id": _text(ex.get("id")), "input": _text(ex.get("input")),
                       "expected": _text(ex.get("expected")), "tags": ", ".join(map(str, ex.get("tags") or [])) or DASH,
                       "answers": rows})
-    return items[:MAX_DISAGREEMENTS], len(items)
+    return _round_robin(items, MAX_DISAGREEMENTS), len(items)
+
+
+def _round_robin(items: list[dict], n: int) -> list[dict]:
+    """Up to n items, taking turns across tags so every kind of item is shown; eval order kept."""
+    groups: dict[str, list[dict]] = {}
+    for item in items:
+        groups.setdefault(item["tags"], []).append(item)
+    picked: list[int] = []
+    queues = [list(g) for g in groups.values()]
+    while len(picked) < min(n, len(items)):
+        for q in queues:
+            if q and len(picked) < n:
+                picked.append(id(q.pop(0)))
+    keep = set(picked)
+    return [item for item in items if id(item) in keep]
 
 
 def retrieval(results: dict) -> dict:
@@ -191,10 +214,10 @@ def retrieval(results: dict) -> dict:
         rows.append({"strategy": str(s.get("name")), "k": fmt_num(r.get("k")), "n": fmt_num(r.get("n")),
                      "hit": fmt_pct(r.get("hit_at_k"), ci=False), "mrr": fmt_num(r.get("mrr"), 2)})
     samples = []
-    for ex in results.get("examples") or []:
+    for ex in _examples(results):
         if len(samples) >= MAX_RETRIEVAL_SAMPLES or not names:
             break
-        answers = ex.get("answers") or {}
+        answers = _dict(ex.get("answers"))
         got = {n: [str(x) for x in _get(answers, n, "sources", default=[])] for n in names}
         if not any(got.values()):
             continue
@@ -208,29 +231,29 @@ def retrieval(results: dict) -> dict:
 
 
 def experiments(results: dict) -> list[dict]:
-    """Each experiment in results.json as a titled table of (series, point, value) rows."""
+    """Each experiment results.json holds, as a titled table of (series, point, value) rows."""
+    exp = _dict(results.get("experiments"))
     out = []
-    for name, value in (results.get("experiments") or {}).items():
-        if value is None:
-            continue
-        kind = experiment_series(value)
-        rows = []
-        if kind and kind[0] == "curve":
-            for series, pts in kind[1].items():
-                rows += [{"series": series, "point": fmt_num(x, 0 if float(x).is_integer() else 2),
-                          "value": _fmt_estimate(e)} for x, e in pts]
-            head = ("strategy", "training examples" if name == "data_curve" else "x", "value")
-        elif kind:
-            for series, metrics in kind[1].items():
-                rows += [{"series": series, "point": m.replace("_", " "), "value": _fmt_estimate(e)}
-                         for m, e in metrics.items()]
-            head = ("strategy", "measure", "value")
-        else:  # a shape we do not chart: show it as flat text rather than drop it
-            rows = [{"series": str(k), "point": "", "value": fmt_value(v)} for k, v in
-                    (value.items() if isinstance(value, dict) else [("value", value)])]
-            head = ("key", "", "value")
-        out.append({"name": str(name), "title": str(name).replace("_", " ").capitalize(), "head": head,
-                    "rows": rows})
+    fresh = _dict(_get(exp, "freshness", "strategies", default={}))
+    if fresh:
+        rows = [{"series": name, "point": when.replace("_", " "), "value": _fmt_estimate(estimate(v.get(when)))}
+                for name, v in fresh.items() for when in ("before_update", "after_update")]
+        out.append({"name": "freshness", "title": "Freshness: changed facts right, before and after the update",
+                    "head": ("strategy", "when", "share right"), "rows": rows})
+    forget = _dict(exp.get("forgetting"))
+    if forget.get("base"):
+        rows = [{"series": "base model", "point": "", "value": _fmt_estimate(estimate(forget["base"]))}]
+        rows += [{"series": name, "point": f"drop {100 * a.get('drop', 0):+.0f} pts",
+                  "value": _fmt_estimate(estimate(a.get("accuracy")))}
+                 for name, a in _dict(forget.get("adapters")).items()]
+        out.append({"name": "forgetting", "title": f"Forgetting: general-ability probe ({forget.get('n', DASH)} items)",
+                    "head": ("model", "change", "probe accuracy"), "rows": rows})
+    curve = _dict(exp.get("data_curve"))
+    if curve.get("points"):
+        rows = [{"series": _text(curve.get("strategy")), "point": fmt_num(p.get("examples")),
+                 "value": _fmt_estimate(estimate(p.get("accuracy")))} for p in curve["points"]]
+        out.append({"name": "data_curve", "title": "How much data: eval accuracy by training examples",
+                    "head": ("strategy", "training examples", "accuracy"), "rows": rows})
     return out
 
 
@@ -273,21 +296,21 @@ ASSUMPTION_LABELS = {
 
 
 def reproducibility(results: dict) -> dict:
-    run = results.get("run") or {}
+    run = _dict(results.get("run"))
     assumptions = []
-    for key, value in (results.get("assumptions") or {}).items():
+    for key, value in _dict(results.get("assumptions")).items():
         label, unit = ASSUMPTION_LABELS.get(key, (str(key).replace("_", " ").capitalize(), ""))
         assumptions.append({"label": label, "value": fmt_value(value), "unit": unit if value is not None else ""})
     models = []
-    for role, m in (_get(run, "models", default={}) or {}).items():
+    for role, m in _dict(run.get("models")).items():
         if isinstance(m, dict):
             models.append({"role": str(role), "name": _text(m.get("name")), "fingerprint": _text(m.get("fingerprint"))})
     seconds = _num(run.get("seconds"))
     return {
         "assumptions": assumptions,
         "models": models,
-        "files": [{"path": str(p), "sha256": _text(h)} for p, h in (_get(results, "task", "files", default={})).items()],
-        "versions": [{"name": str(k), "version": _text(v)} for k, v in (run.get("versions") or {}).items()],
+        "files": [{"path": str(p), "sha256": _text(h)} for p, h in _dict(_get(results, "task", "files")).items()],
+        "versions": [{"name": str(k), "version": _text(v)} for k, v in _dict(run.get("versions")).items()],
         "seed": _text(run.get("seed")),
         "hardware": fmt_value(run.get("hardware")),
         "runtime": DASH if seconds is None else f"{seconds:,.0f} s ({seconds / 60:.1f} min)",
@@ -321,7 +344,7 @@ def context(results: dict, chart_list: list[Chart] | None = None) -> dict:
         "charts": chart_list if chart_list is not None else _charts(results),
         "disagreements": shown,
         "n_disagreements": n_disagree,
-        "n_examples": len(results.get("examples") or []),
+        "n_examples": len(_examples(results)),
         "retrieval": retrieval(results),
         "experiments": experiments(results),
         "comparisons": comparisons(results),
@@ -362,8 +385,9 @@ def terminal(results: dict, console: Console | None = None) -> None:
                   style="on grey15" if winner else None)
     console.print(t)
     horizon = fmt_num(_get(results, "assumptions", "horizon_days"))
-    console.print(Text(f"Acc: share of eval items right (95% CI). Tokens: prompt/answer per request. Total $: over {horizon} days at "
-                       f"{fmt_num(_get(results, 'assumptions', 'requests_per_day'))} requests/day.", style="dim"))
+    volume = fmt_num(_get(results, "assumptions", "requests_per_day"))
+    console.print(Text(f"Acc: share of eval items right (95% CI). Tokens: prompt/answer per request. "
+                       f"Total $: over {horizon} days at {volume} requests/day.", style="dim"))
     body = Text()
     for x in (rec.get("reasons") or [])[:3]:
         body.append(f"• {x}\n")
@@ -387,7 +411,7 @@ def _escape_rich(s: str) -> str:
 
 # ---------------------------------------------------------------- Markdown
 
-_MD_PUNCT = re.compile(r"([\\`*_\[\]{}#+!|~$])")
+_MD_PUNCT = re.compile(r"([\\`*_\[\]#|~$])")
 
 
 def md_text(x: Any) -> str:

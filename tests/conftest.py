@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -49,6 +52,12 @@ def write_task(root: Path, **overrides) -> Path:
         (root / "docs" / name).write_text(text)
     (root / "train.jsonl").write_text("".join(json.dumps({"input": i, "output": o}) + "\n" for i, o in TRAIN))
     (root / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in EVAL))
+    # Freshness: the kettle's price changes after the strategies are prepared.
+    (root / "docs_updated").mkdir(exist_ok=True)
+    (root / "docs_updated" / "kettle.md").write_text(DOCS["kettle.md"].replace("$73", "$79"))
+    (root / "eval_updated.jsonl").write_text(json.dumps(
+        {"id": "u1", "input": "How much is the Zephyr Kettle?", "answers": ["$79"], "tags": ["knowledge", "changed"],
+         "source": "kettle.md"}) + "\n")
     spec = {
         "name": "tiny",
         "description": "a tiny shop",
@@ -56,6 +65,8 @@ def write_task(root: Path, **overrides) -> Path:
         "train": "train.jsonl",
         "eval": "eval.jsonl",
         "documents": "docs/",
+        "updated_documents": "docs_updated/",
+        "eval_updated": "eval_updated.jsonl",
         "scoring": {"method": "contains", "by_tag": {"style": "format"}, "format": FORMAT},
         "economics": {"requests_per_day": 2000, "knowledge_changes_per_month": 2},
         "generation": {"max_new_tokens": 16, "batch_size": 8},
@@ -89,3 +100,21 @@ def embedder():
     from advisor.models import Embedder
 
     return Embedder()
+
+
+class FinishedRun(NamedTuple):
+    out: Path  # the run folder (tests may change files in it)
+    proc: subprocess.CompletedProcess  # `advisor run`'s exit status and output
+    results: dict  # results.json as the run wrote it, before any test touched it
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> FinishedRun:
+    """One real `advisor run` of the tiny task (four strategies), shared by the whole session."""
+    root = tmp_path_factory.mktemp("e2e")
+    task = write_task(root / "task")
+    out = root / "out"
+    r = subprocess.run([sys.executable, "-m", "advisor.cli", "run", str(task), "--out", str(out),
+                        "-s", "few-shot", "-s", "rag", "-s", "lora", "-s", "lora+rag"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return FinishedRun(out, r, json.loads((out / "results.json").read_text()))

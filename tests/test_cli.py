@@ -12,20 +12,8 @@ def advisor(*args):
     return subprocess.run([sys.executable, "-m", "advisor.cli", *args], capture_output=True, text=True)
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    from tests.conftest import write_task
-
-    root = tmp_path_factory.mktemp("e2e")
-    task = write_task(root / "task")
-    out = root / "out"
-    r = advisor("run", str(task), "--out", str(out), "-s", "few-shot", "-s", "rag", "-s", "lora", "-s", "lora+rag")
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out, r
-
-
 def test_run_writes_every_output(finished_run):
-    out, r = finished_run
+    out, r = finished_run.out, finished_run.proc
     for name in ("results.json", "examples.csv", "report.md", "report.html"):
         assert (out / name).stat().st_size > 0, name
     results = json.loads((out / "results.json").read_text())
@@ -48,7 +36,7 @@ def test_run_writes_every_output(finished_run):
 
 
 def test_report_rerenders_without_models(finished_run):
-    out, _ = finished_run
+    out = finished_run.out
     (out / "report.html").unlink()
     r = advisor("report", str(out))
     assert r.returncode == 0, r.stderr
@@ -58,7 +46,7 @@ def test_report_rerenders_without_models(finished_run):
 
 
 def test_roi_recomputes_for_another_volume(finished_run):
-    out, _ = finished_run
+    out = finished_run.out
     r = advisor("roi", str(out), "--requests-per-day", "5")
     assert r.returncode == 0, r.stderr
     assert "Recommendation" in r.stdout
