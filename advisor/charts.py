@@ -37,7 +37,7 @@ class Chart:
 # ---------------------------------------------------------------- helpers
 
 
-def _get(obj: Any, *path: Any, default: Any = None) -> Any:
+def dig(obj: Any, *path: Any, default: Any = None) -> Any:
     """obj[path[0]][path[1]]..., or default if any step is missing or None."""
     for key in path:
         if obj is None:
@@ -71,7 +71,7 @@ def _strategies(results: dict) -> list[dict]:
 
 
 def _recommended(results: dict) -> str | None:
-    return _get(results, "recommendation", "strategy")
+    return dig(results, "recommendation", "strategy")
 
 
 def _figure(width: float = 7.0, height: float = 3.6) -> tuple[Figure, Any]:
@@ -137,7 +137,7 @@ def accuracy_chart(results: dict) -> Chart | None:
 def frontier_chart(results: dict) -> Chart | None:
     pts = []
     for s in _strategies(results):
-        acc, cost = estimate(s.get("accuracy")), _num(_get(s, "economics", "cost_per_request"))
+        acc, cost = estimate(s.get("accuracy")), _num(dig(s, "economics", "cost_per_request"))
         if acc is not None and cost is not None:
             pts.append((s["name"], cost, acc[0]))
     if not pts:
@@ -173,13 +173,13 @@ def frontier_chart(results: dict) -> Chart | None:
 
 
 def cost_sweep_chart(results: dict) -> Chart | None:
-    sweep = _get(results, "economics", "sweep") or {}
+    sweep = dig(results, "economics", "sweep") or {}
     volumes = [_num(v) for v in sweep.get("requests_per_day") or []]
     totals = sweep.get("total_cost") or {}
     if not volumes or None in volumes or not totals:
         return None
     rec = _recommended(results)
-    base = _get(results, "economics", "baseline")
+    base = dig(results, "economics", "baseline")
     fig, ax = _figure(7.0, 4.0)
     ax.grid(axis="x", color="#e5e5e5", linewidth=0.8)
     curves: dict[str, list[float]] = {}
@@ -194,7 +194,7 @@ def cost_sweep_chart(results: dict) -> Chart | None:
         return None
     ax.set_xscale("log")
     ax.set_yscale("log")
-    volume = _num(_get(results, "assumptions", "requests_per_day"))
+    volume = _num(dig(results, "assumptions", "requests_per_day"))
     if volume:
         ax.axvline(volume, color="#444", linestyle=":", linewidth=1)
         ax.annotate(f"task volume\n{volume:,.0f}/day", (volume, 0.02), xycoords=("data", "axes fraction"),
@@ -203,7 +203,7 @@ def cost_sweep_chart(results: dict) -> Chart | None:
     marked = False
     lo, hi = min(volumes), max(volumes)
     for s in _strategies(results):
-        be = _num(_get(s, "economics", "break_even_requests_per_day"))
+        be = _num(dig(s, "economics", "break_even_requests_per_day"))
         name = s["name"]
         if be is None or be <= 0 or name == base or name not in curves or not lo <= be <= hi:
             continue
@@ -214,7 +214,7 @@ def cost_sweep_chart(results: dict) -> Chart | None:
                     color="#c0392b")
         marked = True
     ax.set_xlabel("requests per day")
-    horizon = _num(_get(results, "assumptions", "horizon_days"))
+    horizon = _num(dig(results, "assumptions", "horizon_days"))
     ax.set_ylabel(_t(f"total cost over {horizon:,.0f} days ($)" if horizon else "total cost ($)"))
     ax.legend(fontsize=7, frameon=False, loc="upper left")
     return Chart("cost_vs_volume", "Total cost vs requests per day",
@@ -263,7 +263,7 @@ def training_chart(results: dict) -> Chart | None:
     # Strategies sharing one adapter (lora, lora+rag) share one history: draw it once, naming both.
     groups: dict[str, tuple[list[str], list[dict]]] = {}
     for s in _strategies(results):
-        history = [h for h in (_get(s, "setup", "training", "history") or []) if isinstance(h, dict)]
+        history = [h for h in (dig(s, "setup", "training", "history") or []) if isinstance(h, dict)]
         if not history:
             continue
         key = repr(history)
@@ -306,7 +306,7 @@ def _grouped_bars(ax: Any, groups: list[str], series: dict[str, list[tuple]]) ->
 
 
 def freshness_chart(results: dict) -> Chart | None:
-    rows = _get(results, "experiments", "freshness", "strategies") or {}
+    rows = dig(results, "experiments", "freshness", "strategies") or {}
     if not rows:
         return None
     names = list(rows)
@@ -323,7 +323,7 @@ def freshness_chart(results: dict) -> Chart | None:
 
 
 def forgetting_chart(results: dict) -> Chart | None:
-    exp = _get(results, "experiments", "forgetting") or {}
+    exp = dig(results, "experiments", "forgetting") or {}
     base = estimate(exp.get("base"))
     adapters = exp.get("adapters") or {}
     if base is None or not adapters:
@@ -339,7 +339,7 @@ def forgetting_chart(results: dict) -> Chart | None:
 
 
 def data_curve_chart(results: dict) -> Chart | None:
-    exp = _get(results, "experiments", "data_curve") or {}
+    exp = dig(results, "experiments", "data_curve") or {}
     pts = [(_num(p.get("examples")), estimate(p.get("accuracy"))) for p in exp.get("points") or []]
     pts = [(x, e) for x, e in pts if x is not None and e is not None]
     if not pts:

@@ -23,6 +23,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from advisor import __version__
 from advisor.cache import atomic_write_text
+from advisor.charts import dig
 from advisor.experiments import data_curve, forgetting, freshness
 from advisor.economics import StrategyCosts, break_even_requests_per_day, economics, payback_days, volume_sweep
 from advisor.models import Embedder, Generator
@@ -179,6 +180,10 @@ def analyze(results: dict, spec: EconomicsSpec) -> dict:
         }
     results["assumptions"] = spec.model_dump()
     results["economics"] = {"baseline": base.name, "sweep": volume_sweep([r.costs for r in rows], spec)}
+    drop = dig(results, "experiments", "forgetting", "adapters", rec["strategy"], "drop")
+    if drop is not None and drop >= 0.1:
+        rec["cautions"].append(f"its adapter loses {drop:.0%} on a general-ability probe the base model answers "
+                               "(forgetting experiment): check that nothing outside the task matters to you.")
     results["recommendation"] = rec
     return results
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from advisor.economics import Economics, StrategyCosts, break_even_requests_per_day, economics, payback_days
+from advisor.economics import DAYS_PER_MONTH, Economics, StrategyCosts, break_even_requests_per_day, economics, payback_days
 from advisor.task import EconomicsSpec
 
+CAUTION = "Caution: "  # a reason that argues against the verdict: shown beside it, never hidden
 COST_TIE = 0.10  # a simpler strategy within 10% of the cheapest total cost counts as tied
 
 
@@ -133,6 +134,16 @@ def reasons(rows: list[Row], comparisons: dict, spec: EconomicsSpec, v: Verdict,
             out.append(f"The knowledge changes {spec.knowledge_changes_per_month:g} times a month: a strategy that keeps it "
                        f"in the weights ({in_weights[0].name}) would need {per_year:.0f} retrains a year; "
                        f"{w.name} only re-indexes or edits its prompt.")
+    if spec.knowledge_changes_per_month > 0 and w.costs.knowledge_in_weights:
+        per_year = spec.knowledge_changes_per_month * spec.horizon_days / DAYS_PER_MONTH
+        out.append(f"Caution: {w.name} keeps what it knows in its weights; at {spec.knowledge_changes_per_month:g} "
+                   f"knowledge changes a month that is {per_year:.0f} retrains over the horizon (counted in its cost), "
+                   "and it does not follow a document change until it is retrained.")
+    for tag, mine in sorted(w.by_tag.items()):
+        leader = max(rows, key=lambda r: r.by_tag.get(tag, 0))
+        if leader.by_tag.get(tag, 0) - mine >= 0.2:
+            out.append(f"Caution: on `{tag}` items {w.name} gets {_pct(mine)}, against {_pct(leader.by_tag[tag])} for "
+                       f"{leader.name}; if those items matter most, weigh the per-tag results over the overall score.")
     if w.family.startswith("finetune") and n_train < 100:
         out.append(f"Caution: only {n_train} training examples; a few hundred good ones make fine-tuning more reliable.")
     return out
@@ -166,12 +177,14 @@ def describe_flip(f: dict) -> str:
 
 def recommend(rows: list[Row], comparisons: dict, spec: EconomicsSpec, n_train: int) -> dict:
     v = decide(rows, comparisons, spec)
+    said = reasons(rows, comparisons, spec, v, n_train)
     flips = sensitivity(rows, comparisons, spec, v.strategy)
     return {
         "strategy": v.strategy,
         "baseline": v.baseline,
         "contenders": v.contenders,
-        "reasons": reasons(rows, comparisons, spec, v, n_train),
+        "reasons": [r for r in said if not r.startswith(CAUTION)],
+        "cautions": [r[len(CAUTION):] for r in said if r.startswith(CAUTION)],
         "sensitivity": flips,
         "sensitivity_text": [describe_flip(f) for f in flips] or
                             ["no volume between 1/1000x and 1000x of the stated one, and no change frequency "

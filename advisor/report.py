@@ -30,7 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from advisor.cache import atomic_write_bytes, atomic_write_text
-from advisor.charts import Chart, charts as render_charts, estimate
+from advisor.charts import Chart, charts as render_charts, dig, estimate
 
 DASH = "–"
 CHART_DIR = "charts"
@@ -39,17 +39,6 @@ MAX_RETRIEVAL_SAMPLES = 5
 
 
 # ---------------------------------------------------------------- formatting
-
-
-def _get(obj: Any, *path: Any, default: Any = None) -> Any:
-    for key in path:
-        if obj is None:
-            return default
-        try:
-            obj = obj[key]
-        except (KeyError, IndexError, TypeError):
-            return default
-    return default if obj is None else obj
 
 
 def _dict(x: Any) -> dict:
@@ -131,14 +120,14 @@ def table_rows(results: dict) -> list[dict[str, str]]:
         rows.append({
             "Strategy": str(s.get("name") or DASH),
             "Accuracy (95% CI)": fmt_pct(s.get("accuracy")),
-            "Self-agreement": fmt_pct(_get(s, "consistency", "self_agreement"), ci=False),
-            "Paraphrase": fmt_pct(_get(s, "consistency", "paraphrase_agreement"), ci=False),
+            "Self-agreement": fmt_pct(dig(s, "consistency", "self_agreement"), ci=False),
+            "Paraphrase": fmt_pct(dig(s, "consistency", "paraphrase_agreement"), ci=False),
             "Format": fmt_pct(s.get("format_adherence"), ci=False),
-            "Prompt tok": fmt_num(_get(s, "tokens", "prompt_mean")),
-            "Answer tok": fmt_num(_get(s, "tokens", "completion_mean")),
+            "Prompt tok": fmt_num(dig(s, "tokens", "prompt_mean")),
+            "Answer tok": fmt_num(dig(s, "tokens", "completion_mean")),
             "$ / 1k req": fmt_money(_per_1k(e.get("cost_per_request"))),
-            "p50 (s)": fmt_num(_get(s, "latency", "p50_seconds"), 2),
-            "p95 (s)": fmt_num(_get(s, "latency", "p95_seconds"), 2),
+            "p50 (s)": fmt_num(dig(s, "latency", "p50_seconds"), 2),
+            "p95 (s)": fmt_num(dig(s, "latency", "p95_seconds"), 2),
             "Set-up": fmt_money(e.get("setup_cost")),
             "Total (horizon)": fmt_money(e.get("total_cost")),
             "ROI": _roi(e.get("roi")),
@@ -218,7 +207,7 @@ def retrieval(results: dict) -> dict:
         if len(samples) >= MAX_RETRIEVAL_SAMPLES or not names:
             break
         answers = _dict(ex.get("answers"))
-        got = {n: [str(x) for x in _get(answers, n, "sources", default=[])] for n in names}
+        got = {n: [str(x) for x in dig(answers, n, "sources", default=[])] for n in names}
         if not any(got.values()):
             continue
         want = ex.get("source")
@@ -234,7 +223,7 @@ def experiments(results: dict) -> list[dict]:
     """Each experiment results.json holds, as a titled table of (series, point, value) rows."""
     exp = _dict(results.get("experiments"))
     out = []
-    fresh = _dict(_get(exp, "freshness", "strategies", default={}))
+    fresh = _dict(dig(exp, "freshness", "strategies", default={}))
     if fresh:
         rows = [{"series": name, "point": when.replace("_", " "), "value": _fmt_estimate(estimate(v.get(when)))}
                 for name, v in fresh.items() for when in ("before_update", "after_update")]
@@ -309,7 +298,7 @@ def reproducibility(results: dict) -> dict:
     return {
         "assumptions": assumptions,
         "models": models,
-        "files": [{"path": str(p), "sha256": _text(h)} for p, h in _dict(_get(results, "task", "files")).items()],
+        "files": [{"path": str(p), "sha256": _text(h)} for p, h in _dict(dig(results, "task", "files")).items()],
         "versions": [{"name": str(k), "version": _text(v)} for k, v in _dict(run.get("versions")).items()],
         "seed": _text(run.get("seed")),
         "hardware": fmt_value(run.get("hardware")),
@@ -317,7 +306,7 @@ def reproducibility(results: dict) -> dict:
         "started": _text(run.get("started")),
         "advisor_version": _text(results.get("advisor_version")),
         "command": _text(run.get("command")),
-        "task_root": _text(_get(results, "task", "root")),
+        "task_root": _text(dig(results, "task", "root")),
         "scoring": fmt_value(results.get("scoring")),
     }
 
@@ -334,13 +323,14 @@ def context(results: dict, chart_list: list[Chart] | None = None) -> dict:
         "rec": {"strategy": _text(rec.get("strategy")), "baseline": _text(rec.get("baseline")),
                 "top_reasons": [str(x) for x in (rec.get("reasons") or [])[:3]],
                 "reasons": [str(x) for x in rec.get("reasons") or []],
+                "cautions": [str(x) for x in rec.get("cautions") or []],
                 "changes": [str(x) for x in rec.get("sensitivity_text") or []],
                 "rule": _text(rec.get("rule")),
                 "contenders": ", ".join(map(str, rec.get("contenders") or [])) or DASH},
         "rows": table_rows(results),
-        "horizon": fmt_num(_get(results, "assumptions", "horizon_days")),
-        "volume": fmt_num(_get(results, "assumptions", "requests_per_day")),
-        "baseline": _text(_get(results, "economics", "baseline")),
+        "horizon": fmt_num(dig(results, "assumptions", "horizon_days")),
+        "volume": fmt_num(dig(results, "assumptions", "requests_per_day")),
+        "baseline": _text(dig(results, "economics", "baseline")),
         "charts": chart_list if chart_list is not None else _charts(results),
         "disagreements": shown,
         "n_disagreements": n_disagree,
@@ -368,7 +358,7 @@ def terminal(results: dict, console: Console | None = None) -> None:
     console = console or Console()
     rec = results.get("recommendation") or {}
     pick = rec.get("strategy")
-    t = Table(title=f"advisor: {_get(results, 'task', 'name', default=DASH)}", box=box.SIMPLE_HEAD,
+    t = Table(title=f"advisor: {dig(results, 'task', 'name', default=DASH)}", box=box.SIMPLE_HEAD,
               show_edge=False, pad_edge=False, padding=(0, 1), title_justify="left")
     t.add_column("Strategy", style="bold", no_wrap=True, min_width=8)
     for name in ("Acc (CI)", "Format", "Tokens", "$/1k req", "p50 s", "Total $"):
@@ -376,21 +366,23 @@ def terminal(results: dict, console: Console | None = None) -> None:
     for s in _strategies(results):
         e = s.get("economics") or {}
         name = str(s.get("name") or DASH)
-        tok = f"{fmt_num(_get(s, 'tokens', 'prompt_mean'))}/{fmt_num(_get(s, 'tokens', 'completion_mean'))}"
+        tok = f"{fmt_num(dig(s, 'tokens', 'prompt_mean'))}/{fmt_num(dig(s, 'tokens', 'completion_mean'))}"
         winner = name == pick
         t.add_row(Text(("★ " if winner else "") + name, style="bold green" if winner else ""),
                   fmt_pct(s.get("accuracy")), fmt_pct(s.get("format_adherence"), ci=False), tok,
                   fmt_money(_per_1k(e.get("cost_per_request"))),
-                  fmt_num(_get(s, "latency", "p50_seconds"), 1), _money_short(e.get("total_cost")),
+                  fmt_num(dig(s, "latency", "p50_seconds"), 1), _money_short(e.get("total_cost")),
                   style="on grey15" if winner else None)
     console.print(t)
-    horizon = fmt_num(_get(results, "assumptions", "horizon_days"))
-    volume = fmt_num(_get(results, "assumptions", "requests_per_day"))
+    horizon = fmt_num(dig(results, "assumptions", "horizon_days"))
+    volume = fmt_num(dig(results, "assumptions", "requests_per_day"))
     console.print(Text(f"Acc: share of eval items right (95% CI). Tokens: prompt/answer per request. "
                        f"Total $: over {horizon} days at {volume} requests/day.", style="dim"))
     body = Text()
     for x in (rec.get("reasons") or [])[:3]:
         body.append(f"• {x}\n")
+    for x in rec.get("cautions") or []:
+        body.append(f"! {x}\n", style="yellow")
     changes = rec.get("sensitivity_text") or []
     body.append("\nWhat would change it: ", style="dim")
     body.append("; ".join(map(str, changes[:2])) if changes else "nothing within the volumes tried")

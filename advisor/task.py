@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Iterator, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -229,11 +229,9 @@ def _format_validation(e: ValidationError) -> tuple[str, str]:
     return loc, msg + more
 
 
-def read_examples(path: Path, need_output: bool) -> list[Example]:
-    text = _read_text(path)
-    rows: list[Example] = []
-    seen: set[str] = set()
-    for n, line in enumerate(text.splitlines(), start=1):
+def _jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line; a line that is not a JSON object is an error."""
+    for n, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -242,6 +240,13 @@ def read_examples(path: Path, need_output: bool) -> list[Example]:
             raise TaskError(path, f"line {n}", f"not valid JSON ({e.msg})") from None
         if not isinstance(raw, dict):
             raise TaskError(path, f"line {n}", "each line must be a JSON object")
+        yield n, raw
+
+
+def read_examples(path: Path, need_output: bool) -> list[Example]:
+    rows: list[Example] = []
+    seen: set[str] = set()
+    for n, raw in _jsonl_objects(path):
         try:
             spec = ExampleSpec.model_validate(raw)
         except ValidationError as e:
@@ -295,14 +300,8 @@ def read_documents(root: Path, entries: list[str], file: Path, field_name: str) 
 
 def _jsonl_documents(path: Path, base: Path) -> list[Document]:
     out = []
-    for n, line in enumerate(_read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise TaskError(path, f"line {n}", f"not valid JSON ({e.msg})") from None
-        if not isinstance(raw, dict) or not isinstance(raw.get("text"), str):
+    for n, raw in _jsonl_objects(path):
+        if not isinstance(raw.get("text"), str):
             raise TaskError(path, f"line {n}", "a document line needs a string field `text`")
         doc_id = str(raw.get("id") or f"{path.relative_to(base).as_posix()}#{n}")
         out.append(Document(id=doc_id, text=raw["text"]))

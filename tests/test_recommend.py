@@ -86,3 +86,16 @@ def test_combination_only_when_measurably_better():
     rows, comps = build({"few-shot": draws(0.1), "rag": rag, "lora+rag": better},
                         {"few-shot": 800, "rag": 950, "lora+rag": 250})
     assert recommend(rows, comps, spec(knowledge_changes_per_month=4), n_train=300)["strategy"] == "lora+rag"
+
+
+def test_cautions_name_what_argues_against_the_verdict():
+    """A fine-tune that wins overall but cannot answer a tag, with knowledge that changes, is flagged."""
+    rows, comps = build({"few-shot": draws(0.2), "rag": draws(0.5), "lora": draws(0.9)},
+                        {"few-shot": 800, "rag": 950, "lora": 60})
+    for r in rows:
+        r.by_tag = {"knowledge": {"few-shot": 0.0, "rag": 0.8, "lora": 0.1}[r.name]}
+    rec = recommend(rows, comps, spec(knowledge_changes_per_month=4), n_train=300)
+    assert rec["strategy"] == "lora"
+    assert any("retrains over the horizon" in c for c in rec["cautions"])
+    assert any("`knowledge`" in c and "rag" in c for c in rec["cautions"])
+    assert not any(r.startswith("Caution") for r in rec["reasons"])
