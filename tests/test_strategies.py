@@ -179,3 +179,22 @@ def test_samples_are_seeded_per_sample_and_never_served_for_another(generator):
     s0_again = generator.generate(prompt * 6, 8, temperature=1.5, sample_index=0, use_cache=False)
     assert [g.text for g in s0] == [g.text for g in s0_again]  # seeded: reproducible
     assert [g.text for g in s0] != [g.text for g in s1]        # another sample is really sampled again
+
+
+def test_too_long_prompt_drops_examples_then_fails_clearly(ctx, generator, monkeypatch):
+    from strategies.base import ContextTooLong
+
+    few = registry()["few-shot"](ctx)
+    few.prepare()
+    text = ctx.task.eval[0].input
+    full, _ = few._prompt_ids(text)
+    bare = len(generator.chat_ids(few.messages(text, drop=len(few.shots))))
+    max_new = ctx.task.spec.generation.max_new_tokens
+    # A window that fits the prompt with one example fewer: one example is dropped, and that is recorded.
+    monkeypatch.setattr(generator, "context_window", len(full) - 1 + max_new)
+    ids, dropped = few._prompt_ids(text)
+    assert dropped >= 1 and len(ids) + max_new <= generator.context_window
+    # A window too small even with no examples: a clear error, never a silent cut.
+    monkeypatch.setattr(generator, "context_window", bare - 1 + max_new)
+    with pytest.raises(ContextTooLong, match="even with no few-shot examples"):
+        few._prompt_ids(text)
