@@ -49,20 +49,19 @@ def dig(obj: Any, *path: Any, default: Any = None) -> Any:
     return default if obj is None else obj
 
 
-def _num(x: Any) -> float | None:
-    if isinstance(x, bool) or x is None:
+def num(x: Any) -> float | None:
+    """A finite number as float; anything else (None, bool, text, NaN) as None."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
         return None
-    if isinstance(x, (int, float)) and math.isfinite(x):
-        return float(x)
-    return None
+    return float(x)
 
 
 def estimate(x: Any) -> tuple[float, float | None, float | None] | None:
     """(mean, low, high) from an estimate dict {mean, low, high} or a bare number."""
     if isinstance(x, dict):
-        m = _num(x.get("mean"))
-        return None if m is None else (m, _num(x.get("low")), _num(x.get("high")))
-    m = _num(x)
+        m = num(x.get("mean"))
+        return None if m is None else (m, num(x.get("low")), num(x.get("high")))
+    m = num(x)
     return None if m is None else (m, None, None)
 
 
@@ -137,7 +136,7 @@ def accuracy_chart(results: dict) -> Chart | None:
 def frontier_chart(results: dict) -> Chart | None:
     pts = []
     for s in _strategies(results):
-        acc, cost = estimate(s.get("accuracy")), _num(dig(s, "economics", "cost_per_request"))
+        acc, cost = estimate(s.get("accuracy")), num(dig(s, "economics", "cost_per_request"))
         if acc is not None and cost is not None:
             pts.append((s["name"], cost, acc[0]))
     if not pts:
@@ -174,7 +173,7 @@ def frontier_chart(results: dict) -> Chart | None:
 
 def cost_sweep_chart(results: dict) -> Chart | None:
     sweep = dig(results, "economics", "sweep") or {}
-    volumes = [_num(v) for v in sweep.get("requests_per_day") or []]
+    volumes = [num(v) for v in sweep.get("requests_per_day") or []]
     totals = sweep.get("total_cost") or {}
     if not volumes or None in volumes or not totals:
         return None
@@ -184,7 +183,7 @@ def cost_sweep_chart(results: dict) -> Chart | None:
     ax.grid(axis="x", color="#e5e5e5", linewidth=0.8)
     curves: dict[str, list[float]] = {}
     for i, (name, ys) in enumerate(totals.items()):
-        ys = [_num(y) for y in ys or []]
+        ys = [num(y) for y in ys or []]
         if len(ys) != len(volumes) or None in ys:
             continue
         curves[name] = ys
@@ -194,7 +193,7 @@ def cost_sweep_chart(results: dict) -> Chart | None:
         return None
     ax.set_xscale("log")
     ax.set_yscale("log")
-    volume = _num(dig(results, "assumptions", "requests_per_day"))
+    volume = num(dig(results, "assumptions", "requests_per_day"))
     if volume:
         ax.axvline(volume, color="#444", linestyle=":", linewidth=1)
         ax.annotate(f"task volume\n{volume:,.0f}/day", (volume, 0.02), xycoords=("data", "axes fraction"),
@@ -203,7 +202,7 @@ def cost_sweep_chart(results: dict) -> Chart | None:
     marked = False
     lo, hi = min(volumes), max(volumes)
     for s in _strategies(results):
-        be = _num(dig(s, "economics", "break_even_requests_per_day"))
+        be = num(dig(s, "economics", "break_even_requests_per_day"))
         name = s["name"]
         if be is None or be <= 0 or name == base or name not in curves or not lo <= be <= hi:
             continue
@@ -214,7 +213,7 @@ def cost_sweep_chart(results: dict) -> Chart | None:
                     color="#c0392b")
         marked = True
     ax.set_xlabel("requests per day")
-    horizon = _num(dig(results, "assumptions", "horizon_days"))
+    horizon = num(dig(results, "assumptions", "horizon_days"))
     ax.set_ylabel(_t(f"total cost over {horizon:,.0f} days ($)" if horizon else "total cost ($)"))
     ax.legend(fontsize=7, frameon=False, loc="upper left")
     return Chart("cost_vs_volume", "Total cost vs requests per day",
@@ -275,7 +274,7 @@ def training_chart(results: dict) -> Chart | None:
         color = PALETTE[i % len(PALETTE)]
         label = ", ".join(names)
         for field, style in (("train_loss", "-"), ("val_loss", "--")):
-            pts = [(_num(h.get("epoch")), _num(h.get(field))) for h in history]
+            pts = [(num(h.get("epoch")), num(h.get(field))) for h in history]
             pts = [(e, v) for e, v in pts if e is not None and v is not None]
             if pts:
                 ax.plot(*zip(*pts), style, marker="o", color=color, label=_t(f"{label}: {field.replace('_', ' ')}"))
@@ -340,7 +339,7 @@ def forgetting_chart(results: dict) -> Chart | None:
 
 def data_curve_chart(results: dict) -> Chart | None:
     exp = dig(results, "experiments", "data_curve") or {}
-    pts = [(_num(p.get("examples")), estimate(p.get("accuracy"))) for p in exp.get("points") or []]
+    pts = [(num(p.get("examples")), estimate(p.get("accuracy"))) for p in exp.get("points") or []]
     pts = [(x, e) for x, e in pts if x is not None and e is not None]
     if not pts:
         return None

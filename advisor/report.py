@@ -30,7 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from advisor.cache import atomic_write_bytes, atomic_write_text
-from advisor.charts import Chart, charts as render_charts, dig, estimate
+from advisor.charts import Chart, charts as render_charts, dig, estimate, num
 
 DASH = "–"
 CHART_DIR = "charts"
@@ -45,12 +45,6 @@ def _dict(x: Any) -> dict:
     return x if isinstance(x, dict) else {}
 
 
-def _num(x: Any) -> float | None:
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
-        return None
-    return float(x)
-
-
 def fmt_pct(e: dict | float | None, ci: bool = True) -> str:
     est = estimate(e)
     if est is None:
@@ -62,7 +56,7 @@ def fmt_pct(e: dict | float | None, ci: bool = True) -> str:
 
 
 def fmt_money(x: float | None) -> str:
-    x = _num(x)
+    x = num(x)
     if x is None:
         return DASH
     if x != 0 and abs(x) < 0.01:
@@ -72,7 +66,7 @@ def fmt_money(x: float | None) -> str:
 
 
 def fmt_num(x: float | None, digits: int = 0, unit: str = "") -> str:
-    x = _num(x)
+    x = num(x)
     return DASH if x is None else f"{x:,.{digits}f}{unit}"
 
 
@@ -92,12 +86,12 @@ def fmt_value(x: Any) -> str:
 
 
 def _per_1k(x: Any) -> float | None:
-    x = _num(x)
+    x = num(x)
     return None if x is None else 1000 * x
 
 
 def _roi(x: Any) -> str:
-    x = _num(x)
+    x = num(x)
     return DASH if x is None else f"{x:.1f}x"
 
 
@@ -137,7 +131,7 @@ def table_rows(results: dict) -> list[dict[str, str]]:
 
 def _correct_label(score: Any) -> tuple[str, str]:
     """(label, css class) for one answer's score in [0, 1]."""
-    s = _num(score)
+    s = num(score)
     if s is None:
         return DASH, "muted"
     if s >= 1:
@@ -160,7 +154,7 @@ def disagreements(results: dict) -> tuple[list[dict], int]:
     items = []
     for ex in _examples(results):
         answers = _dict(ex.get("answers"))
-        scores = {_num(a.get("score")) for a in answers.values() if isinstance(a, dict)}
+        scores = {num(a.get("score")) for a in answers.values() if isinstance(a, dict)}
         if len(scores) < 2:
             continue
         rows = []
@@ -263,7 +257,7 @@ def comparisons(results: dict) -> list[dict]:
     for c in results.get("comparisons") or []:
         if not isinstance(c, dict):
             continue
-        diff, low, high, p = (_num(c.get(k)) for k in ("diff", "low", "high", "p_value"))
+        diff, low, high, p = (num(c.get(k)) for k in ("diff", "low", "high", "p_value"))
         rows.append({"a": _text(c.get("a")), "b": _text(c.get("b")),
                      "diff": DASH if diff is None else f"{100 * diff:+.0f} pts",
                      "ci": DASH if low is None or high is None else f"{100 * low:+.0f} to {100 * high:+.0f}",
@@ -294,7 +288,7 @@ def reproducibility(results: dict) -> dict:
     for role, m in _dict(run.get("models")).items():
         if isinstance(m, dict):
             models.append({"role": str(role), "name": _text(m.get("name")), "fingerprint": _text(m.get("fingerprint"))})
-    seconds = _num(run.get("seconds"))
+    seconds = num(run.get("seconds"))
     return {
         "assumptions": assumptions,
         "models": models,
@@ -391,7 +385,7 @@ def terminal(results: dict, console: Console | None = None) -> None:
 
 
 def _money_short(x: Any) -> str:
-    x = _num(x)
+    x = num(x)
     return fmt_money(x) if x is None or abs(x) < 100 else f"${x:,.0f}"
 
 
