@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -78,8 +79,6 @@ def forgetting(task: Task, strategies: list[Strategy]) -> dict:
 
 def data_curve(task: Task, strategy_cls: type[Strategy], ctx, sizes: list[int]) -> dict:
     """Fine-tune on the first n train examples (seeded order) for growing n; eval accuracy for each."""
-    import random
-
     order = list(task.train)
     random.Random(task.seed).shuffle(order)
     sizes = sorted({min(n, len(order)) for n in sizes if n > 0} | {len(order)})

@@ -200,7 +200,7 @@ class Experiments:
 def run(task: Task, out_dir: Path, strategy_names: list[str] | None = None, seed: int | None = None,
         console: Console | None = None, command: str = "", experiments: Experiments | None = None) -> dict:
     """Run under a lock on the output folder: a second run into the same folder refuses."""
-    select_strategies(task, strategy_names)  # fail on a bad name before anything is written
+    classes = select_strategies(task, strategy_names)  # a bad name fails before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     lock = FileLock(out_dir / LOCK)
     try:
@@ -209,17 +209,16 @@ def run(task: Task, out_dir: Path, strategy_names: list[str] | None = None, seed
         raise RunError(f"{out_dir} is in use by another advisor run (lock {out_dir / LOCK}); "
                        "wait for it or choose another --out") from None
     try:
-        return _run(task, out_dir, strategy_names, seed, console, command, experiments)
+        return _run(task, out_dir, classes, seed, console, command, experiments)
     finally:
         lock.release()
 
 
-def _run(task, out_dir, strategy_names, seed, console, command, experiments) -> dict:
+def _run(task, out_dir, classes, seed, console, command, experiments) -> dict:
     console = console or Console(stderr=True)
     experiments = experiments or Experiments()
     if seed is not None:
         task.spec.seed = seed
-    classes = select_strategies(task, strategy_names)
     _quiet_libraries()
     started = datetime.now(timezone.utc)
     t_start = time.perf_counter()

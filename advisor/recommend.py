@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from advisor.economics import DAYS_PER_MONTH, Economics, StrategyCosts, break_even_requests_per_day, economics, payback_days
+from advisor.economics import Economics, StrategyCosts, break_even_requests_per_day, economics, payback_days
 from advisor.task import EconomicsSpec
 
-CAUTION = "Caution: "  # a reason that argues against the verdict: shown beside it, never hidden
 COST_TIE = 0.10  # a simpler strategy within 10% of the cheapest total cost counts as tied
 
 
@@ -80,11 +79,14 @@ def _money(x: float) -> str:
     return f"${x:,.2f}"
 
 
-def reasons(rows: list[Row], comparisons: dict, spec: EconomicsSpec, v: Verdict, n_train: int) -> list[str]:
+def reasons(rows: list[Row], comparisons: dict, spec: EconomicsSpec, v: Verdict,
+            n_train: int) -> tuple[list[str], list[str]]:
+    """(reasons for the verdict, cautions: what argues against it, shown beside it, never hidden)."""
     by = {r.name: r for r in rows}
     w, base = by[v.strategy], by[v.baseline]
     ew, eb = v.economics[w.name], v.economics[base.name]
     out: list[str] = []
+    cautions: list[str] = []
     best = max(rows, key=lambda r: (r.accuracy, -r.complexity))
     # 1. quality against the strongest alternative that lost
     others = [r for r in rows if r.name != w.name]
@@ -135,18 +137,17 @@ def reasons(rows: list[Row], comparisons: dict, spec: EconomicsSpec, v: Verdict,
                        f"in the weights ({in_weights[0].name}) would need {per_year:.0f} retrains a year; "
                        f"{w.name} only re-indexes or edits its prompt.")
     if spec.knowledge_changes_per_month > 0 and w.costs.knowledge_in_weights:
-        per_year = spec.knowledge_changes_per_month * spec.horizon_days / DAYS_PER_MONTH
-        out.append(f"Caution: {w.name} keeps what it knows in its weights; at {spec.knowledge_changes_per_month:g} "
-                   f"knowledge changes a month that is {per_year:.0f} retrains over the horizon (counted in its cost), "
-                   "and it does not follow a document change until it is retrained.")
+        cautions.append(f"{w.name} keeps what it knows in its weights; at {spec.knowledge_changes_per_month:g} "
+                        f"knowledge changes a month that is {ew.changes_over_horizon:.0f} retrains over the horizon "
+                        "(counted in its cost), and it does not follow a document change until it is retrained.")
     for tag, mine in sorted(w.by_tag.items()):
         leader = max(rows, key=lambda r: r.by_tag.get(tag, 0))
         if leader.by_tag.get(tag, 0) - mine >= 0.2:
-            out.append(f"Caution: on `{tag}` items {w.name} gets {_pct(mine)}, against {_pct(leader.by_tag[tag])} for "
+            cautions.append(f"on `{tag}` items {w.name} gets {_pct(mine)}, against {_pct(leader.by_tag[tag])} for "
                        f"{leader.name}; if those items matter most, weigh the per-tag results over the overall score.")
     if w.family.startswith("finetune") and n_train < 100:
-        out.append(f"Caution: only {n_train} training examples; a few hundred good ones make fine-tuning more reliable.")
-    return out
+        cautions.append(f"only {n_train} training examples; a few hundred good ones make fine-tuning more reliable.")
+    return out, cautions
 
 
 def sensitivity(rows: list[Row], comparisons: dict, spec: EconomicsSpec, winner: str) -> list[dict]:
@@ -177,14 +178,14 @@ def describe_flip(f: dict) -> str:
 
 def recommend(rows: list[Row], comparisons: dict, spec: EconomicsSpec, n_train: int) -> dict:
     v = decide(rows, comparisons, spec)
-    said = reasons(rows, comparisons, spec, v, n_train)
+    said, cautions = reasons(rows, comparisons, spec, v, n_train)
     flips = sensitivity(rows, comparisons, spec, v.strategy)
     return {
         "strategy": v.strategy,
         "baseline": v.baseline,
         "contenders": v.contenders,
-        "reasons": [r for r in said if not r.startswith(CAUTION)],
-        "cautions": [r[len(CAUTION):] for r in said if r.startswith(CAUTION)],
+        "reasons": said,
+        "cautions": cautions,
         "sensitivity": flips,
         "sensitivity_text": [describe_flip(f) for f in flips] or
                             ["no volume between 1/1000x and 1000x of the stated one, and no change frequency "
