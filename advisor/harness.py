@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import platform
 import time
@@ -34,6 +35,8 @@ from strategies import Context, Strategy, registry
 
 RESULTS = "results.json"
 LOCK = ".advisor.lock"
+LOG = "advisor.log"
+log = logging.getLogger("advisor")
 
 
 class RunError(Exception):
@@ -208,10 +211,29 @@ def run(task: Task, out_dir: Path, strategy_names: list[str] | None = None, seed
     except Timeout:
         raise RunError(f"{out_dir} is in use by another advisor run (lock {out_dir / LOCK}); "
                        "wait for it or choose another --out") from None
+    handler = _log_to(out_dir / LOG)
     try:
         return _run(task, out_dir, classes, seed, console, command, experiments)
+    except BaseException as e:
+        log.error("run stopped: %s: %s", type(e).__name__, e)
+        raise
     finally:
+        logging.getLogger("advisor").removeHandler(handler)
+        handler.close()
         lock.release()
+
+
+def _log_to(path: Path) -> logging.Handler:
+    """A plain-text log of the run's stages beside its results: what ran, what was reused from the cache.
+
+    It is appended to, so a resumed run's log shows the interrupted attempt too.
+    """
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    root = logging.getLogger("advisor")
+    root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    return handler
 
 
 def _run(task, out_dir, classes, seed, console, command, experiments) -> dict:
@@ -226,6 +248,7 @@ def _run(task, out_dir, classes, seed, console, command, experiments) -> dict:
                         TimeElapsedColumn(), console=console, transient=False)
     evaluated, prepared = [], []
     with progress:
+        log.info("run started: task %s, seed %s, strategies %s", task.name, task.seed, [c.name for c in classes])
         step = progress.add_task("loading generator", total=1)
         generator = Generator(task.spec.models.generator)
         progress.update(step, completed=1, description=f"loaded {generator.display_name}")
@@ -233,12 +256,15 @@ def _run(task, out_dir, classes, seed, console, command, experiments) -> dict:
         for cls in classes:
             strat = cls(ctx)
             step = progress.add_task(f"{cls.name}: preparing", total=2)
+            log.info("%s: preparing", cls.name)
             strat.prepare()
             progress.update(step, advance=1, description=f"{cls.name}: answering {len(task.eval)} eval items")
+            log.info("%s: answering", cls.name)
             evaluated.append(evaluate_strategy(strat, task))
             prepared.append(strat)
             acc = evaluated[-1]["accuracy"]["mean"]
             progress.update(step, advance=1, description=f"{cls.name}: done, accuracy {acc:.0%}")
+            log.info("%s: done, accuracy %.3f", cls.name, acc)
         found = {}
         if experiments.freshness and task.updated_documents and task.eval_updated:
             step = progress.add_task("freshness: documents changed, answering again", total=1)
@@ -256,6 +282,7 @@ def _run(task, out_dir, classes, seed, console, command, experiments) -> dict:
     results["experiments"] = found
     results = analyze(results, task.spec.economics)
     write_outputs(results, out_dir)
+    log.info("run finished: recommendation %s", results["recommendation"]["strategy"])
     return results
 
 

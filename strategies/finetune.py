@@ -9,8 +9,10 @@ The adapter is saved in peft's format and reused when task, config and base matc
 from __future__ import annotations
 
 import json
+import logging
 import random
 import resource
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ from advisor.task import Example, FinetuneSpec
 from strategies.base import Strategy, fewshot_messages
 
 FORMAT_VERSION = 1  # bump when the way examples become tokens changes
+log = logging.getLogger("advisor.train")
 
 
 @dataclass
@@ -113,6 +116,7 @@ def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec,
     key = hash_json([FORMAT_VERSION, gen.fingerprint, pairs, list(val_pairs), shaping, seed])[:24]
     folder = cache_dir() / "adapters" / key
     if (folder / "adapter_model.safetensors").exists():
+        log.info("training: reusing the adapter trained earlier (%s)", folder.name)
         return folder, json.loads((folder / "metrics.json").read_text()) | {"reused": True}
 
     torch.manual_seed(seed)
@@ -133,10 +137,20 @@ def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec,
     loss_fn, optimizer, scheduler = accelerator.prepare(loss_fn, optimizer, scheduler)
     pad = gen.tokenizer.pad_token_id
 
-    history, best, best_state, bad_epochs, tokens = [], float("inf"), None, 0, 0
-    t0 = time.perf_counter()
+    history, best, best_state, bad_epochs, tokens, done_seconds = [], float("inf"), None, 0, 0, 0.0
+    partial = folder.with_name(folder.name + ".partial")
+    start_epoch = 1
+    if (partial / "state.json").exists():  # an interrupted run of the same training: go on from its last epoch
+        meta = _load_checkpoint(partial, peft_model, optimizer, scheduler, rng)
+        history, best, bad_epochs, tokens, done_seconds = (meta["history"], meta["best"], meta["bad_epochs"],
+                                                           meta["tokens"], meta["seconds"])
+        best_state = meta["best_state"]
+        start_epoch = meta["epoch"] + 1
+        log.info("training: resuming from the checkpoint after epoch %d of %d", meta["epoch"], spec.epochs)
+    log.info("training: %d examples, epochs %d..%d", len(train_rows), start_epoch, spec.epochs)
+    t0 = time.perf_counter() - done_seconds  # a resumed run counts the time its earlier attempt measured
     try:
-        for epoch in range(1, spec.epochs + 1):
+        for epoch in range(start_epoch, spec.epochs + 1):
             loss_fn.train()
             losses = []
             for batch in _batches(train_rows, spec.batch_size, rng):
@@ -160,6 +174,11 @@ def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec,
                 bad_epochs += 1
                 if val is not None and bad_epochs > spec.patience:
                     break  # early stopping on validation loss
+            if epoch < spec.epochs:
+                _save_checkpoint(partial, epoch, peft_model, optimizer, scheduler, rng, best_state,
+                                 {"history": history, "best": best, "bad_epochs": bad_epochs, "tokens": tokens,
+                                  "seconds": time.perf_counter() - t0})
+                log.info("training: epoch %d done, checkpoint saved", epoch)
         seconds = time.perf_counter() - t0
         set_peft_model_state_dict(peft_model, best_state)
         metrics = {
@@ -173,10 +192,59 @@ def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec,
         with atomic_dir(folder) as tmp:
             peft_model.save_pretrained(tmp)
             atomic_write_text(tmp / "metrics.json", json.dumps(metrics, indent=1))
+        shutil.rmtree(partial, ignore_errors=True)
+        log.info("training: done in %.1f s, adapter saved", seconds)
     finally:
         gen.model = peft_model.unload()  # restore the plain base model for every other strategy
         gen.model.eval()
     return folder, metrics | {"reused": False}
+
+
+def _save_checkpoint(folder: Path, epoch: int, peft_model, optimizer, scheduler, rng: random.Random,
+                     best_state: dict | None, state: dict) -> None:
+    """Everything training needs to go on exactly where it stopped: weights, optimizer, schedule, RNGs.
+
+    Tensors go to safetensors and the rest to JSON (no pickle), written atomically.
+    """
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    tensors = {f"model/{k}": v.detach().contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}
+    tensors |= {f"best/{k}": v.contiguous() for k, v in (best_state or {}).items()}
+    opt = optimizer.state_dict()
+    for pid, slots in opt["state"].items():
+        for slot, v in slots.items():
+            tensors[f"optimizer/{pid}/{slot}"] = v.contiguous() if torch.is_tensor(v) else torch.tensor(v)
+    tensors["rng/torch"] = torch.get_rng_state()
+    meta = state | {"epoch": epoch, "param_groups": opt["param_groups"], "scheduler": scheduler.state_dict(),
+                    "python_rng": rng.getstate(), "has_best": best_state is not None}
+    with atomic_dir(folder) as tmp:
+        save_file(tensors, str(tmp / "state.safetensors"))
+        atomic_write_text(tmp / "state.json", json.dumps(meta))
+
+
+def _load_checkpoint(folder: Path, peft_model, optimizer, scheduler, rng: random.Random) -> dict:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(folder / "state.safetensors"))
+    meta = json.loads((folder / "state.json").read_text())
+
+    def group(prefix: str) -> dict:
+        return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    set_peft_model_state_dict(peft_model, group("model/"))
+    opt_state: dict[int, dict] = {}
+    for k, v in group("optimizer/").items():
+        pid, slot = k.split("/")
+        opt_state.setdefault(int(pid), {})[slot] = v
+    optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+    scheduler.load_state_dict(meta["scheduler"])
+    torch.set_rng_state(tensors["rng/torch"])
+    version, internal, gauss = meta["python_rng"]
+    rng.setstate((version, tuple(internal), gauss))
+    meta["best_state"] = group("best/") if meta["has_best"] else None
+    return meta
 
 
 @torch.no_grad()
