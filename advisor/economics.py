@@ -23,14 +23,16 @@ class StrategyCosts:
     index_seconds: float
     knowledge_in_weights: bool
     accuracy: float
+    family: str = "prompting"  # prompting | rag | finetune | finetune+rag: which ownership costs apply
 
 
 @dataclass
 class Economics:
     name: str
     cost_per_request: float
-    setup_cost: float
-    maintenance_cost: float  # over the horizon
+    setup_cost: float  # compute (measured training/indexing time) + one-time ownership
+    maintenance_cost: float  # over the horizon: retrains/re-indexes + monthly ownership
+    ownership_cost: float  # the part of set-up and maintenance that is people and infrastructure
     changes_over_horizon: float
     fixed_cost: float  # setup + maintenance
     total_cost: float  # fixed + per-request over the horizon
@@ -47,11 +49,15 @@ def cost_per_request(c: StrategyCosts, e: EconomicsSpec) -> float:
 
 def economics(c: StrategyCosts, e: EconomicsSpec) -> Economics:
     hour = e.hardware_price_per_hour / 3600
-    setup = (c.train_seconds + c.index_seconds) * hour
-    changes = e.knowledge_changes_per_month * e.horizon_days / DAYS_PER_MONTH
+    months = e.horizon_days / DAYS_PER_MONTH
+    owned = [e.ownership[part] for part in c.family.split("+") if part in e.ownership]
+    own_setup = sum(o.setup_usd for o in owned)
+    own_running = sum(o.monthly_usd for o in owned) * months
+    setup = (c.train_seconds + c.index_seconds) * hour + own_setup
+    changes = e.knowledge_changes_per_month * months
     # A knowledge change means a retrain when the knowledge lives in the weights, a re-index for retrieval.
     per_change = (c.train_seconds if c.knowledge_in_weights else 0.0) + c.index_seconds
-    maintenance = changes * per_change * hour
+    maintenance = changes * per_change * hour + own_running
     per_request = cost_per_request(c, e)
     requests = e.requests_per_day * e.horizon_days
     total = setup + maintenance + per_request * requests
@@ -60,7 +66,8 @@ def economics(c: StrategyCosts, e: EconomicsSpec) -> Economics:
         value = requests * (c.accuracy * (e.value_per_correct or 0) - (1 - c.accuracy) * (e.cost_per_error or 0))
         net = value - total
         roi = net / total if total > 0 else None
-    return Economics(c.name, per_request, setup, maintenance, changes, setup + maintenance, total, net, roi)
+    return Economics(c.name, per_request, setup, maintenance, own_setup + own_running, changes, setup + maintenance,
+                     total, net, roi)
 
 
 def break_even_requests_per_day(s: Economics, base: Economics, horizon_days: float) -> float | None:

@@ -160,6 +160,7 @@ def rows_from_results(results: dict) -> list[Row]:
             name=s["name"], prompt_tokens=s["tokens"]["prompt_mean"], completion_tokens=s["tokens"]["completion_mean"],
             train_seconds=s["setup"]["train_seconds"], index_seconds=s["setup"]["index_seconds"],
             knowledge_in_weights=s["setup"]["knowledge_in_weights"], accuracy=s["accuracy"]["mean"],
+            family=s["family"],
         )
         rows.append(Row(s["name"], s["family"], s["complexity"], s["accuracy"]["mean"], s["accuracy"]["low"],
                         s["accuracy"]["high"], costs, {t: e["mean"] for t, e in s["by_tag"].items()},

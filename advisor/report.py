@@ -275,6 +275,7 @@ ASSUMPTION_LABELS = {
     "knowledge_changes_per_month": ("Knowledge changes", "per month (each means a retrain or re-index)"),
     "value_per_correct": ("Value per correct answer", "$"),
     "cost_per_error": ("Cost per error", "$"),
+    "ownership": ("Ownership costs", "$ one-time set-up and per month, by approach (people, hosting)"),
 }
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from advisor import plugins
 from advisor.task import Example, ScoringSpec
 
 CONFIDENCE = 0.95
@@ -80,7 +81,10 @@ def score(answer: str, ex: Example, spec: ScoringSpec) -> float:
         return float(re.search(spec.regex, answer, flags=re.DOTALL) is not None)
     if method == "format":
         return float(bool(passes_format(answer, spec)))
-    raise ValueError(f"unknown scoring method {method!r}")
+    value = float(plugins.scorer(method)(answer, ex))
+    if not 0 <= value <= 1:
+        raise ValueError(f"scoring plug-in {method!r} returned {value} for example {ex.id!r}; scores must be in [0, 1]")
+    return value
 
 
 def agree(a: str, b: str, ex: Example, spec: ScoringSpec) -> bool:

@@ -16,11 +16,12 @@ from typing import Iterator, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from advisor import plugins
 from advisor.cache import hash_file
 
 TASK_FILE = "task.yaml"
 DOC_SUFFIXES = {".txt", ".md", ".jsonl"}
-ScoringMethod = Literal["exact", "contains", "f1", "choice", "regex", "format"]
+BUILTIN_METHODS = ("exact", "contains", "f1", "choice", "regex", "format")  # more come from plug-ins (advisor.plugins)
 
 
 class TaskError(Exception):
@@ -39,11 +40,18 @@ class _Strict(BaseModel):
 
 
 class ScoringSpec(_Strict):
-    method: ScoringMethod = "contains"
-    by_tag: dict[str, ScoringMethod] = Field(default_factory=dict)
+    method: str = "contains"
+    by_tag: dict[str, str] = Field(default_factory=dict)
     regex: str | None = None
     format: str | None = Field(None, description="regex every well-formed answer matches")
     f1_threshold: float = Field(0.5, ge=0, le=1)
+
+
+class OwnershipSpec(_Strict):
+    """People and infrastructure costs that token and hardware prices miss (USD)."""
+
+    setup_usd: float = Field(0, ge=0, description="one-time: data pipeline, evals, deployment of this approach")
+    monthly_usd: float = Field(0, ge=0, description="running it: hosting a custom model or a vector store, monitoring")
 
 
 class EconomicsSpec(_Strict):
@@ -55,6 +63,8 @@ class EconomicsSpec(_Strict):
     knowledge_changes_per_month: float = Field(0, ge=0)
     value_per_correct: float | None = Field(None, ge=0)
     cost_per_error: float | None = Field(None, ge=0)
+    # Keyed by family; a combination (finetune+rag) pays for each of its parts.
+    ownership: dict[Literal["prompting", "rag", "finetune"], OwnershipSpec] = Field(default_factory=dict)
 
 
 class ModelsSpec(_Strict):
@@ -90,7 +100,9 @@ class FinetuneSpec(_Strict):
     val_fraction: float = Field(0.1, ge=0, lt=0.9)
     patience: int = Field(1, ge=0)
     max_length: int = Field(512, ge=16)
-    retrieval_aware: bool = Field(False, description="train a separate lora+rag adapter with retrieved passages in the prompt")
+    # lora+rag gets its own adapter trained with retrieved passages in its prompts (as it is used), as a
+    # practitioner would deploy it; false reuses the plain adapter (one training run instead of two).
+    retrieval_aware: bool = Field(True, description="train a separate lora+rag adapter with retrieved passages in the prompt")
 
 
 class ConsistencySpec(_Strict):
@@ -341,7 +353,12 @@ def load_task(path: str | Path) -> Task:
         read_examples(_inside(root, spec.eval_updated, file, "eval_updated"), need_output=False)
         if spec.eval_updated else []
     )
-    for m in {spec.scoring.method, *spec.scoring.by_tag.values()}:
+    methods = {"scoring.method": spec.scoring.method} | {f"scoring.by_tag.{t}": m for t, m in spec.scoring.by_tag.items()}
+    for where, m in methods.items():
+        if m not in BUILTIN_METHODS and m not in plugins.names(plugins.SCORER_GROUP):
+            raise TaskError(file, f"field {where}", f"unknown scoring method {m!r}; built in: {', '.join(BUILTIN_METHODS)}"
+                            f"; plug-ins: {', '.join(plugins.names(plugins.SCORER_GROUP)) or 'none installed'}")
+    for m in set(methods.values()):
         if m == "regex" and not spec.scoring.regex:
             raise TaskError(file, "field scoring.regex", "method `regex` needs a pattern in scoring.regex")
         if m == "format" and not spec.scoring.format:

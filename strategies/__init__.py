@@ -1,11 +1,15 @@
 """Strategies: every module here is scanned, and each Strategy subclass with a name is a row.
 
 Adding a strategy is one new file with one subclass; the harness finds it by name.
+Strategies from other packages register through the `advisor.strategies` entry
+point group (see advisor/plugins.py).
 """
 from __future__ import annotations
 
 import importlib
 import pkgutil
+
+from advisor import plugins
 
 from strategies.base import Answer, Context, Setup, Strategy
 
@@ -20,6 +24,11 @@ def registry() -> dict[str, type[Strategy]]:
         stack.extend(cls.__subclasses__())
         if "name" in cls.__dict__:
             found[cls.name] = cls
+    for ep_name, cls in plugins.load(plugins.STRATEGY_GROUP).items():
+        if not (isinstance(cls, type) and issubclass(cls, Strategy) and "name" in cls.__dict__):
+            raise TypeError(f"entry point {ep_name!r} in group {plugins.STRATEGY_GROUP!r} must name a Strategy "
+                            f"subclass with a `name`, got {cls!r}")
+        found[cls.name] = cls
     return dict(sorted(found.items(), key=lambda kv: kv[1].complexity))
 
 

@@ -17,6 +17,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 FORMAT = r"^Hi! .+ Bye\.$"
+# Credentials planted in the environment of the shared end-to-end run; no output or cache may hold them.
+PLANTED_SECRETS = {"OPENAI_API_KEY": "sk-planted-7f3a9c1e5b", "HF_TOKEN": "hf_plantedQ8w2Zr6Tn4",
+                   "ADVISOR_API_KEY": "planted-advisor-key-91d0"}
 
 DOCS = {
     "kettle.md": "# Zephyr Kettle\n\n## Price\nThe Zephyr Kettle costs $73.\n\n## Capacity\nThe Zephyr Kettle holds 1.7 litres.\n",
@@ -115,6 +118,7 @@ def finished_run(tmp_path_factory) -> FinishedRun:
     task = write_task(root / "task")
     out = root / "out"
     r = subprocess.run([sys.executable, "-m", "advisor.cli", "run", str(task), "--out", str(out),
-                        "-s", "few-shot", "-s", "rag", "-s", "lora", "-s", "lora+rag"], capture_output=True, text=True)
+                        "-s", "few-shot", "-s", "rag", "-s", "lora", "-s", "lora+rag"], capture_output=True, text=True,
+                       env=os.environ | PLANTED_SECRETS)
     assert r.returncode == 0, r.stderr[-3000:]
     return FinishedRun(out, r, json.loads((out / "results.json").read_text()))

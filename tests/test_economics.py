@@ -55,3 +55,20 @@ def test_sweep_is_monotone_in_volume():
     totals = sweep["total_cost"]["p"]
     assert all(a < b for a, b in zip(totals, totals[1:]))
     assert sweep["requests_per_day"][0] < SPEC.requests_per_day < sweep["requests_per_day"][-1]
+
+
+def test_ownership_costs_apply_per_family_and_combinations_pay_for_each_part():
+    from advisor.task import OwnershipSpec
+
+    spec = SPEC.model_copy(update={"horizon_days": 365, "ownership": {
+        "finetune": OwnershipSpec(setup_usd=300, monthly_usd=20), "rag": OwnershipSpec(monthly_usd=5)}})
+    p = economics(costs("p", 1000, 50), spec)
+    ft = economics(StrategyCosts("ft", 100, 50, 100, 0, False, 0.5, family="finetune"), spec)
+    both = economics(StrategyCosts("ft+rag", 300, 50, 100, 1, False, 0.5, family="finetune+rag"), spec)
+    assert p.ownership_cost == 0 and p.fixed_cost == 0
+    assert ft.setup_cost == pytest.approx(1.0 + 300)  # 100 s at $36/h + one-time ownership
+    assert ft.maintenance_cost == pytest.approx(20 * 12)  # 12 months of $20
+    assert ft.ownership_cost == pytest.approx(300 + 240)
+    assert both.ownership_cost == pytest.approx(300 + 12 * (20 + 5))
+    # Payback now has to repay the people cost too: $301 at $0.0009 saved per request, 1000 requests/day.
+    assert payback_days(ft, p, 1000) == pytest.approx(301 / 0.9)

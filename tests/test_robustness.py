@@ -7,6 +7,7 @@ written into the output folder.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 
 from advisor.cli import app
 from advisor.task import TaskError, load_task
-from tests.conftest import write_task
+from tests.conftest import PLANTED_SECRETS, write_task
 
 TRIED = {"task_yaml": 0, "jsonl": 0, "documents": 0}
 FIELDS = ["name", "description", "instructions", "instructions_file", "train", "eval", "documents", "scoring",
@@ -107,3 +108,16 @@ def test_cli_exit_2_and_nothing_written(tmp_path):
         assert "error:" in result.output and "Traceback" not in result.output, name
         assert not out.exists(), name
     print(f"\nbad inputs tried: {TRIED} + {len(cases)} CLI cases")
+
+
+def test_no_secret_reaches_any_output_log_or_cache(finished_run):
+    """Keys in the environment of a real run appear in no file it wrote: results, CSV, reports, log, caches."""
+    places = [finished_run.out, Path(os.environ["ADVISOR_CACHE"])]
+    files = [p for place in places for p in place.rglob("*") if p.is_file()]
+    assert any(p.name == "advisor.log" for p in files) and any(p.suffix == ".sqlite" for p in files)
+    for path in files:
+        data = path.read_bytes()
+        for name, value in PLANTED_SECRETS.items():
+            assert value.encode() not in data, f"{name}'s value found in {path}"
+    for stream in (finished_run.proc.stdout, finished_run.proc.stderr):
+        assert not any(v in stream for v in PLANTED_SECRETS.values())
