@@ -198,3 +198,22 @@ def test_too_long_prompt_drops_examples_then_fails_clearly(ctx, generator, monke
     monkeypatch.setattr(generator, "context_window", bare - 1 + max_new)
     with pytest.raises(ContextTooLong, match="even with no few-shot examples"):
         few._prompt_ids(text)
+
+
+def test_lora_rag_trains_its_own_adapter_on_prompts_with_passages(ctx):
+    """Retrieval-aware fine-tuning: the lora+rag adapter learns from the prompts it will see (passages included)."""
+    reg = registry()
+    lora, lora_rag = reg["lora"](ctx), reg["lora+rag"](ctx)
+    lora.prepare()
+    lora_rag.prepare()
+    plain, aware = lora.setup.details["training"], lora_rag.setup.details["training"]
+    assert lora_rag.adapter_path != lora.adapter_path
+    assert (lora_rag.adapter_path / "adapter_model.safetensors").exists()
+    # Same answers learned (same answer tokens), from longer prompts: the passages were in them.
+    assert aware["answer_tokens_per_epoch"] == plain["answer_tokens_per_epoch"]
+    assert aware["tokens"] > 1.5 * plain["tokens"]
+
+    ctx.task.spec.finetune.retrieval_aware = False
+    shared = reg["lora+rag"](ctx)
+    shared.prepare()
+    assert shared.adapter_path == lora.adapter_path
