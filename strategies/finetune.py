@@ -204,7 +204,7 @@ def _save_checkpoint(folder: Path, epoch: int, peft_model, optimizer, scheduler,
                      best_state: dict | None, state: dict) -> None:
     """Everything training needs to go on exactly where it stopped: weights, optimizer, schedule, RNGs.
 
-    Tensors go to safetensors and the rest to JSON (no pickle), written atomically.
+    Tensors go to safetensors and the rest to JSON (nothing that executes on load), written atomically.
     """
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file

@@ -121,3 +121,18 @@ def test_no_secret_reaches_any_output_log_or_cache(finished_run):
             assert value.encode() not in data, f"{name}'s value found in {path}"
     for stream in (finished_run.proc.stdout, finished_run.proc.stderr):
         assert not any(v in stream for v in PLANTED_SECRETS.values())
+
+
+def test_nothing_unpickles_or_evaluates_loaded_data():
+    """Artifacts load from safetensors, FAISS, JSON and SQLite only; YAML only through the safe loader."""
+    import re
+
+    forbidden = re.compile(r"\b(torch\.load|pickle|cloudpickle|joblib\.load|allow_pickle=True|yaml\.load\(|"
+                           r"yaml\.unsafe_load|eval\(|exec\()")
+    root = Path(__file__).resolve().parents[1]
+    sources = list((root / "advisor").rglob("*.py")) + list((root / "strategies").rglob("*.py"))
+    assert len(sources) > 10
+    for path in sources:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            assert not forbidden.search(code.replace(".eval()", "")), f"{path}:{n}: {line.strip()}"
