@@ -16,7 +16,7 @@ def build(scores: dict[str, list[float]], prompt_tokens: dict[str, float], train
     for name, s in scores.items():
         fam, cx = FAMILY[name]
         costs = StrategyCosts(name, prompt_tokens[name], 40, train_seconds if fam.startswith("finetune") else 0.0,
-                              5.0 if "rag" in fam else 0.0, fam == "finetune", float(np.mean(s)))
+                              5.0 if "rag" in fam else 0.0, fam == "finetune", float(np.mean(s)), family=fam)
         rows.append(Row(name, fam, cx, float(np.mean(s)), 0, 1, costs))
     names = list(scores)
     for i, a in enumerate(names):
@@ -99,3 +99,19 @@ def test_cautions_name_what_argues_against_the_verdict():
     assert any("retrains over the horizon" in c for c in rec["cautions"])
     assert any("`knowledge`" in c and "rag" in c for c in rec["cautions"])
     assert not any(r.startswith("Caution") for r in rec["reasons"])
+
+
+def test_owning_a_fine_tune_decides_a_tie_at_low_volume():
+    """Equal quality, 100 requests/day: cents of tokens saved never repay the people and hosting cost of an adapter."""
+    from advisor.task import OwnershipSpec
+
+    same = draws(0.65)
+    rows, comps = build({"few-shot": same, "lora": same}, {"few-shot": 120, "lora": 30}, train_seconds=60)
+    low = dict(requests_per_day=100)
+    assert recommend(rows, comps, spec(**low), n_train=110)["strategy"] == "lora"  # compute alone: lora is cheaper
+    owned = {"ownership": {"finetune": OwnershipSpec(setup_usd=400, monthly_usd=50)}}
+    rec = recommend(rows, comps, spec(**low, **owned), n_train=110)
+    assert rec["strategy"] == "few-shot"
+    # ...until the volume is large enough for the saved tokens to pay for it.
+    flip = [f for f in rec["sensitivity"] if f["field"] == "requests_per_day"]
+    assert flip and flip[0]["to"] == "lora" and flip[0]["between"][0] > 100
