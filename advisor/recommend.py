@@ -107,8 +107,9 @@ def reasons(rows: list[Row], comparisons: dict, spec: EconomicsSpec, v: Verdict,
     if w.name != base.name and w.by_tag:
         tag, gain = max(((t, w.by_tag[t] - base.by_tag.get(t, 0)) for t in w.by_tag), key=lambda kv: kv[1])
         if gain > 0:
+            against = base.name if w.family == "prompting" else f"the prompting baseline ({base.name})"
             out.append(f"On `{tag}` items it gets {_pct(w.by_tag[tag])} right, against {_pct(base.by_tag.get(tag, 0))} "
-                       f"for the prompting baseline ({base.name}).")
+                       f"for {against}.")
     if w.format_rate is not None and base.format_rate is not None and w.name != base.name:
         out.append(f"Its answers keep the required format {_pct(w.format_rate)} of the time, against "
                    f"{_pct(base.format_rate)} for {base.name}.")
