@@ -256,7 +256,7 @@ def _run(task, out_dir, classes, seed, console, command, experiments, endpoints)
     experiments = experiments or Experiments()
     if seed is not None:
         task.spec.seed = seed
-    _quiet_libraries()
+    quiet_libraries()
     started = datetime.now(timezone.utc)
     t_start = time.perf_counter()
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -299,7 +299,7 @@ def _run(task, out_dir, classes, seed, console, command, experiments, endpoints)
     return results
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Our own progress bars say what is happening; the libraries' bars and notices only add noise."""
     import warnings
 
