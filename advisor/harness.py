@@ -264,10 +264,12 @@ def _run(task, out_dir, classes, seed, console, command, experiments, endpoints)
     evaluated, prepared = [], []
     with progress:
         step = progress.add_task("loading generator", total=1)
-        loaded = endpoints | load_generators(task, classes, endpoints=False)
+        # The data curve trains the `lora` row's adapter, so it needs lora's (local) model even if lora is not a row.
+        lora = [registry()["lora"]] if experiments.data_curve else []
+        loaded = endpoints | load_generators(task, classes + lora, endpoints=False)
         names = ", ".join(g.display_name for g in loaded.values())
         progress.update(step, completed=1, description=f"loaded {names}")
-        by_strategy = {cls.name: loaded[task.spec.models.for_strategy(cls.name)[0]] for cls in classes}
+        by_strategy = {cls.name: loaded[task.spec.models.for_strategy(cls.name)[0]] for cls in classes + lora}
         default = loaded.get("default") or next(iter(loaded.values()))
         ctx = Context(task, default, lambda: Embedder(task.spec.models.embedder), out_dir, by_strategy)
         for cls in classes:
