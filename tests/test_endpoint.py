@@ -296,3 +296,13 @@ def test_serve_a_runs_lora_strategy(hosted_run, tmp_path):
     adapter = next(s for s in results["strategies"] if s["name"] == "lora")["setup"]["adapter"]
     assert "loading lora" in err and adapter in err and "serving lora on http://127.0.0.1" in err, err[-2000:]
     assert "Traceback" not in err
+
+
+def test_serving_never_trains_a_missing_adapter(generator, tmp_path, monkeypatch):
+    from advisor.task import FinetuneSpec
+    from strategies.finetune import AdapterMissing, train_lora
+
+    monkeypatch.setenv("ADVISOR_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(AdapterMissing, match="not in the cache"):
+        train_lora(generator, [("Hi", "Hi! Bye.")], FinetuneSpec(epochs=1), seed=0, reuse_only=True)
+    assert not (tmp_path / "empty-cache" / "adapters").exists() or not any((tmp_path / "empty-cache" / "adapters").iterdir())
