@@ -60,10 +60,15 @@ def load_generators(task: Task, classes: list[type[Strategy]], endpoints: bool) 
     loads under the progress bar. Either fails with a ModelError naming the model.
     """
     out: dict[str, Any] = {}
+    local: dict[str, Any] = {}  # one copy of a local model, however many names point at it
     for cls in classes:
         name, spec = task.spec.models.for_strategy(cls.name)
-        if name not in out and spec.is_endpoint == endpoints:
+        if name in out or spec.is_endpoint != endpoints:
+            continue
+        if spec.is_endpoint:
             out[name] = load_generator(spec, name)
+        else:
+            out[name] = local[spec.hf] = local.get(spec.hf) or load_generator(spec, name)
     return out
 
 

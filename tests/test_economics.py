@@ -55,3 +55,15 @@ def test_sweep_is_monotone_in_volume():
     totals = sweep["total_cost"]["p"]
     assert all(a < b for a, b in zip(totals, totals[1:]))
     assert sweep["requests_per_day"][0] < SPEC.requests_per_day < sweep["requests_per_day"][-1]
+
+
+def test_rows_priced_their_own_way():
+    """Hosted rows pay their endpoint's token prices, self-hosted rows their machine's time; others the task's."""
+    hosted = StrategyCosts("h", 1000, 50, 0, 0, False, 0.5,
+                           pricing={"kind": "hosted", "input_price_per_mtok": 0.15, "output_price_per_mtok": 0.60})
+    assert economics(hosted, SPEC).cost_per_request == pytest.approx((1000 * 0.15 + 50 * 0.60) / 1e6)
+    own = StrategyCosts("s", 1000, 50, 0, 0, False, 0.5,
+                        pricing={"kind": "self-hosted", "hardware_price_per_hour": 3.6, "seconds_per_request": 0.5})
+    assert economics(own, SPEC).cost_per_request == pytest.approx(0.5 * 3.6 / 3600)  # tokens do not matter
+    task = StrategyCosts("t", 1000, 50, 0, 0, False, 0.5, pricing={"kind": "task token prices"})
+    assert economics(task, SPEC).cost_per_request == pytest.approx((1000 * 1 + 50 * 2) / 1e6)
