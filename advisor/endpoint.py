@@ -63,7 +63,10 @@ class EndpointGenerator:
     # -- before any expensive work
 
     def check(self) -> None:
-        """A cheap GET {endpoint}/models: reachable, key accepted, and the model served there."""
+        """A cheap GET {endpoint}/models: reachable, key accepted, and the model served there.
+
+        Runs before any expensive work, so a wrong URL, key or model name fails in seconds.
+        """
         url = f"{self.base}/models"
         try:
             r = self.client.get(url)
@@ -74,6 +77,9 @@ class EndpointGenerator:
                                 "is the server running and the URL right?") from None
         if r.status_code in (401, 403):
             raise EndpointError(self._rejected(url, r))
+        if r.status_code == 404:  # a server without a model list: a 1-token request tells instead
+            self._post([{"role": "user", "content": "ping"}], {"max_tokens": 1, "temperature": 0.0})
+            return
         if r.status_code != 200:
             raise EndpointError(f"endpoint {url}: HTTP {r.status_code}: {_short(r.text)}")
         try:

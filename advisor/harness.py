@@ -335,7 +335,7 @@ def assemble(task: Task, evaluated: list[dict], ctx: Context, started, seconds: 
     embedder = ctx._embedder
     return {
         "advisor_version": __version__,
-        "task": {"name": task.name, "description": task.description, "root": str(task.root), "files": task.files,
+        "task": {"name": task.name, "description": task.description, "root": str(task.root.resolve()), "files": task.files,
                  "n_train": len(task.train), "n_eval": len(task.eval), "n_documents": len(task.documents),
                  "tags": sorted({t for ex in task.eval for t in ex.tags}),
                  "instructions_tokens": ctx.generator.count_tokens(task.instructions)},

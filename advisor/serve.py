@@ -125,9 +125,8 @@ def _max_tokens(req: ChatRequest, default: int) -> int:
 
 
 def _sampling(req: ChatRequest) -> dict:
-    # A sampled answer without a seed is fresh every time; with one it is reproducible and may be cached.
-    return {"temperature": req.temperature, "seed": req.seed or 0,
-            "use_cache": req.temperature == 0 or req.seed is not None}
+    # Every request is generated (no answer cache): a server's latency is what its clients measure.
+    return {"temperature": req.temperature, "seed": req.seed or 0, "use_cache": False}
 
 
 def plain_model(name: str, model_id: str | None, max_new_tokens: int = 256) -> Served:
@@ -172,7 +171,8 @@ def run_strategy(run_dir: Path, strategy: str | None, model_id: str | None, say:
     try:
         task = load_task(root)
     except TaskError as e:
-        raise ServeError(f"the run's task folder {root} cannot be loaded: {e}") from None
+        hint = "" if Path(root).is_absolute() else " (a relative path: run serve from where `advisor run` ran)"
+        raise ServeError(f"the run's task folder {root} cannot be loaded{hint}: {e}") from None
     changed = sorted(p for p, h in results["task"].get("files", {}).items() if task.files.get(p) != h)
     if changed:
         say(f"warning: task files changed since the run: {', '.join(changed[:5])}")
@@ -194,7 +194,7 @@ def run_strategy(run_dir: Path, strategy: str | None, model_id: str | None, say:
     def answer(req: ChatRequest) -> Generation:
         a = strat.answer([req.messages[-1].content], temperature=req.temperature, seed=req.seed or 0,
                          max_new_tokens=_max_tokens(req, task.spec.generation.max_new_tokens),
-                         use_cache=_sampling(req)["use_cache"])[0]
+                         use_cache=False)[0]
         return Generation(a.text, a.prompt_tokens, a.completion_tokens, a.seconds)
 
     return Served(model_id or name, answer, f"{name} ({strat.description}) on {row.get('model', gen.display_name)}")

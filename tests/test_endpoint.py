@@ -177,6 +177,12 @@ def test_429_then_500_are_retried(proxy, key):
     assert p.requests == 3 and gen.requests_sent == 3
 
 
+def test_check_without_a_model_list_sends_one_token(proxy, key):
+    p = proxy([404])  # a server with no GET /models
+    EndpointGenerator(spec(p.url)).check()
+    assert p.requests == 2
+
+
 def test_timeout_names_url_and_limit(proxy, key):
     p = proxy(["hang"] * 3, hang_s=2.0)
     gen = EndpointGenerator(spec(p.url, timeout_s=0.5, max_retries=1))
