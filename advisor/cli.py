@@ -1,4 +1,4 @@
-"""Command line: init, validate, run, report, roi."""
+"""Command line: init, validate, run, report, roi, serve."""
 from __future__ import annotations
 
 import shlex
@@ -124,6 +124,38 @@ def roi(
     if write:
         harness.write_outputs(results, run_dir)
     report.terminal(results, out)
+
+
+@app.command()
+def serve(
+    run_dir: Optional[Path] = typer.Argument(None, help="a finished run's folder (or use --model)"),
+    strategy: Optional[str] = typer.Option(None, "--strategy", "-s", help="default: the run's recommended strategy"),
+    model: Optional[str] = typer.Option(None, help="serve a plain model instead of a run: embedded, an HF id or folder"),
+    model_name: Optional[str] = typer.Option(None, help="the model id clients send (default: the strategy or model)"),
+    host: str = typer.Option("127.0.0.1", help="interface to bind; the default is this machine only"),
+    port: int = typer.Option(8000, min=1, max=65535),
+    api_key_env: Optional[str] = typer.Option(None, help="require `Authorization: Bearer $NAME` from clients"),
+):
+    """Serve a run's strategy (or a plain model) as an OpenAI-compatible chat-completions API."""
+    from advisor import serve as srv
+    from advisor.models import ModelError
+
+    def say(line: str) -> None:
+        err.print(line, highlight=False)
+
+    if (run_dir is None) == (model is None):
+        _fail("give a run folder (advisor serve RUN_DIR [--strategy NAME]) or --model NAME, not both")
+    if model is not None and strategy is not None:
+        _fail("--strategy needs a run folder; --model serves the model as is")
+    try:
+        if model is not None:
+            say(f"loading {model} ...")
+            served = srv.plain_model(model, model_name)
+        else:
+            served = srv.run_strategy(run_dir, strategy, model_name, say)
+        srv.serve(served, host, port, api_key_env, say)
+    except (srv.ServeError, ModelError) as e:
+        _fail(str(e))
 
 
 def main():  # pragma: no cover

@@ -24,6 +24,7 @@ class StrategyCosts:
     knowledge_in_weights: bool
     accuracy: float
     family: str = "prompting"  # prompting | rag | finetune | finetune+rag: which ownership costs apply
+    pricing: dict | None = None  # how requests are priced (harness.pricing); None: the task's token prices
 
 
 @dataclass
@@ -44,7 +45,14 @@ class Economics:
 
 
 def cost_per_request(c: StrategyCosts, e: EconomicsSpec) -> float:
-    return (c.prompt_tokens * e.input_price_per_mtok + c.completion_tokens * e.output_price_per_mtok) / 1e6
+    """Hosted rows pay per token; a self-hosted row pays its machine for the measured seconds per request
+    (at batch throughput). Rows without their own prices use the task's token prices."""
+    p = c.pricing or {}
+    if p.get("kind") == "self-hosted":
+        return p["seconds_per_request"] * p["hardware_price_per_hour"] / 3600
+    inp = p.get("input_price_per_mtok", e.input_price_per_mtok)
+    out = p.get("output_price_per_mtok", e.output_price_per_mtok)
+    return (c.prompt_tokens * inp + c.completion_tokens * out) / 1e6
 
 
 def economics(c: StrategyCosts, e: EconomicsSpec) -> Economics:

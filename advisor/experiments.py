@@ -56,7 +56,8 @@ def forgetting(task: Task, strategies: list[Strategy]) -> dict:
     """General-ability probe (items the default base model answers) with and without each adapter."""
     probe = load_probe()
     spec = ScoringSpec(method="contains")
-    gen = strategies[0].ctx.generator
+    with_adapter = [s for s in strategies if s.adapter_path is not None]
+    gen = (with_adapter or strategies)[0].generator  # adapters train on a local model (checked at task load)
     prompts = [gen.chat_ids([{"role": "user", "content": ex.input}]) for ex in probe]
 
     def accuracy(adapter: Path | None) -> dict:
@@ -85,7 +86,7 @@ def data_curve(task: Task, strategy_cls: type[Strategy], ctx, sizes: list[int]) 
     points = []
     for n in sizes:
         sub = replace(task, train=order[:n])
-        sub_ctx = type(ctx)(sub, ctx.generator, lambda: ctx.embedder, ctx.work_dir)
+        sub_ctx = type(ctx)(sub, ctx.generator, lambda: ctx.embedder, ctx.work_dir, ctx.generators)
         s = strategy_cls(sub_ctx)
         s.prepare()
         answers = s.answer([e.input for e in task.eval])

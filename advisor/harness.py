@@ -13,6 +13,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass, field
+from typing import Any
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -27,10 +28,10 @@ from advisor.cache import atomic_write_text
 from advisor.charts import dig
 from advisor.experiments import data_curve, forgetting, freshness
 from advisor.economics import StrategyCosts, break_even_requests_per_day, economics, payback_days, volume_sweep
-from advisor.models import Embedder, Generator
+from advisor.models import Embedder, load_generator
 from advisor.recommend import Row, recommend
 from advisor.scoring import agree, mean_ci, paired_compare, passes_format, score
-from advisor.task import EconomicsSpec, Task
+from advisor.task import EconomicsSpec, GeneratorSpec, Task
 from strategies import Context, Strategy, registry
 
 RESULTS = "results.json"
@@ -52,6 +53,42 @@ def select_strategies(task: Task, names: list[str] | None) -> list[type[Strategy
     if not task.documents:
         wanted = [n for n in wanted if known[n].family == "prompting" or known[n].family == "finetune"]
     return [known[n] for n in wanted]
+
+
+def load_generators(task: Task, classes: list[type[Strategy]], endpoints: bool) -> dict[str, Any]:
+    """Generator name -> loaded generator, for the generators the selected strategies use.
+
+    `endpoints=True` loads (and checks) only the endpoints, `False` only the local
+    models: the cheap network checks run before anything is written, the local
+    loads under the progress bar. Either fails with a ModelError naming the model.
+    """
+    out: dict[str, Any] = {}
+    local: dict[str, Any] = {}  # one copy of a local model, however many names point at it
+    for cls in classes:
+        name, spec = task.spec.models.for_strategy(cls.name)
+        if name in out or spec.is_endpoint != endpoints:
+            continue
+        if spec.is_endpoint:
+            out[name] = load_generator(spec, name)
+        else:
+            out[name] = local[spec.hf] = local.get(spec.hf) or load_generator(spec, name)
+    return out
+
+
+def pricing(spec: GeneratorSpec, answers: list, gen_seconds: float) -> dict:
+    """How a row's requests are priced, stated in results.json and the report.
+
+    An endpoint with token prices is hosted; a local model with a price per hour is
+    self-hosted: measured seconds per request at batch throughput times that price.
+    Otherwise the task's economics token prices apply (they stay adjustable in `advisor roi`).
+    """
+    if not spec.is_endpoint and spec.hardware_price_per_hour is not None:
+        return {"kind": "self-hosted", "hardware_price_per_hour": spec.hardware_price_per_hour,
+                "seconds_per_request": gen_seconds / max(1, len(answers))}
+    if spec.input_price_per_mtok is not None:
+        return {"kind": "hosted" if spec.is_endpoint else "model token prices",
+                "input_price_per_mtok": spec.input_price_per_mtok, "output_price_per_mtok": spec.output_price_per_mtok}
+    return {"kind": "task token prices"}
 
 
 def _versions() -> dict[str, str]:
@@ -129,7 +166,9 @@ def evaluate_strategy(strategy: Strategy, task: Task) -> dict:
         "description": strategy.description,
         "family": strategy.family,
         "complexity": strategy.complexity,
-        "model": strategy.ctx.generator.display_name + (" + LoRA adapter" if strategy.adapter_path else ""),
+        "model": strategy.generator.display_name + (" + LoRA adapter" if strategy.adapter_path else ""),
+        "generator": task.spec.models.for_strategy(strategy.name)[0],
+        "pricing": pricing(task.spec.models.for_strategy(strategy.name)[1], answers, gen_seconds),
         "accuracy": mean_ci(scores, spec.seed).as_dict(),
         "by_tag": by_tag,
         "format_adherence": mean_ci([float(f) for f in formats], spec.seed).as_dict() if sc.format else None,
@@ -160,7 +199,7 @@ def rows_from_results(results: dict) -> list[Row]:
             name=s["name"], prompt_tokens=s["tokens"]["prompt_mean"], completion_tokens=s["tokens"]["completion_mean"],
             train_seconds=s["setup"]["train_seconds"], index_seconds=s["setup"]["index_seconds"],
             knowledge_in_weights=s["setup"]["knowledge_in_weights"], accuracy=s["accuracy"]["mean"],
-            family=s["family"],
+            family=s["family"], pricing=s.get("pricing"),
         )
         rows.append(Row(s["name"], s["family"], s["complexity"], s["accuracy"]["mean"], s["accuracy"]["low"],
                         s["accuracy"]["high"], costs, {t: e["mean"] for t, e in s["by_tag"].items()},
@@ -205,6 +244,8 @@ def run(task: Task, out_dir: Path, strategy_names: list[str] | None = None, seed
         console: Console | None = None, command: str = "", experiments: Experiments | None = None) -> dict:
     """Run under a lock on the output folder: a second run into the same folder refuses."""
     classes = select_strategies(task, strategy_names)  # a bad name fails before anything is written
+    # Endpoints are checked (key variable set, server reachable, model served) before anything is written.
+    endpoints = load_generators(task, classes, endpoints=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     lock = FileLock(out_dir / LOCK)
     try:
@@ -214,7 +255,7 @@ def run(task: Task, out_dir: Path, strategy_names: list[str] | None = None, seed
                        "wait for it or choose another --out") from None
     handler = _log_to(out_dir / LOG)
     try:
-        return _run(task, out_dir, classes, seed, console, command, experiments)
+        return _run(task, out_dir, classes, seed, console, command, experiments, endpoints)
     except BaseException as e:
         log.error("run stopped: %s: %s", type(e).__name__, e)
         raise
@@ -237,12 +278,12 @@ def _log_to(path: Path) -> logging.Handler:
     return handler
 
 
-def _run(task, out_dir, classes, seed, console, command, experiments) -> dict:
+def _run(task, out_dir, classes, seed, console, command, experiments, endpoints) -> dict:
     console = console or Console(stderr=True)
     experiments = experiments or Experiments()
     if seed is not None:
         task.spec.seed = seed
-    _quiet_libraries()
+    quiet_libraries()
     started = datetime.now(timezone.utc)
     t_start = time.perf_counter()
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -251,9 +292,14 @@ def _run(task, out_dir, classes, seed, console, command, experiments) -> dict:
     with progress:
         log.info("run started: task %s, seed %s, strategies %s", task.name, task.seed, [c.name for c in classes])
         step = progress.add_task("loading generator", total=1)
-        generator = Generator(task.spec.models.generator)
-        progress.update(step, completed=1, description=f"loaded {generator.display_name}")
-        ctx = Context(task, generator, lambda: Embedder(task.spec.models.embedder), out_dir)
+        # The data curve trains the `lora` row's adapter, so it needs lora's (local) model even if lora is not a row.
+        lora = [registry()["lora"]] if experiments.data_curve else []
+        loaded = endpoints | load_generators(task, classes + lora, endpoints=False)
+        names = ", ".join(g.display_name for g in loaded.values())
+        progress.update(step, completed=1, description=f"loaded {names}")
+        by_strategy = {cls.name: loaded[task.spec.models.for_strategy(cls.name)[0]] for cls in classes + lora}
+        default = loaded.get("default") or next(iter(loaded.values()))
+        ctx = Context(task, default, lambda: Embedder(task.spec.models.embedder), out_dir, by_strategy)
         for cls in classes:
             strat = cls(ctx)
             step = progress.add_task(f"{cls.name}: preparing", total=2)
@@ -287,7 +333,7 @@ def _run(task, out_dir, classes, seed, console, command, experiments) -> dict:
     return results
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Our own progress bars say what is happening; the libraries' bars and notices only add noise."""
     import warnings
 
@@ -316,12 +362,14 @@ def assemble(task: Task, evaluated: list[dict], ctx: Context, started, seconds: 
     embedder = ctx._embedder
     return {
         "advisor_version": __version__,
-        "task": {"name": task.name, "description": task.description, "root": str(task.root), "files": task.files,
+        "task": {"name": task.name, "description": task.description, "root": str(task.root.resolve()), "files": task.files,
                  "n_train": len(task.train), "n_eval": len(task.eval), "n_documents": len(task.documents),
                  "tags": sorted({t for ex in task.eval for t in ex.tags}),
                  "instructions_tokens": ctx.generator.count_tokens(task.instructions)},
         "run": {"seed": seed, "started": started.isoformat(timespec="seconds"), "seconds": seconds, "command": command,
-                "models": {"generator": {"name": ctx.generator.display_name, "fingerprint": ctx.generator.fingerprint},
+                "models": {**{("generator" if name == "default" else f"generator {name}"):
+                               {"name": g.display_name, "fingerprint": g.fingerprint}
+                               for name, g in _generators(task, ctx).items()},
                            "embedder": {"name": embedder.display_name, "fingerprint": embedder.fingerprint} if embedder else None},
                 "versions": _versions(), "hardware": _hardware()},
         "scoring": task.spec.scoring.model_dump(),
@@ -330,6 +378,12 @@ def assemble(task: Task, evaluated: list[dict], ctx: Context, started, seconds: 
         "examples": examples,
         "experiments": {},
     }
+
+
+def _generators(task: Task, ctx: Context) -> dict[str, Any]:
+    """Generator name -> generator, for those the run's strategies used."""
+    named = {task.spec.models.for_strategy(s)[0]: g for s, g in ctx.generators.items()}
+    return named or {"default": ctx.generator}
 
 
 def write_outputs(results: dict, out_dir: Path) -> None:

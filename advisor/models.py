@@ -131,6 +131,16 @@ class Generator:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+        return len(self.chat_ids(messages))
+
+    def complete(self, conversations: list[list[dict[str, str]]], max_new_tokens: int, batch_size: int = 16,
+                 temperature: float = 0.0, seed: int = 0, sample_index: int = 0,
+                 use_cache: bool = True) -> list[Generation]:
+        """Answer chat conversations: the interface this shares with an endpoint (advisor.endpoint)."""
+        return self.generate([self.chat_ids(m) for m in conversations], max_new_tokens, batch_size=batch_size,
+                             temperature=temperature, seed=seed, sample_index=sample_index, use_cache=use_cache)
+
     # -- adapters
 
     @contextmanager
@@ -241,6 +251,21 @@ class Generator:
         out = self.model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
                                   pad_token_id=pad, **extra, **kwargs)
         return out, width
+
+
+def load_generator(spec, name: str = "default"):
+    """A local Generator for `hf`, an EndpointGenerator (checked reachable) for `endpoint`.
+
+    `spec` is an advisor.task.GeneratorSpec. Either fails with a ModelError naming
+    the model and the reason, before any expensive work starts.
+    """
+    if spec.endpoint is not None:
+        from advisor.endpoint import EndpointGenerator
+
+        gen = EndpointGenerator(spec, name)
+        gen.check()
+        return gen
+    return Generator(spec.hf or EMBEDDED)
 
 
 class GenerationCache:

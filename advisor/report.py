@@ -106,6 +106,25 @@ def _examples(results: dict) -> list[dict]:
     return [ex for ex in (results.get("examples") or []) if isinstance(ex, dict)]
 
 
+def fmt_pricing(p: Any, assumptions: Any) -> str:
+    """The price assumption behind a row's cost per request (harness.pricing), in words."""
+    p, a = _dict(p), _dict(assumptions)
+
+    def tokens(src: dict) -> str:
+        inp, out = num(src.get("input_price_per_mtok")), num(src.get("output_price_per_mtok"))
+        return DASH if inp is None or out is None else f"${inp:,.4g} in / ${out:,.4g} out per M tokens"
+
+    kind = p.get("kind")
+    if kind == "self-hosted":
+        hour, secs = num(p.get("hardware_price_per_hour")), num(p.get("seconds_per_request"))
+        if hour is None or secs is None:
+            return "self-hosted"
+        return f"self-hosted: ${hour:,.4g}/hour × {secs:,.3g} s per request (measured, batched)"
+    if kind in ("hosted", "model token prices"):
+        return f"{kind}: {tokens(p)}"
+    return f"task token prices: {tokens(a)}"
+
+
 def table_rows(results: dict) -> list[dict[str, str]]:
     """One dict of display strings per strategy: the same facts in every format."""
     rows = []
@@ -113,6 +132,7 @@ def table_rows(results: dict) -> list[dict[str, str]]:
         e = s.get("economics") or {}
         rows.append({
             "Strategy": str(s.get("name") or DASH),
+            "Model": _text(s.get("model")),
             "Accuracy (95% CI)": fmt_pct(s.get("accuracy")),
             "Self-agreement": fmt_pct(dig(s, "consistency", "self_agreement"), ci=False),
             "Paraphrase": fmt_pct(dig(s, "consistency", "paraphrase_agreement"), ci=False),
@@ -120,6 +140,7 @@ def table_rows(results: dict) -> list[dict[str, str]]:
             "Prompt tok": fmt_num(dig(s, "tokens", "prompt_mean")),
             "Answer tok": fmt_num(dig(s, "tokens", "completion_mean")),
             "$ / 1k req": fmt_money(_per_1k(e.get("cost_per_request"))),
+            "Pricing": fmt_pricing(s.get("pricing"), results.get("assumptions")),
             "p50 (s)": fmt_num(dig(s, "latency", "p50_seconds"), 2),
             "p95 (s)": fmt_num(dig(s, "latency", "p95_seconds"), 2),
             "Set-up": fmt_money(e.get("setup_cost")),
@@ -373,6 +394,9 @@ def terminal(results: dict, console: Console | None = None) -> None:
     volume = fmt_num(dig(results, "assumptions", "requests_per_day"))
     console.print(Text(f"Acc: share of eval items right (95% CI). Tokens: prompt/answer per request. "
                        f"Total $: over {horizon} days at {volume} requests/day.", style="dim"))
+    for s in _strategies(results):
+        console.print(Text(f"{s.get('name') or DASH}: {_text(s.get('model'))}; "
+                           f"{fmt_pricing(s.get('pricing'), results.get('assumptions'))}", style="dim"))
     body = Text()
     for x in (rec.get("reasons") or [])[:3]:
         body.append(f"• {x}\n")

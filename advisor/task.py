@@ -67,9 +67,38 @@ class EconomicsSpec(_Strict):
     ownership: dict[Literal["prompting", "rag", "finetune"], OwnershipSpec] = Field(default_factory=dict)
 
 
+class GeneratorSpec(_Strict):
+    """One named generator: a local HF model (`hf`) or an OpenAI-compatible endpoint (`endpoint`)."""
+
+    hf: str | None = Field(None, description="embedded, a Hugging Face model id, or a local folder")
+    endpoint: str | None = Field(None, description="base URL of an OpenAI-compatible API, e.g. http://host:8000/v1")
+    model: str | None = Field(None, description="the model name the endpoint expects")
+    api_key_env: str | None = Field(None, description="name of the environment variable holding the API key")
+    input_price_per_mtok: float | None = Field(None, ge=0)
+    output_price_per_mtok: float | None = Field(None, ge=0)
+    hardware_price_per_hour: float | None = Field(None, ge=0, description="self-hosted: what the serving machine costs")
+    max_concurrency: int = Field(4, ge=1, le=256)
+    timeout_s: float = Field(60, gt=0)
+    max_retries: int = Field(4, ge=0, le=20)
+    context_window: int = Field(8192, ge=64)
+
+    @property
+    def is_endpoint(self) -> bool:
+        return self.endpoint is not None
+
+
 class ModelsSpec(_Strict):
-    generator: str = "embedded"
+    generator: str = "embedded"  # default for every strategy: embedded, an HF id or a local folder
     embedder: str = "embedded"
+    generators: dict[str, GeneratorSpec] = Field(default_factory=dict)
+    use: dict[str, str] = Field(default_factory=dict, description="strategy name -> a name in `generators`")
+
+    def for_strategy(self, strategy: str) -> tuple[str, GeneratorSpec]:
+        """(generator name, its spec) that a strategy runs on; `default` is `generator`."""
+        name = self.use.get(strategy, "default")
+        if name in self.generators:
+            return name, self.generators[name]
+        return "default", GeneratorSpec(hf=self.generator)
 
 
 class GenerationSpec(_Strict):
@@ -320,6 +349,39 @@ def _jsonl_documents(path: Path, base: Path) -> list[Document]:
     return out
 
 
+def _check_models(models: ModelsSpec, file: Path) -> None:
+    """Named generators are complete, `use` names known strategies and generators, LoRA runs locally."""
+    from strategies import registry  # strategies import this module; the registry is only needed here
+
+    known = registry()
+    for name, g in models.generators.items():
+        where = f"field models.generators.{name}"
+        if (g.hf is None) == (g.endpoint is None):
+            raise TaskError(file, where, "give exactly one of `hf` (a local model) or `endpoint` (an API base URL)")
+        if g.endpoint is not None:
+            if not re.match(r"^https?://", g.endpoint):
+                raise TaskError(file, f"{where}.endpoint", f"{g.endpoint!r} is not an http(s) URL")
+            if not g.model:
+                raise TaskError(file, f"{where}.model", "an endpoint needs the model name it serves")
+            if g.hardware_price_per_hour is not None:
+                raise TaskError(file, f"{where}.hardware_price_per_hour",
+                                "an endpoint is priced per token (input/output_price_per_mtok)")
+        elif g.model or g.api_key_env:
+            raise TaskError(file, where, "`model` and `api_key_env` belong to an endpoint; a local model names `hf`")
+        if (g.input_price_per_mtok is None) != (g.output_price_per_mtok is None):
+            raise TaskError(file, where, "give both input_price_per_mtok and output_price_per_mtok, or neither")
+    for strategy, name in models.use.items():
+        where = f"field models.use.{strategy}"
+        if strategy not in known:
+            raise TaskError(file, where, f"unknown strategy {strategy!r}; known: {', '.join(known)}")
+        if name != "default" and name not in models.generators:
+            raise TaskError(file, where, f"{name!r} is not in models.generators "
+                                         f"(named: {', '.join(models.generators) or 'none'})")
+        if known[strategy].family.startswith("finetune") and models.for_strategy(strategy)[1].is_endpoint:
+            raise TaskError(file, where, f"{strategy} trains a LoRA adapter, so it needs a local model (`hf`), "
+                                         "not an endpoint")
+
+
 def load_task(path: str | Path) -> Task:
     """Load and validate a task folder (or its task.yaml)."""
     path = Path(path)
@@ -372,6 +434,7 @@ def load_task(path: str | Path) -> Task:
                 raise TaskError(file, f"field scoring.{pattern_field}", f"invalid regex: {e}") from None
     if spec.rag.chunk_overlap >= spec.rag.chunk_tokens:
         raise TaskError(file, "field rag.chunk_overlap", "must be smaller than rag.chunk_tokens")
+    _check_models(spec.models, file)
     doc_ids = {d.id for d in documents}
     for ex in eval_rows:
         if ex.source and documents and ex.source not in doc_ids:

@@ -4,6 +4,8 @@ A strategy prepares itself on the task (build a prompt, an index, an adapter),
 turns an input into chat messages, and says which adapter (if any) generates.
 The base class does the generation, token counting and context-window check, so
 a new strategy is one small subclass in one new file of this package.
+Generation goes through the strategy's generator, a local model or an endpoint
+(the task's `models.use` says which); both take chat messages.
 """
 from __future__ import annotations
 
@@ -43,19 +45,25 @@ class ContextTooLong(Exception):
 class Context:
     """What strategies share in one run: the task, the models, and memoized artifacts."""
 
-    def __init__(self, task: Task, generator: Generator, embedder_factory: Callable[[], Embedder], work_dir: Path):
+    def __init__(self, task: Task, generator: Generator, embedder_factory: Callable[[], Embedder], work_dir: Path,
+                 generators: dict[str, Any] | None = None):
         self.task = task
-        self.generator = generator
+        self.generator = generator  # the default generator
+        self.generators = generators or {}  # strategy name -> its generator, where it is not the default
         self._embedder_factory = embedder_factory
         self._embedder: Embedder | None = None
         self.work_dir = work_dir
         self._shared: dict[str, Any] = {}
+        self.reuse_only = False  # serving a finished run: reuse its adapters, never train
 
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
             self._embedder = self._embedder_factory()
         return self._embedder
+
+    def generator_for(self, strategy: str):
+        return self.generators.get(strategy, self.generator)
 
     def shared(self, key: str, build: Callable[[], Any]) -> Any:
         """Build an artifact once per run (an index, an adapter) and hand it to every strategy."""
@@ -96,29 +104,41 @@ class Strategy:
 
     # -- shared machinery
 
-    def _prompt_ids(self, text: str) -> tuple[list[int], int]:
-        gen, budget = self.ctx.generator, self.ctx.generator.context_window - self.ctx.task.spec.generation.max_new_tokens
+    @property
+    def generator(self):
+        """The model this strategy runs on: a local Generator or an EndpointGenerator."""
+        return self.ctx.generator_for(self.name)
+
+    def _fit(self, text: str) -> tuple[list[dict[str, str]], int]:
+        """(messages, few-shot examples dropped) that fit the generator's context window with the answer.
+
+        A local model counts exactly; for an endpoint the embedded tokenizer gives an
+        estimate before sending, and the server's `usage` the real counts after.
+        """
+        gen, max_new = self.generator, self.ctx.task.spec.generation.max_new_tokens
         drop = 0
         while True:
-            ids = gen.chat_ids(self.messages(text, drop=drop))
-            if len(ids) <= budget:
-                return ids, drop
+            messages = self.messages(text, drop=drop)
+            n = gen.prompt_tokens(messages)
+            if n <= gen.context_window - max_new:
+                return messages, drop
             if drop >= self.ctx.task.spec.prompting.few_shot_k:
                 raise ContextTooLong(
-                    f"strategy {self.name}: the prompt for input {text[:60]!r} needs {len(ids)} tokens, more than "
-                    f"the {gen.model.config._name_or_path or gen.name} window of {gen.context_window} minus "
-                    f"{self.ctx.task.spec.generation.max_new_tokens} for the answer, even with no few-shot examples"
+                    f"strategy {self.name}: the prompt for input {text[:60]!r} needs {n} tokens, more than "
+                    f"the {gen.display_name} window of {gen.context_window} minus {max_new} for the answer, "
+                    "even with no few-shot examples"
                 )
             drop += 1
 
-    def answer(self, inputs: list[str], temperature: float = 0.0, sample_index: int = 0) -> list[Answer]:
+    def answer(self, inputs: list[str], temperature: float = 0.0, sample_index: int = 0,
+               seed: int | None = None, max_new_tokens: int | None = None, use_cache: bool = True) -> list[Answer]:
         spec = self.ctx.task.spec
-        prompts = [self._prompt_ids(t) for t in inputs]
-        with self.ctx.generator.adapter(self.adapter_path):
-            gens = self.ctx.generator.generate(
-                [p for p, _ in prompts], max_new_tokens=spec.generation.max_new_tokens,
-                batch_size=spec.generation.batch_size, temperature=temperature, seed=spec.seed,
-                sample_index=sample_index,
+        prompts = [self._fit(t) for t in inputs]
+        with self.generator.adapter(self.adapter_path):
+            gens = self.generator.complete(
+                [m for m, _ in prompts], max_new_tokens=max_new_tokens or spec.generation.max_new_tokens,
+                batch_size=spec.generation.batch_size, temperature=temperature,
+                seed=spec.seed if seed is None else seed, sample_index=sample_index, use_cache=use_cache,
             )
         return [
             Answer(text=g.text, prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens,
@@ -129,11 +149,11 @@ class Strategy:
     def time_one(self, text: str) -> float:
         """Wall time of one request answered alone (no batching, no cache): the latency a user sees."""
         spec = self.ctx.task.spec
-        ids, _ = self._prompt_ids(text)
-        with self.ctx.generator.adapter(self.adapter_path):
+        messages, _ = self._fit(text)
+        with self.generator.adapter(self.adapter_path):
             t0 = time.perf_counter()
-            self.ctx.generator.generate([ids], max_new_tokens=spec.generation.max_new_tokens, batch_size=1,
-                                        use_cache=False)
+            self.generator.complete([messages], max_new_tokens=spec.generation.max_new_tokens, batch_size=1,
+                                    use_cache=False)
             return time.perf_counter() - t0
 
 

@@ -30,6 +30,10 @@ FORMAT_VERSION = 1  # bump when the way examples become tokens changes
 log = logging.getLogger("advisor.train")
 
 
+class AdapterMissing(Exception):
+    pass
+
+
 @dataclass
 class Encoded:
     input_ids: list[int]
@@ -106,8 +110,11 @@ def split_train_val(rows: list[Example], fraction: float, seed: int) -> tuple[li
 
 
 def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec, seed: int,
-               val_pairs: list[tuple[str, str]] = (), progress=None) -> tuple[Path, dict]:
-    """Train (or reuse) a LoRA adapter on (user message, answer) pairs; return its folder and metrics."""
+               val_pairs: list[tuple[str, str]] = (), progress=None, reuse_only: bool = False) -> tuple[Path, dict]:
+    """Train (or reuse) a LoRA adapter on (user message, answer) pairs; return its folder and metrics.
+
+    `reuse_only` (serving a finished run) refuses to train: a missing adapter is an error.
+    """
     from accelerate import Accelerator
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
@@ -118,6 +125,9 @@ def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec,
     if (folder / "adapter_model.safetensors").exists():
         log.info("training: reusing the adapter trained earlier (%s)", folder.name)
         return folder, json.loads((folder / "metrics.json").read_text()) | {"reused": True}
+    if reuse_only:
+        raise AdapterMissing(f"the run's LoRA adapter is not in the cache ({folder}); it was made by "
+                             f"`advisor run` with another cache (ADVISOR_CACHE) or has been deleted: run the task again")
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -258,7 +268,7 @@ def _evaluate(loss_fn, rows, batch_size, pad, device) -> float:
     return total / max(1, n)
 
 
-def train_on_task(ctx, user_messages: Callable[[list[str]], list[str]]) -> tuple[Path, dict]:
+def train_on_task(ctx, gen: Generator, user_messages: Callable[[list[str]], list[str]]) -> tuple[Path, dict]:
     """Train on the task's train split; `user_messages` turns inputs into what the model will see."""
     task = ctx.task
     train, val = split_train_val(task.train, task.spec.finetune.val_fraction, task.seed)
@@ -266,7 +276,12 @@ def train_on_task(ctx, user_messages: Callable[[list[str]], list[str]]) -> tuple
     def pairs(rows):
         return list(zip(user_messages([e.input for e in rows]), [e.output for e in rows]))
 
-    return train_lora(ctx.generator, pairs(train), task.spec.finetune, task.seed, pairs(val))
+    return train_lora(gen, pairs(train), task.spec.finetune, task.seed, pairs(val), reuse_only=ctx.reuse_only)
+
+
+def task_adapter(ctx, gen: Generator) -> tuple[Path, dict]:
+    """The plain LoRA adapter for this task on `gen`, trained once per run and shared by lora and lora+rag."""
+    return ctx.shared(f"lora-adapter:{gen.fingerprint}", lambda: train_on_task(ctx, gen, lambda inputs: inputs))
 
 
 class Lora(Strategy):
@@ -278,15 +293,12 @@ class Lora(Strategy):
 
     def prepare(self):
         task = self.ctx.task
-        self.folder, self.metrics = self.ctx.shared("lora-adapter", lambda: self._train())
+        self.folder, self.metrics = task_adapter(self.ctx, self.generator)
         self.setup.train_seconds = self.metrics["train_seconds"]
         self.setup.knowledge_in_weights = not self.with_retrieval
         self.setup.details["training"] = self.metrics
         self.setup.details["adapter"] = str(self.folder)
         self.train_examples = len(task.train)
-
-    def _train(self):
-        return train_on_task(self.ctx, lambda inputs: inputs)
 
     @property
     def adapter_path(self):

@@ -10,7 +10,7 @@ times the training tokens, which is minutes on a laptop CPU and seconds on a GPU
 """
 from __future__ import annotations
 
-from strategies.finetune import Lora, train_on_task
+from strategies.finetune import task_adapter, train_on_task
 from strategies.rag import Rag, rag_user_message
 
 
@@ -24,11 +24,10 @@ class LoraRag(Rag):
     def prepare(self):
         super().prepare()
         if self.ctx.task.spec.finetune.retrieval_aware:
-            self.folder, metrics = self.ctx.shared("lora-adapter-rag", self._train_with_passages)
+            self.folder, metrics = self.ctx.shared(f"lora-adapter-rag:{self.generator.fingerprint}",
+                                                   self._train_with_passages)
         else:
-            lora = Lora(self.ctx)
-            lora.prepare()  # the same adapter as the `lora` row, trained once per run
-            self.folder, metrics = lora.folder, lora.metrics
+            self.folder, metrics = task_adapter(self.ctx, self.generator)  # the `lora` row's adapter, trained once
         self.setup.train_seconds = metrics["train_seconds"]
         self.setup.details["training"] = metrics
         self.setup.details["adapter"] = str(self.folder)
@@ -39,7 +38,7 @@ class LoraRag(Rag):
             hits = self.index.search(inputs, self.ctx.task.spec.rag.top_k)
             return [rag_user_message(chunks, q) for chunks, q in zip(hits, inputs)]
 
-        return train_on_task(self.ctx, with_passages)
+        return train_on_task(self.ctx, self.generator, with_passages)
 
     @property
     def adapter_path(self):

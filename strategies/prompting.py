@@ -66,12 +66,12 @@ class DynamicFewShot(Strategy):
             self._shots[text] = nearest_examples(self.ctx, [text], self.k)[0]
         return self._shots[text]
 
-    def answer(self, inputs, temperature=0.0, sample_index=0):
+    def answer(self, inputs, temperature=0.0, sample_index=0, **kw):
         # Embed every question in one batch instead of one call per question.
         missing = [t for t in dict.fromkeys(inputs) if t not in self._shots]
         if missing:
             self._shots.update(zip(missing, nearest_examples(self.ctx, missing, self.k)))
-        return super().answer(inputs, temperature, sample_index)
+        return super().answer(inputs, temperature, sample_index, **kw)
 
     def messages(self, text, drop=0):
         shots = self._for(text)

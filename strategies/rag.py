@@ -185,10 +185,10 @@ class Rag(Strategy):
             self._hits[text] = self.index.search([text], self.ctx.task.spec.rag.top_k)[0]
         return self._hits[text]
 
-    def answer(self, inputs, temperature=0.0, sample_index=0):
+    def answer(self, inputs, temperature=0.0, sample_index=0, **kw):
         missing = [t for t in dict.fromkeys(inputs) if t not in self._hits]
         self._hits.update(zip(missing, self.index.search(missing, self.ctx.task.spec.rag.top_k)))
-        return super().answer(inputs, temperature, sample_index)
+        return super().answer(inputs, temperature, sample_index, **kw)
 
     def sources(self, text):
         return [c.source for c in self.retrieve(text)]

@@ -72,3 +72,15 @@ def test_ownership_costs_apply_per_family_and_combinations_pay_for_each_part():
     assert both.ownership_cost == pytest.approx(300 + 12 * (20 + 5))
     # Payback now has to repay the people cost too: $301 at $0.0009 saved per request, 1000 requests/day.
     assert payback_days(ft, p, 1000) == pytest.approx(301 / 0.9)
+
+
+def test_rows_priced_their_own_way():
+    """Hosted rows pay their endpoint's token prices, self-hosted rows their machine's time; others the task's."""
+    hosted = StrategyCosts("h", 1000, 50, 0, 0, False, 0.5,
+                           pricing={"kind": "hosted", "input_price_per_mtok": 0.15, "output_price_per_mtok": 0.60})
+    assert economics(hosted, SPEC).cost_per_request == pytest.approx((1000 * 0.15 + 50 * 0.60) / 1e6)
+    own = StrategyCosts("s", 1000, 50, 0, 0, False, 0.5,
+                        pricing={"kind": "self-hosted", "hardware_price_per_hour": 3.6, "seconds_per_request": 0.5})
+    assert economics(own, SPEC).cost_per_request == pytest.approx(0.5 * 3.6 / 3600)  # tokens do not matter
+    task = StrategyCosts("t", 1000, 50, 0, 0, False, 0.5, pricing={"kind": "task token prices"})
+    assert economics(task, SPEC).cost_per_request == pytest.approx((1000 * 1 + 50 * 2) / 1e6)

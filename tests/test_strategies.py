@@ -187,17 +187,18 @@ def test_too_long_prompt_drops_examples_then_fails_clearly(ctx, generator, monke
     few = registry()["few-shot"](ctx)
     few.prepare()
     text = ctx.task.eval[0].input
-    full, _ = few._prompt_ids(text)
+    full = generator.chat_ids(few._fit(text)[0])
     bare = len(generator.chat_ids(few.messages(text, drop=len(few.shots))))
     max_new = ctx.task.spec.generation.max_new_tokens
     # A window that fits the prompt with one example fewer: one example is dropped, and that is recorded.
     monkeypatch.setattr(generator, "context_window", len(full) - 1 + max_new)
-    ids, dropped = few._prompt_ids(text)
+    messages, dropped = few._fit(text)
+    ids = generator.chat_ids(messages)
     assert dropped >= 1 and len(ids) + max_new <= generator.context_window
     # A window too small even with no examples: a clear error, never a silent cut.
     monkeypatch.setattr(generator, "context_window", bare - 1 + max_new)
     with pytest.raises(ContextTooLong, match="even with no few-shot examples"):
-        few._prompt_ids(text)
+        few._fit(text)
 
 
 def test_lora_rag_trains_its_own_adapter_on_prompts_with_passages(ctx):

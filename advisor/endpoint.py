@@ -1,0 +1,208 @@
+"""A generator behind an OpenAI-compatible chat-completions API.
+
+Hosted APIs, a vLLM or TGI server, or another machine's `advisor serve`: the
+prompting and RAG strategies send their chat messages here instead of to a local
+model. The API key is read from the environment variable the task names (never
+from a file, never printed). Requests run with bounded concurrency, each with a
+timeout and retries with backoff on 429, 5xx, timeouts and dropped connections.
+Every completed answer is stored as it arrives, keyed by model, URL, messages,
+parameters, seed and sample index, so a rerun after a failure pays only for what
+is missing and no sample is ever served for another.
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+from advisor.cache import cache_dir, hash_bytes, hash_json
+from advisor.models import Generation, GenerationCache, ModelError
+from advisor.task import GeneratorSpec
+
+BACKOFF_S = 0.5  # first retry waits about this long, doubling each time (capped at BACKOFF_MAX_S)
+BACKOFF_MAX_S = 30.0
+
+
+class EndpointError(ModelError):
+    """An endpoint that cannot be used: names the URL and what failed."""
+
+
+def _short(text: str, n: int = 200) -> str:
+    return " ".join(text.split())[:n]
+
+
+class EndpointGenerator:
+    """Answers chat conversations through POST {endpoint}/chat/completions."""
+
+    def __init__(self, spec: GeneratorSpec, name: str = "endpoint"):
+        self.spec = spec
+        self.name = name
+        self.base = spec.endpoint.rstrip("/")
+        self.model_name = spec.model
+        self.display_name = f"{spec.model} @ {self.base}"
+        self.fingerprint = hash_bytes(self.base, spec.model)[:16]
+        self.context_window = spec.context_window
+        headers = {}
+        if spec.api_key_env:
+            key = os.environ.get(spec.api_key_env)
+            if not key:
+                raise EndpointError(f"endpoint {self.base}: the environment variable {spec.api_key_env} "
+                                    "(models.generators.*.api_key_env) is not set; export it with the API key")
+            headers["Authorization"] = f"Bearer {key}"
+        self.client = httpx.Client(headers=headers, timeout=spec.timeout_s)
+        self.cache = GenerationCache(cache_dir() / "generations.sqlite")
+        self._tokenizer = None
+        self.requests_sent = 0  # HTTP requests, retries included (tests check cached answers are not paid again)
+
+    # -- before any expensive work
+
+    def check(self) -> None:
+        """A cheap GET {endpoint}/models: reachable, key accepted, and the model served there.
+
+        Runs before any expensive work, so a wrong URL, key or model name fails in seconds.
+        """
+        url = f"{self.base}/models"
+        try:
+            r = self.client.get(url)
+        except httpx.TimeoutException:
+            raise EndpointError(f"endpoint {url}: no answer within {self.spec.timeout_s:g} s (timeout_s)") from None
+        except httpx.TransportError as e:
+            raise EndpointError(f"endpoint {url}: cannot connect ({type(e).__name__}: {_short(str(e))}); "
+                                "is the server running and the URL right?") from None
+        if r.status_code in (401, 403):
+            raise EndpointError(self._rejected(url, r))
+        if r.status_code == 404:  # a server without a model list: a 1-token request tells instead
+            self._post([{"role": "user", "content": "ping"}], {"max_tokens": 1, "temperature": 0.0})
+            return
+        if r.status_code != 200:
+            raise EndpointError(f"endpoint {url}: HTTP {r.status_code}: {_short(r.text)}")
+        try:
+            served = [m.get("id") for m in r.json().get("data", []) if isinstance(m, dict)]
+        except (ValueError, AttributeError):
+            served = []  # not every server lists its models; the first request will tell
+        if served and self.model_name not in served:
+            raise EndpointError(f"endpoint {url}: model {self.model_name!r} is not served there "
+                                f"(it serves: {', '.join(map(str, served[:10]))})")
+
+    def _rejected(self, url: str, r: httpx.Response) -> str:
+        how = f"the key from ${self.spec.api_key_env}" if self.spec.api_key_env else "no API key (set api_key_env)"
+        return f"endpoint {url}: HTTP {r.status_code}, the server rejected {how}: {_short(r.text)}"
+
+    # -- the generator interface strategies use
+
+    @property
+    def tokenizer(self):
+        """The embedded model's tokenizer: a local estimate of prompt length before sending."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            from advisor.models import _embedded_generator_dir
+
+            self._tokenizer = AutoTokenizer.from_pretrained(_embedded_generator_dir()[0])
+        return self._tokenizer
+
+    def prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        return len(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    @contextmanager
+    def adapter(self, path: Path | None) -> Iterator[None]:
+        if path is not None:
+            raise EndpointError(f"endpoint {self.base}: a LoRA adapter needs a local model, not an endpoint")
+        yield
+
+    def complete(self, conversations: list[list[dict[str, str]]], max_new_tokens: int, batch_size: int = 16,
+                 temperature: float = 0.0, seed: int = 0, sample_index: int = 0,
+                 use_cache: bool = True) -> list[Generation]:
+        """Answer every conversation; cached ones cost nothing, the rest run `max_concurrency` at a time."""
+        sampled = temperature > 0
+        # A distinct request seed per sample, so repeated samples differ on servers that honour `seed`.
+        request_seed = int(hash_bytes(str(seed), str(sample_index))[:8], 16) if sampled else seed
+        params = {"max_tokens": max_new_tokens, "temperature": temperature, "seed": request_seed}
+        keys = [hash_json(["endpoint", self.base, self.model_name, m, params, seed if sampled else None,
+                           sample_index if sampled else None]) for m in conversations]
+        results: list[Generation | None] = [self.cache.get(k) if use_cache else None for k in keys]
+        missing = [i for i, g in enumerate(results) if g is None]
+        if not missing:
+            return results  # type: ignore[return-value]
+        t0 = time.perf_counter()
+        error: Exception | None = None
+        with ThreadPoolExecutor(self.spec.max_concurrency) as pool:
+            futures = {pool.submit(self._post, conversations[i], params): i for i in missing}
+            for f in as_completed(futures):
+                try:
+                    g = f.result()
+                except CancelledError:
+                    continue
+                except Exception as e:  # the first failure stops what has not started; finished answers are kept
+                    if error is None:
+                        error = e
+                        for other in futures:
+                            other.cancel()
+                    continue
+                results[futures[f]] = g
+                if use_cache:  # stored as it arrives, so a rerun after a failure does not pay for it again
+                    self.cache.put(keys[futures[f]], g)
+        if error is not None:
+            raise error
+        # Each answer's share of the wall time at this concurrency (what throughput is measured from).
+        share = (time.perf_counter() - t0) / len(missing)
+        for i in missing:
+            g = results[i]
+            g.seconds = share
+            if use_cache:
+                self.cache.put(keys[i], g)
+        return results  # type: ignore[return-value]
+
+    def _post(self, messages: list[dict[str, str]], params: dict) -> Generation:
+        url = f"{self.base}/chat/completions"
+        body = {"model": self.model_name, "messages": messages, **params}
+        attempts = self.spec.max_retries + 1
+        why = ""
+        for attempt in range(attempts):
+            wait_s = min(BACKOFF_MAX_S, BACKOFF_S * 2 ** attempt) * random.uniform(0.8, 1.2)
+            t0 = time.perf_counter()
+            try:
+                self.requests_sent += 1
+                r = self.client.post(url, json=body)
+            except httpx.TimeoutException:
+                why = f"no answer within {self.spec.timeout_s:g} s (timeout_s)"
+            except httpx.TransportError as e:
+                why = f"cannot connect ({type(e).__name__}: {_short(str(e))})"
+            else:
+                if r.status_code == 200:
+                    return self._parse(url, r, messages, time.perf_counter() - t0)
+                if r.status_code in (401, 403):
+                    raise EndpointError(self._rejected(url, r))
+                why = f"HTTP {r.status_code}: {_short(r.text)}"
+                if r.status_code != 429 and r.status_code < 500:
+                    raise EndpointError(f"endpoint {url}: {why}")
+                retry_after = r.headers.get("retry-after", "")
+                if retry_after.replace(".", "", 1).isdigit():
+                    wait_s = min(BACKOFF_MAX_S, float(retry_after))
+            if attempt + 1 < attempts:
+                time.sleep(wait_s)
+        raise EndpointError(f"endpoint {url}: failed after {attempts} attempt(s): {why}")
+
+    def _parse(self, url: str, r: httpx.Response, messages, seconds: float) -> Generation:
+        try:
+            data = r.json()
+            text = data["choices"][0]["message"]["content"] or ""
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise EndpointError(f"endpoint {url}: the answer is not a chat completion: {_short(r.text)}") from None
+        usage = data.get("usage") or {}
+        prompt = usage.get("prompt_tokens")
+        completion = usage.get("completion_tokens")
+        # A server that reports no usage gets the local estimate (rare; OpenAI, vLLM and TGI all report it).
+        prompt = int(prompt) if prompt is not None else self.prompt_tokens(messages)
+        completion = int(completion) if completion is not None else self.count_tokens(text)
+        return Generation(text=text.strip(), prompt_tokens=prompt, completion_tokens=completion, seconds=seconds)
