@@ -1,6 +1,6 @@
 """Scale: how each stage's time grows with the document count and the eval size.
 
-    python benchmarks/bench_scale.py [--docs 10 40 160 640] [--evals 16 32 64]
+    python benchmarks/bench_scale.py [--docs 10 40 160 640] [--evals 8 16 32]
 
 Stages, each timed alone in a fresh cache:
 - indexing (chunk + embed + FAISS) over n documents: the sample task's 10
@@ -43,7 +43,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--task", default="data/support")
     ap.add_argument("--docs", type=int, nargs="+", default=[10, 40, 160, 640])
-    ap.add_argument("--evals", type=int, nargs="+", default=[16, 32, 64])
+    ap.add_argument("--evals", type=int, nargs="+", default=[8, 16, 32])
     args = ap.parse_args()
     os.environ["ADVISOR_CACHE"] = tempfile.mkdtemp(prefix="bench-scale-")
     from advisor.models import Embedder, Generator
