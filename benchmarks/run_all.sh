@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 PY=${1:-.venv/bin/python}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" TOKENIZERS_PARALLELISM=false
 mkdir -p benchmarks/results
-out="benchmarks/results/$(date -u +%Y-%m-%dT%H%M).txt"
+out=${OUT:-"benchmarks/results/$(date -u +%Y-%m-%dT%H%M).txt"}
 for script in ${SCRIPTS:-bench_model_load bench_generation bench_retrieval bench_finetune bench_scale bench_e2e}; do
   echo "== $script" | tee -a "$out"
-  "$PY" "benchmarks/$script.py" 2>&1 | grep -v "^WARNING clustering" | tee -a "$out"
+  "$PY" "benchmarks/$script.py" 2>&1 | grep -av -e "^WARNING clustering" -e "de-quantizing GGUF" | tee -a "$out"
 done
 echo "wrote $out"
