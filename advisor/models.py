@@ -117,6 +117,7 @@ class Generator:
             raise ModelError(f"model {name!r} has no chat template; advisor needs an instruction-tuned model")
         self.context_window = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self._adapter: str | None = None  # fingerprint of the active adapter, for cache keys
+        self._prefix_kv: tuple | None = None  # (adapter, prefix ids, KV cache) of the last shared prefix
         self.cache = GenerationCache(cache_dir() / "generations.sqlite")
 
     # -- prompts
@@ -242,15 +243,28 @@ class Generator:
         dev = self.model.device
         extra = {}
         if n:
-            from transformers import DynamicCache
-
-            cache = DynamicCache()
-            self.model(input_ids=ids[:1, :n].to(dev), past_key_values=cache, use_cache=True)
+            cache = self._prefix_cache(batch[0][:n])
             cache.batch_repeat_interleave(len(batch))
             extra["past_key_values"] = cache
         out = self.model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
                                   pad_token_id=pad, **extra, **kwargs)
         return out, width
+
+
+    def _prefix_cache(self, prefix: list[int]):
+        """KV cache of a shared prefix; the last one is kept, since a run sends the same
+        instructions batch after batch (eval, samples, paraphrases). A copy is handed out
+        because generation extends it; the values are those a fresh prefill computes."""
+        import copy
+
+        from transformers import DynamicCache
+
+        key = (self._adapter, tuple(prefix))
+        if self._prefix_kv is None or self._prefix_kv[0] != key:
+            cache = DynamicCache()
+            self.model(input_ids=torch.tensor([prefix], device=self.model.device), past_key_values=cache, use_cache=True)
+            self._prefix_kv = (key, cache)
+        return copy.deepcopy(self._prefix_kv[1])
 
 
 def load_generator(spec, name: str = "default"):

@@ -172,6 +172,18 @@ def test_prefix_cache_gives_the_same_tokens_as_left_padding(generator):
     assert [g.text for g in fast] == [g.text for g in plain]
 
 
+def test_a_kept_prefix_gives_the_same_tokens_as_a_fresh_prefill(generator):
+    long_system = "You are a careful assistant. " * 20
+    prompts = [generator.chat_ids([{"role": "system", "content": long_system}, {"role": "user", "content": q}])
+               for q in ("What is 2+2?", "Name a colour.", "Say hello in French please.")]
+    generator._prefix_kv = None
+    fresh = generator.generate(prompts, 10, use_cache=False)
+    kept = generator._prefix_kv
+    again = generator.generate(prompts, 10, use_cache=False)  # reuses the kept prefix
+    assert kept is not None and generator._prefix_kv is kept
+    assert [g.text for g in fresh] == [g.text for g in again]
+
+
 def test_samples_are_seeded_per_sample_and_never_served_for_another(generator):
     prompt = [generator.chat_ids([{"role": "user", "content": "Write a random word."}])]
     s0 = generator.generate(prompt * 6, 8, temperature=1.5, sample_index=0)

@@ -1,0 +1,71 @@
+"""End to end: `advisor run` on the sample task with an empty cache, then again with every cache warm.
+
+    python benchmarks/bench_e2e.py [--task data/support]
+
+Each run is a fresh process under `/usr/bin/time -v` (wall time and peak RSS).
+The cold run is the baseline; the warm run (same cache, new output folder) is
+what a user iterating on the task pays. Load average is recorded before and after
+each run because the CPU is shared. Goals (issue 8): cold < 5 min and < 4 GiB on
+2 cores, warm < 15% of cold.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from common import ROOT, machine, print_table
+
+
+def timed_run(args: list[str], env: dict) -> dict:
+    """Run under /usr/bin/time -v; return wall seconds, peak RSS (GiB) and load before/after."""
+    before = os.getloadavg()[0]
+    p = subprocess.run(["/usr/bin/time", "-v", *args], env=env, cwd=ROOT, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"run failed:\n{p.stderr[-3000:]}")
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", p.stderr).group(1)
+    seconds = sum(float(x) * 60**i for i, x in enumerate(reversed(wall.split(":"))))
+    rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr).group(1))
+    return {"seconds": seconds, "rss_gib": rss_kib / 2**20, "load": f"{before:.1f} -> {os.getloadavg()[0]:.1f}"}
+
+
+def stages(out: Path) -> str:
+    """Where the time went, from results.json: training, indexing, generation per row."""
+    r = json.loads((out / "results.json").read_text())
+    parts = [f"{s['name']}: gen {s['throughput']['generation_seconds']:.0f}s"
+             + (f", train {s['setup']['train_seconds']:.0f}s" if s["setup"]["train_seconds"] else "")
+             for s in r["strategies"]]
+    return "; ".join(parts)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--task", default="data/support")
+    args = ap.parse_args()
+    print(machine())
+    env = dict(os.environ, ADVISOR_CACHE=tempfile.mkdtemp(prefix="bench-e2e-cache-"))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    outs = [Path(tempfile.mkdtemp(prefix=f"bench-e2e-{k}-")) for k in ("cold", "warm")]
+    cmd = [sys.executable, "-m", "advisor.cli", "run", args.task, "--out"]
+    cold = timed_run(cmd + [str(outs[0])], env)
+    warm = timed_run(cmd + [str(outs[1])], env)
+    print_table(
+        f"End to end: advisor run {args.task}",
+        ["cache", "wall s", "peak RSS GiB", "vs cold", "load avg (1 min) before -> after"],
+        [["empty (fresh ADVISOR_CACHE)", cold["seconds"], cold["rss_gib"], "1.00", cold["load"]],
+         ["warm (same cache, second run)", warm["seconds"], warm["rss_gib"], f"{warm['seconds'] / cold['seconds']:.2f}",
+          warm["load"]]],
+        note=f"cold stages (measured inside the run): {stages(outs[0])}\n"
+             f"goals: cold < 300 s {'met' if cold['seconds'] < 300 else 'MISSED'}; "
+             f"< 4 GiB {'met' if cold['rss_gib'] < 4 else 'MISSED'}; "
+             f"warm < 15% of cold {'met' if warm['seconds'] < 0.15 * cold['seconds'] else 'MISSED'}",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Embedding and retrieval: encode throughput, and exact vs approximate FAISS indexes.
+
+    python benchmarks/bench_retrieval.py [--sizes 10000 100000] [--queries 1000]
+    python benchmarks/bench_retrieval.py --sizes 10000 100000 1000000 --hnsw-max 100000   # the issue's sizes
+
+Encoding: the advisor's `Embedder.encode` (one call, sentence-transformers sorts the
+texts by length so a batch pads little) vs one call per batch of 64 texts in their
+original order (each batch pads to its longest text) and vs one call per text.
+Texts: every train/eval input and output and every document chunk of the sample tasks.
+
+Indexes: synthetic vectors shaped like sentence embeddings, not uniform noise (on
+which no approximate index works, and real embeddings are nothing like it): a
+Gaussian mixture (n/100 clusters, per-cluster spread) in a 32-dim latent space,
+mapped to 384 dims by a fixed random matrix, plus isotropic noise, L2-normalized.
+Queries are fresh draws from the same mixture. Exact search (IndexFlatIP) is the
+baseline and the ground truth for recall@10; queries are searched as one batch.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+
+import faiss
+import numpy as np
+
+from common import machine, print_table, quiet, timed
+
+DIM, LATENT, NOISE = 384, 32, 0.15
+
+
+class Mixture:
+    """Clustered, normalized vectors: a Gaussian mixture in a low-dim latent space, embedded in DIM dims."""
+
+    def __init__(self, n_clusters: int, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.centers = rng.standard_normal((n_clusters, LATENT)).astype("float32")
+        self.spread = rng.uniform(0.6, 1.2, n_clusters).astype("float32")  # some topics tight, some broad
+        self.project = rng.standard_normal((LATENT, DIM)).astype("float32") / math.sqrt(LATENT)
+
+    def sample(self, n: int, seed: int) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        out = np.empty((n, DIM), dtype="float32")
+        for s in range(0, n, 100_000):  # in slices: the latent noise for 1M rows at once is wasteful
+            m = min(100_000, n - s)
+            c = rng.integers(0, len(self.centers), m)
+            z = self.centers[c] + self.spread[c, None] * rng.standard_normal((m, LATENT), dtype="float32")
+            x = z @ self.project + NOISE * rng.standard_normal((m, DIM), dtype="float32")
+            out[s : s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        return out
+
+
+def recall_at_10(truth: np.ndarray, found: np.ndarray) -> float:
+    return float(np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found)]))
+
+
+def bench_encode():
+    from advisor.models import Embedder
+    from advisor.task import load_task
+    from strategies.rag import chunk_documents
+
+    emb = Embedder()
+    texts = []
+    for name in ("support", "json_orders", "simple_sentiment"):
+        task = load_task(f"data/{name}")
+        texts += [t for ex in task.train + task.eval for t in (ex.input, ex.output) if t]
+        texts += [c.text for c in chunk_documents(task.documents, emb.model.tokenizer, 160, 32)]
+    emb.encode(texts[:64])  # warm-up
+    with timed() as ours:
+        a = emb.encode(texts)
+    with timed() as unsorted:
+        b = np.concatenate([emb.encode(texts[i : i + 64]) for i in range(0, len(texts), 64)])
+    n_single = min(len(texts), 200)
+    with timed() as single:
+        for t in texts[:n_single]:
+            emb.encode([t])
+    lengths = [len(emb.model.tokenizer(t)["input_ids"]) for t in texts]
+    same = float(np.abs(a - b).max())
+    print_table(
+        f"Encode throughput, MiniLM-L6: {len(texts)} texts, {min(lengths)}-{max(lengths)} tokens (mean {np.mean(lengths):.0f})",
+        ["path", "seconds", "texts/s", "advisor vs this"],
+        [["naive: one call per text", single.seconds * len(texts) / n_single, n_single / single.seconds,
+          f"{(len(texts) / ours.seconds) / (n_single / single.seconds):.1f}x"],
+         ["naive: batches of 64 in original order", unsorted.seconds, len(texts) / unsorted.seconds,
+          f"{unsorted.seconds / ours.seconds:.1f}x"],
+         ["advisor: one call, length-sorted batches of 64", ours.seconds, len(texts) / ours.seconds, "1.0x"]],
+        note=f"(one-call-per-text timed on the first {n_single} texts and scaled); max |difference| "
+             f"between advisor and unsorted vectors: {same:.1e}",
+    )
+
+
+def bench_index(n: int, n_queries: int, hnsw_max: int) -> list[list]:
+    from strategies.rag import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, build_faiss
+
+    mix = Mixture(max(10, n // 100))
+    with timed() as gen_t:
+        base = mix.sample(n, seed=1)
+    queries = mix.sample(n_queries, seed=2)
+    rows = []
+
+    def measure(label: str, build, search_params=None):
+        with timed() as b:
+            index = build()
+        results = []
+        for params, name in search_params or [(None, "")]:
+            if params:
+                params(index)
+            index.search(queries[:10], 10)  # warm-up
+            with timed() as s:
+                _, found = index.search(queries, 10)
+            results.append((name, n_queries / s.seconds, found))
+        return b.seconds, results
+
+    build_s, [(_, exact_qps, truth)] = measure("flat", lambda: build_faiss(base, approximate_above=n + 1))
+    rows.append([f"{n:,}", "exact: IndexFlatIP", build_s, exact_qps, "1.000", "1.0x"])
+
+    if n <= hnsw_max:
+        def hnsw():
+            return build_faiss(base, approximate_above=0)
+
+        def ef(v):
+            return lambda index: setattr(index.hnsw, "efSearch", v)
+
+        build_s, res = measure("hnsw", hnsw, [(ef(HNSW_EF_SEARCH), f"efSearch {HNSW_EF_SEARCH}"), (ef(64), "efSearch 64")])
+        for name, qps, found in res:
+            rows.append(["", f"HNSW M={HNSW_M} efC={HNSW_EF_CONSTRUCTION}, {name}", build_s, qps,
+                         f"{recall_at_10(truth, found):.3f}", f"{qps / exact_qps:.1f}x"])
+
+    nlist = int(4 * math.sqrt(n))
+    def ivf():
+        quantizer = faiss.IndexFlatIP(DIM)
+        index = faiss.IndexIVFFlat(quantizer, DIM, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(base[np.random.default_rng(3).choice(n, min(n, 64 * nlist), replace=False)])
+        index.add(base)
+        return index
+
+    def probe(v):
+        return lambda index: setattr(index, "nprobe", v)
+
+    build_s, res = measure("ivf", ivf, [(probe(p), f"nprobe {p}") for p in (8, 16, 32, 64, 128)])
+    for name, qps, found in res:
+        rows.append(["", f"IVFFlat nlist={nlist}, {name}", build_s, qps, f"{recall_at_10(truth, found):.3f}",
+                     f"{qps / exact_qps:.1f}x"])
+    print(f"  {n:,} vectors generated in {gen_t.seconds:.1f} s")
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--hnsw-max", type=int, default=100_000, help="skip HNSW above this size (slow build on 2 cores)")
+    ap.add_argument("--skip-encode", action="store_true")
+    args = ap.parse_args()
+    quiet()
+    print(machine())
+    if not args.skip_encode:
+        bench_encode()
+    rows = []
+    for n in args.sizes:
+        rows += bench_index(n, args.queries, args.hnsw_max)
+    print_table(f"FAISS, {DIM}-dim clustered vectors, {args.queries} queries as one batch, top-10",
+                ["vectors", "index", "build s", "queries/s", "recall@10", "q/s vs exact"], rows,
+                note=f"after: {machine()}")
+
+
+if __name__ == "__main__":
+    main()
