@@ -3,7 +3,8 @@
 Loss is computed on answer tokens only, and the output layer is applied only at
 those positions (the vocabulary projection is most of a small model's compute).
 Batches group examples of similar length. The loop runs on HF accelerate, so the
-same code runs on a GPU in bf16 and under `accelerate launch` on several.
+same code runs on a GPU in bf16; sharding batches across processes for `accelerate launch` on several
+GPUs is not done yet (benchmarks/README.md says what it needs).
 The adapter is saved in peft's format and reused when task, config and base match.
 """
 from __future__ import annotations
