@@ -22,7 +22,8 @@ def registry() -> dict[str, type[Strategy]]:
     while stack:
         cls = stack.pop()
         stack.extend(cls.__subclasses__())
-        if "name" in cls.__dict__:
+        # Only this package's classes: another module's subclass is a row only through an entry point.
+        if "name" in cls.__dict__ and cls.__module__.startswith(f"{__name__}."):
             found[cls.name] = cls
     for ep_name, cls in plugins.load(plugins.STRATEGY_GROUP).items():
         if not (isinstance(cls, type) and issubclass(cls, Strategy) and "name" in cls.__dict__):
