@@ -13,10 +13,10 @@ import os
 import platform
 import time
 from dataclasses import dataclass, field
-from typing import Any
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -161,14 +161,15 @@ def evaluate_strategy(strategy: Strategy, task: Task) -> dict:
                      "hit_at_k": float(np.mean([r is not None for r in ranks])),
                      "mrr": float(np.mean([1 / r if r else 0.0 for r in ranks]))}
     completion = [a.completion_tokens for a in answers]
+    generator_name, generator_spec = task.spec.models.for_strategy(strategy.name)
     return {
         "name": strategy.name,
         "description": strategy.description,
         "family": strategy.family,
         "complexity": strategy.complexity,
         "model": strategy.generator.display_name + (" + LoRA adapter" if strategy.adapter_path else ""),
-        "generator": task.spec.models.for_strategy(strategy.name)[0],
-        "pricing": pricing(task.spec.models.for_strategy(strategy.name)[1], answers, gen_seconds),
+        "generator": generator_name,
+        "pricing": pricing(generator_spec, answers, gen_seconds),
         "accuracy": mean_ci(scores, spec.seed).as_dict(),
         "by_tag": by_tag,
         "format_adherence": mean_ci([float(f) for f in formats], spec.seed).as_dict() if sc.format else None,

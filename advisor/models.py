@@ -117,7 +117,7 @@ class Generator:
             raise ModelError(f"model {name!r} has no chat template; advisor needs an instruction-tuned model")
         self.context_window = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self._adapter: str | None = None  # fingerprint of the active adapter, for cache keys
-        self._prefix_kv: tuple | None = None  # (adapter, prefix ids, KV cache) of the last shared prefix
+        self._prefix_kv: tuple | None = None  # ((adapter, prefix ids), KV cache) of the last shared prefix
         self.cache = GenerationCache(cache_dir() / "generations.sqlite")
 
     # -- prompts
@@ -249,7 +249,6 @@ class Generator:
         out = self.model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
                                   pad_token_id=pad, **extra, **kwargs)
         return out, width
-
 
     def _prefix_cache(self, prefix: list[int]):
         """KV cache of a shared prefix; the last one is kept, since a run sends the same

@@ -351,9 +351,11 @@ def _jsonl_documents(path: Path, base: Path) -> list[Document]:
 
 def _check_models(models: ModelsSpec, file: Path) -> None:
     """Named generators are complete, `use` names known strategies and generators, LoRA runs locally."""
-    from strategies import registry  # strategies import this module; the registry is only needed here
+    known = {}
+    if models.use:  # the registry imports every strategy (torch, faiss): only when `use` names strategies
+        from strategies import registry  # strategies import this module, so not at the top
 
-    known = registry()
+        known = registry()
     for name, g in models.generators.items():
         where = f"field models.generators.{name}"
         if (g.hf is None) == (g.endpoint is None):
@@ -416,10 +418,11 @@ def load_task(path: str | Path) -> Task:
         if spec.eval_updated else []
     )
     methods = {"scoring.method": spec.scoring.method} | {f"scoring.by_tag.{t}": m for t, m in spec.scoring.by_tag.items()}
+    plugin_methods = plugins.names(plugins.SCORER_GROUP)
     for where, m in methods.items():
-        if m not in BUILTIN_METHODS and m not in plugins.names(plugins.SCORER_GROUP):
+        if m not in BUILTIN_METHODS and m not in plugin_methods:
             raise TaskError(file, f"field {where}", f"unknown scoring method {m!r}; built in: {', '.join(BUILTIN_METHODS)}"
-                            f"; plug-ins: {', '.join(plugins.names(plugins.SCORER_GROUP)) or 'none installed'}")
+                            f"; plug-ins: {', '.join(plugin_methods) or 'none installed'}")
     for m in set(methods.values()):
         if m == "regex" and not spec.scoring.regex:
             raise TaskError(file, "field scoring.regex", "method `regex` needs a pattern in scoring.regex")
