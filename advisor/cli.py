@@ -1,6 +1,8 @@
-"""Command line: init, validate, run, report, roi, serve."""
+"""Command line: init, validate, run, train, report, roi, serve."""
 from __future__ import annotations
 
+import logging
+import os
 import shlex
 import shutil
 import sys
@@ -67,6 +69,9 @@ def run(
     from advisor.models import ModelError
     from strategies.base import ContextTooLong
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        _fail("advisor run is one process; under accelerate launch or torchrun use `advisor train` "
+              "(it trains the adapters on every process), then `advisor run` once to evaluate")
     t = _load(task)
     try:
         sizes = [int(x) for x in data_curve.split(",")] if data_curve else []
@@ -80,6 +85,41 @@ def run(
         _fail(str(e))
     report.terminal(results, out)
     out.print(f"wrote {out_dir}/results.json, examples.csv, report.md, report.html")
+
+
+@app.command()
+def train(
+    task: Path = typer.Argument(..., help="task folder or task.yaml"),
+    strategies: Optional[list[str]] = typer.Option(None, "--strategy", "-s", help="train only these rows (repeatable)"),
+    seed: Optional[int] = typer.Option(None, help="overrides the task's seed"),
+):
+    """Train the fine-tuning rows' adapters into the cache, on one process or several.
+
+    Several GPUs: `accelerate launch --multi_gpu --num_processes N -m advisor.cli train TASK`
+    (CPU processes: `torchrun --nproc_per_node N -m advisor.cli train TASK`), then
+    `advisor run TASK` reuses the adapters and evaluates.
+    """
+    from advisor import harness
+    from advisor.models import ModelError
+
+    t = _load(task)
+    main = int(os.environ.get("RANK", "0")) == 0
+    if main:  # training progress (epochs, checkpoints, resume) on stderr, once
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logging.getLogger("advisor").addHandler(handler)
+        logging.getLogger("advisor").setLevel(logging.INFO)
+    try:
+        trained = harness.train(t, strategies, seed)
+    except (ModelError, harness.RunError) as e:
+        _fail(str(e))
+    if main:
+        for name, m in trained.items():
+            how = "reused from the cache" if m["reused"] else (
+                f"trained in {m['train_seconds']:.1f} s, {m['tokens_per_second']:.0f} tokens/s, "
+                f"{m.get('processes', 1)} process(es)")
+            out.print(f"{name}: adapter {how}; best epoch {m['best_epoch']} of {m['epochs_run']}", highlight=False)
+        out.print(f"next: advisor run {task} (reuses these adapters)")
 
 
 @app.command("report")

@@ -33,6 +33,7 @@ from advisor.recommend import Row, recommend
 from advisor.scoring import agree, mean_ci, paired_compare, passes_format, score
 from advisor.task import EconomicsSpec, GeneratorSpec, Task
 from strategies import Context, Strategy, registry
+from strategies.rag import Rag
 
 RESULTS = "results.json"
 LOCK = ".advisor.lock"
@@ -332,6 +333,40 @@ def _run(task, out_dir, classes, seed, console, command, experiments, endpoints)
     write_outputs(results, out_dir)
     log.info("run finished: recommendation %s", results["recommendation"]["strategy"])
     return results
+
+
+def train(task: Task, strategy_names: list[str] | None = None, seed: int | None = None) -> dict[str, dict]:
+    """Train (or reuse from the cache) the adapters of the task's fine-tuning rows, and nothing else.
+
+    This is the step `accelerate launch` / `torchrun` spreads over several processes
+    (GPUs); `advisor run` afterwards finds the adapters in the cache and only evaluates.
+    The main process converts the model and builds the retrieval index first, so the
+    others read them from the cache instead of writing the same files at the same time.
+    """
+    import torch
+    from accelerate import PartialState
+
+    classes = [c for c in select_strategies(task, strategy_names) if "finetune" in c.family]
+    if not classes:
+        raise RunError("none of the selected strategies fine-tunes (no family with 'finetune'); nothing to train")
+    if seed is not None:
+        task.spec.seed = seed
+    quiet_libraries()
+    state = PartialState(cpu=not torch.cuda.is_available())  # cpu: several CPU processes talk over gloo
+    with state.main_process_first():
+        loaded = load_generators(task, classes, endpoints=False)
+        by_strategy = {cls.name: loaded[task.spec.models.for_strategy(cls.name)[0]] for cls in classes}
+        ctx = Context(task, next(iter(loaded.values())), lambda: Embedder(task.spec.models.embedder), Path("."),
+                      by_strategy)
+        strategies = [cls(ctx) for cls in classes]
+        for s in strategies:
+            if isinstance(s, Rag):
+                s.prepare_index()
+    found = {}
+    for s in strategies:
+        s.prepare()
+        found[s.name] = s.setup.details["training"]
+    return found
 
 
 def quiet_libraries() -> None:

@@ -88,8 +88,9 @@ def bench_encode():
     )
 
 
-def bench_index(n: int, n_queries: int, hnsw_max: int) -> list[list]:
-    from strategies.rag import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, build_faiss
+def bench_index(n: int, n_queries: int, hnsw_max: int, hnsw_configs: list[tuple[int, int]],
+                ivf_lists: list[int]) -> list[list]:
+    from strategies.rag import HNSW_EF_CONSTRUCTION, HNSW_M, build_faiss
 
     mix = Mixture(max(10, n // 100))
     with timed() as gen_t:
@@ -114,32 +115,42 @@ def bench_index(n: int, n_queries: int, hnsw_max: int) -> list[list]:
     rows.append([f"{n:,}", "exact: IndexFlatIP", build_s, exact_qps, "1.000", "1.0x"])
 
     if n <= hnsw_max:
-        def hnsw():
-            return build_faiss(base, approximate_above=0)
+        for m, efc in hnsw_configs:
+            def hnsw(m=m, efc=efc):
+                if (m, efc) == (HNSW_M, HNSW_EF_CONSTRUCTION):
+                    return build_faiss(base, approximate_above=0)  # exactly what the advisor builds
+                index = faiss.IndexHNSWFlat(DIM, m, faiss.METRIC_INNER_PRODUCT)
+                index.hnsw.efConstruction = efc
+                index.add(base)
+                return index
 
-        def ef(v):
-            return lambda index: setattr(index.hnsw, "efSearch", v)
+            def ef(v):
+                return lambda index: setattr(index.hnsw, "efSearch", v)
 
-        build_s, res = measure("hnsw", hnsw, [(ef(HNSW_EF_SEARCH), f"efSearch {HNSW_EF_SEARCH}"), (ef(64), "efSearch 64")])
+            build_s, res = measure("hnsw", hnsw, [(ef(v), f"efSearch {v}") for v in (64, 128, 256)])
+            mine = " (advisor's)" if (m, efc) == (HNSW_M, HNSW_EF_CONSTRUCTION) else ""
+            for name, qps, found in res:
+                rows.append(["", f"HNSW M={m} efC={efc}{mine}, {name}", build_s, qps,
+                             f"{recall_at_10(truth, found):.3f}", f"{qps / exact_qps:.1f}x"])
+
+    for nlist in ivf_lists or [int(4 * math.sqrt(n))]:
+        # Many lists need a fast coarse search: an HNSW quantizer above 8k lists (faiss's IVF..._HNSW).
+        hnsw_q = nlist > 8192
+
+        def ivf(nlist=nlist, hnsw_q=hnsw_q):
+            quantizer = faiss.IndexHNSWFlat(DIM, 32, faiss.METRIC_INNER_PRODUCT) if hnsw_q else faiss.IndexFlatIP(DIM)
+            index = faiss.IndexIVFFlat(quantizer, DIM, nlist, faiss.METRIC_INNER_PRODUCT)
+            index.train(base[np.random.default_rng(3).choice(n, min(n, 32 * nlist), replace=False)])
+            index.add(base)
+            return index
+
+        def probe(v):
+            return lambda index: setattr(index, "nprobe", v)
+
+        build_s, res = measure("ivf", ivf, [(probe(p), f"nprobe {p}") for p in (8, 16, 32, 64, 128)])
         for name, qps, found in res:
-            rows.append(["", f"HNSW M={HNSW_M} efC={HNSW_EF_CONSTRUCTION}, {name}", build_s, qps,
+            rows.append(["", f"IVFFlat nlist={nlist}{' (HNSW quantizer)' if hnsw_q else ''}, {name}", build_s, qps,
                          f"{recall_at_10(truth, found):.3f}", f"{qps / exact_qps:.1f}x"])
-
-    nlist = int(4 * math.sqrt(n))
-    def ivf():
-        quantizer = faiss.IndexFlatIP(DIM)
-        index = faiss.IndexIVFFlat(quantizer, DIM, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(base[np.random.default_rng(3).choice(n, min(n, 64 * nlist), replace=False)])
-        index.add(base)
-        return index
-
-    def probe(v):
-        return lambda index: setattr(index, "nprobe", v)
-
-    build_s, res = measure("ivf", ivf, [(probe(p), f"nprobe {p}") for p in (8, 16, 32, 64, 128)])
-    for name, qps, found in res:
-        rows.append(["", f"IVFFlat nlist={nlist}, {name}", build_s, qps, f"{recall_at_10(truth, found):.3f}",
-                     f"{qps / exact_qps:.1f}x"])
     print(f"  {n:,} vectors generated in {gen_t.seconds:.1f} s")
     return rows
 
@@ -150,6 +161,9 @@ def main():
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--hnsw-max", type=int, default=100_000, help="skip HNSW above this size (slow build on 2 cores)")
     ap.add_argument("--skip-encode", action="store_true")
+    ap.add_argument("--hnsw", nargs="+", default=["32,200"], metavar="M,EFC",
+                    help="HNSW configurations (default: the advisor's); e.g. --hnsw 32,200 16,40")
+    ap.add_argument("--ivf-lists", type=int, nargs="+", default=[], help="IVF list counts (default: 4 sqrt(n))")
     args = ap.parse_args()
     quiet()
     print(machine())
@@ -157,7 +171,8 @@ def main():
         bench_encode()
     rows = []
     for n in args.sizes:
-        rows += bench_index(n, args.queries, args.hnsw_max)
+        rows += bench_index(n, args.queries, args.hnsw_max, [tuple(map(int, c.split(","))) for c in args.hnsw],
+                            args.ivf_lists)
     print_table(f"FAISS, {DIM}-dim clustered vectors, {args.queries} queries as one batch, top-10",
                 ["vectors", "index", "build s", "queries/s", "recall@10", "q/s vs exact"], rows,
                 note=f"after: {machine()}")

@@ -3,12 +3,14 @@
 Loss is computed on answer tokens only, and the output layer is applied only at
 those positions (the vocabulary projection is most of a small model's compute).
 Batches group examples of similar length. The loop runs on HF accelerate, so the
-same code runs on a GPU in bf16; sharding batches across processes for `accelerate launch` on several
-GPUs is not done yet (benchmarks/README.md says what it needs).
+same code runs on a GPU in bf16, and under `accelerate launch` / `torchrun` with N
+processes (`advisor train`) each process takes every N-th example of each batch:
+the same optimizer steps on the same batches, N times the hardware per step.
 The adapter is saved in peft's format and reused when task, config and base match.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -27,7 +29,7 @@ from advisor.models import Generator
 from advisor.task import Example, FinetuneSpec
 from strategies.base import Strategy, fewshot_messages
 
-FORMAT_VERSION = 1  # bump when the way examples become tokens changes
+FORMAT_VERSION = 2  # bump when the way examples become tokens or gradients changes (2: summed pieces)
 log = logging.getLogger("advisor.train")
 
 
@@ -65,13 +67,52 @@ class AnswerOnlyLoss(nn.Module):
         super().__init__()
         self.lm = causal_lm
 
-    def forward(self, input_ids, attention_mask, labels):
+    def forward(self, input_ids, attention_mask, labels, reduction: str = "mean"):
         base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
         hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         targets = labels[:, 1:]
         keep = targets != -100
         logits = base.get_output_embeddings()(hidden[:, :-1][keep])
-        return nn.functional.cross_entropy(logits.float(), targets[keep])
+        return nn.functional.cross_entropy(logits.float(), targets[keep], reduction=reduction)
+
+
+def _answer_tokens(batch: list[Encoded]) -> int:
+    """Positions the loss is taken at (the labels shifted by one)."""
+    return sum(sum(1 for t in r.labels[1:] if t != -100) for r in batch)
+
+
+def _pieces(rows: list[Encoded], max_tokens: int) -> list[list[Encoded]]:
+    """Split rows into pieces of at most `max_tokens` padded tokens (a longer row goes alone)."""
+    pieces: list[list[Encoded]] = []
+    for r in sorted(rows, key=lambda r: len(r.input_ids)):
+        if pieces and (len(pieces[-1]) + 1) * len(r.input_ids) <= max_tokens:
+            pieces[-1].append(r)
+        else:
+            pieces.append([r])
+    return pieces
+
+
+def _backward_batch(loss_fn, batch: list[Encoded], pad: int, accelerator, max_tokens: int) -> float:
+    """Backpropagate one batch's loss, the mean over its answer tokens; return that mean.
+
+    It is computed in pieces that fit `max_tokens`, each backpropagated at once, so
+    activation memory is bounded by the piece, not the batch: the summed gradients are
+    the whole batch's. Under N processes each takes every N-th example and scales its
+    sum by N, so the gradients DDP averages equal the one-process gradient; only the
+    last piece's backward synchronizes. A process whose share is empty (a last batch
+    smaller than N) runs one example at weight 0: every process joins each all-reduce.
+    """
+    n, rank = accelerator.num_processes, accelerator.process_index
+    mine = batch[rank::n]
+    weight = n / _answer_tokens(batch) if mine else 0.0
+    pieces = _pieces(mine or batch[:1], max_tokens)
+    total = torch.zeros((), device=accelerator.device)
+    for i, piece in enumerate(pieces):
+        with accelerator.no_sync(loss_fn) if i < len(pieces) - 1 else contextlib.nullcontext():
+            loss = loss_fn(**_collate(piece, pad, accelerator.device), reduction="sum") * weight
+            accelerator.backward(loss)
+        total += loss.detach()
+    return accelerator.reduce(total, "mean").item()  # each process holds its scaled share
 
 
 def _batches(rows: list[Encoded], size: int, rng: random.Random | None) -> list[list[Encoded]]:
@@ -116,11 +157,11 @@ def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec,
 
     `reuse_only` (serving a finished run) refuses to train: a missing adapter is an error.
     """
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DataLoaderConfiguration
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
     # The key holds what shapes the weights; which row uses the adapter does not.
-    shaping = spec.model_dump(exclude={"retrieval_aware"})
+    shaping = spec.model_dump(exclude={"retrieval_aware", "micro_batch_tokens"})
     key = hash_json([FORMAT_VERSION, gen.fingerprint, pairs, list(val_pairs), shaping, seed])[:24]
     folder = cache_dir() / "adapters" / key
     if (folder / "adapter_model.safetensors").exists():
@@ -132,8 +173,11 @@ def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec,
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
+    # cpu=True on a machine without CUDA lets `torchrun` start several CPU processes (gloo); alone it changes nothing.
+    # split_batches: the processes split each batch (below), so the schedule takes one step per batch, not N.
     accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no",
-                              gradient_accumulation_steps=spec.grad_accum)
+                              cpu=not torch.cuda.is_available(), gradient_accumulation_steps=spec.grad_accum,
+                              dataloader_config=DataLoaderConfiguration(split_batches=True))
     train_rows = [encode_example(gen, u, a, spec.max_length) for u, a in pairs]
     val_rows = [encode_example(gen, u, a, spec.max_length) for u, a in val_pairs]
     config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
@@ -149,6 +193,8 @@ def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec,
     pad = gen.tokenizer.pad_token_id
 
     history, best, best_state, bad_epochs, tokens, done_seconds = [], float("inf"), None, 0, 0, 0.0
+    own_tokens = 0  # what this process computed (all of `tokens` unless several processes share the batches)
+    main = accelerator.is_main_process
     partial = folder.with_name(folder.name + ".partial")
     start_epoch = 1
     if (partial / "state.json").exists():  # an interrupted run of the same training: go on from its last epoch
@@ -158,7 +204,8 @@ def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec,
         best_state = meta["best_state"]
         start_epoch = meta["epoch"] + 1
         log.info("training: resuming from the checkpoint after epoch %d of %d", meta["epoch"], spec.epochs)
-    log.info("training: %d examples, epochs %d..%d", len(train_rows), start_epoch, spec.epochs)
+    log.info("training: %d examples, epochs %d..%d, %d process(es)", len(train_rows), start_epoch, spec.epochs,
+             accelerator.num_processes)
     t0 = time.perf_counter() - done_seconds  # a resumed run counts the time its earlier attempt measured
     try:
         for epoch in range(start_epoch, spec.epochs + 1):
@@ -166,13 +213,12 @@ def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec,
             losses = []
             for batch in _batches(train_rows, spec.batch_size, rng):
                 with accelerator.accumulate(loss_fn):
-                    loss = loss_fn(**_collate(batch, pad, accelerator.device))
-                    accelerator.backward(loss)
+                    losses.append(_backward_batch(loss_fn, batch, pad, accelerator, spec.micro_batch_tokens))
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad()
-                losses.append(loss.item())
                 tokens += sum(len(r.input_ids) for r in batch)
+                own_tokens += sum(len(r.input_ids) for r in batch[accelerator.process_index::accelerator.num_processes])
                 if progress:
                     progress()
             val = _evaluate(loss_fn, val_rows, spec.batch_size, pad, accelerator.device) if val_rows else None
@@ -185,12 +231,13 @@ def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec,
                 bad_epochs += 1
                 if val is not None and bad_epochs > spec.patience:
                     break  # early stopping on validation loss
-            if epoch < spec.epochs:
+            if epoch < spec.epochs and main:
                 _save_checkpoint(partial, epoch, peft_model, optimizer, scheduler, rng, best_state,
                                  {"history": history, "best": best, "bad_epochs": bad_epochs, "tokens": tokens,
                                   "seconds": time.perf_counter() - t0})
                 log.info("training: epoch %d done, checkpoint saved", epoch)
         seconds = time.perf_counter() - t0
+        per_process = accelerator.gather(torch.tensor([own_tokens], device=accelerator.device)).tolist()
         set_peft_model_state_dict(peft_model, best_state)
         metrics = {
             "train_seconds": seconds, "tokens": tokens, "tokens_per_second": tokens / seconds,
@@ -199,12 +246,15 @@ def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec,
             "best_epoch": min(history, key=lambda h: h["val_loss"] if h["val_loss"] is not None else h["train_loss"])["epoch"],
             "history": history, "peak_memory_mb": _peak_memory_mb(), "device": str(accelerator.device),
             "trainable_parameters": sum(p.numel() for p in peft_model.parameters() if p.requires_grad),
+            "processes": accelerator.num_processes, "tokens_per_process": per_process,
         }
-        with atomic_dir(folder) as tmp:
-            peft_model.save_pretrained(tmp)
-            atomic_write_text(tmp / "metrics.json", json.dumps(metrics, indent=1))
-        shutil.rmtree(partial, ignore_errors=True)
-        log.info("training: done in %.1f s, adapter saved", seconds)
+        if main:
+            with atomic_dir(folder) as tmp:
+                peft_model.save_pretrained(tmp)
+                atomic_write_text(tmp / "metrics.json", json.dumps(metrics, indent=1))
+            shutil.rmtree(partial, ignore_errors=True)
+            log.info("training: done in %.1f s, adapter saved", seconds)
+        accelerator.wait_for_everyone()  # the other processes return once the adapter is on disk
     finally:
         gen.model = peft_model.unload()  # restore the plain base model for every other strategy
         gen.model.eval()
@@ -263,7 +313,7 @@ def _evaluate(loss_fn, rows, batch_size, pad, device) -> float:
     loss_fn.eval()
     total, n = 0.0, 0
     for batch in _batches(rows, batch_size, None):
-        count = sum(sum(1 for t in r.labels[1:] if t != -100) for r in batch)
+        count = _answer_tokens(batch)
         total += loss_fn(**_collate(batch, pad, device)).item() * count
         n += count
     return total / max(1, n)

@@ -163,9 +163,13 @@ class Rag(Strategy):
     use_instructions = True
     few_shot = False
 
-    def prepare(self):
+    def prepare_index(self) -> None:
+        """Build (or load from the cache) the index of the task's documents, once per run."""
         self._hits: dict[str, list[Chunk]] = {}
         self.index = self.ctx.shared("rag-index", lambda: self._build(self.ctx.task.documents))
+
+    def prepare(self):
+        self.prepare_index()
         self.setup.index_seconds = self.index.seconds
         self.setup.details["index"] = {"kind": self.index.kind, "chunks": len(self.index.chunks)}
         self.shots = fixed_shots(self.ctx.task) if self.few_shot else []  # same as the few-shot row

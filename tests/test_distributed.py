@@ -1,0 +1,115 @@
+"""Splitting a batch changes the memory and the hardware, not what is learned.
+
+`advisor train` under torchrun: several processes share each batch and train the same adapter
+as one process. Within a process, a batch computed in pieces (`micro_batch_tokens`) learns
+what the whole batch learns.
+
+CPU processes talk over gloo, which is what CI has; on GPUs the same code runs
+under `accelerate launch --multi_gpu` with NCCL. Three processes and batches of
+5 over 12 examples (5, 5, 2) make the last batch leave one process empty-handed,
+the case where it must still join the gradient all-reduce at weight 0.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from advisor.task import FinetuneSpec
+from strategies.finetune import train_lora
+from tests.conftest import TRAIN, write_task
+from tests.test_resume import _cache_with_converted_model
+
+# No dropout: its masks are drawn per process, so with it the two runs are equally valid but not equal.
+FINETUNE = {"epochs": 2, "batch_size": 5, "r": 4, "alpha": 8, "learning_rate": 0.002, "val_fraction": 0.0,
+            "dropout": 0.0}
+
+
+def _train(task: Path, cache: Path, processes: int) -> subprocess.CompletedProcess:
+    env = os.environ | {"ADVISOR_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    cmd = (launcher if processes > 1 else [sys.executable]) + ["-m", "advisor.cli", "train", str(task),
+                                                               "-s", "lora", "-s", "lora+rag"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
+
+
+def _assert_same_training(a: tuple[dict, dict], b: tuple[dict, dict], what: str) -> None:
+    """Same loss per epoch (float rounding aside) and LoRA weights within 2% of each other.
+
+    The weights get the looser bound: Adam divides by the gradient's running size, so on
+    near-zero gradients it turns rounding differences into visible ones (0.8% seen here).
+    """
+    (ma, wa), (mb, wb) = a, b
+    assert ma["tokens"] == mb["tokens"]
+    for ha, hb in zip(ma["history"], mb["history"], strict=True):
+        assert ha["train_loss"] == pytest.approx(hb["train_loss"], rel=1e-5), what
+    for name in wb:
+        diff = (wa[name] - wb[name]).norm() / wb[name].norm()
+        assert diff < 2e-2, f"{what}, {name}: weights differ by {diff:.3%}"
+
+
+def _adapters(cache: Path) -> dict[str, tuple[dict, dict]]:
+    """Adapter key -> (metrics, LoRA weights) for every adapter in a cache."""
+    return {d.name: (json.loads((d / "metrics.json").read_text()), load_file(str(d / "adapter_model.safetensors")))
+            for d in sorted((cache / "adapters").iterdir()) if (d / "adapter_model.safetensors").exists()}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist")
+    task = write_task(root / "task", finetune=FINETUNE)
+    many = _cache_with_converted_model(root / "cache-3")
+    one = _cache_with_converted_model(root / "cache-1")
+    proc = _train(task, many, 3)
+    _train(task, one, 1)
+    return task, proc, _adapters(many), _adapters(one)
+
+
+def test_each_process_trains_on_its_share_of_every_batch(trained):
+    _, proc, many, _ = trained
+    assert len(many) == 2, "one adapter for lora, one retrieval-aware adapter for lora+rag"
+    for metrics, _ in many.values():
+        assert metrics["processes"] == 3
+        shares = metrics["tokens_per_process"]
+        assert len(shares) == 3 and sum(shares) == metrics["tokens"]
+        assert max(shares) < 0.5 * metrics["tokens"], f"a process computed more than its share: {shares}"
+    assert proc.stdout.count("3 process(es)") == 2  # printed once (main process), for each adapter
+
+
+def test_several_processes_learn_what_one_process_learns(trained):
+    """Same batches, same optimizer steps: the losses and weights match one process up to float rounding.
+
+    The adapter key does not depend on the process count, so `advisor run` afterwards reuses these adapters.
+    """
+    _, _, many, one = trained
+    assert many.keys() == one.keys()
+    for key in many:
+        assert one[key][0]["processes"] == 1
+        _assert_same_training(many[key], one[key], f"adapter {key}: 3 processes vs 1")
+
+
+def test_a_batch_in_pieces_learns_what_the_whole_batch_learns(generator, tmp_path, monkeypatch):
+    """Pieces of at most 16 tokens (every row alone) vs the whole batch in one forward pass."""
+    runs = {}
+    for budget in (16, 100_000):
+        monkeypatch.setenv("ADVISOR_CACHE", str(tmp_path / str(budget)))  # the key ignores the budget
+        spec = FinetuneSpec(**FINETUNE, micro_batch_tokens=budget)
+        folder, metrics = train_lora(generator, TRAIN, spec, seed=0)
+        runs[budget] = metrics, load_file(str(folder / "adapter_model.safetensors"))
+    _assert_same_training(runs[16], runs[100_000], "pieces vs whole batches")
+
+
+def test_run_refuses_to_start_as_several_processes(tiny_task_dir, tmp_path):
+    env = os.environ | {"WORLD_SIZE": "2", "RANK": "0"}
+    proc = subprocess.run([sys.executable, "-m", "advisor.cli", "run", str(tiny_task_dir), "--out", str(tmp_path / "o")],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "advisor train" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()
