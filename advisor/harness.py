@@ -352,7 +352,9 @@ def train(task: Task, strategy_names: list[str] | None = None, seed: int | None 
     if seed is not None:
         task.spec.seed = seed
     quiet_libraries()
-    state = PartialState(cpu=not torch.cuda.is_available())  # cpu: several CPU processes talk over gloo
+    # Before any model loads: it pins each process to its own GPU ("cuda" is then that GPU); on a
+    # machine without one, cpu=True lets several CPU processes talk over gloo.
+    state = PartialState(cpu=not torch.cuda.is_available())
     with state.main_process_first():
         loaded = load_generators(task, classes, endpoints=False)
         by_strategy = {cls.name: loaded[task.spec.models.for_strategy(cls.name)[0]] for cls in classes}

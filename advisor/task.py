@@ -129,9 +129,9 @@ class FinetuneSpec(_Strict):
     val_fraction: float = Field(0.1, ge=0, lt=0.9)
     patience: int = Field(1, ge=0)
     max_length: int = Field(512, ge=16)
-    # Memory, not results: a batch is computed in pieces of at most this many padded tokens and their
-    # gradients summed (activation memory grows with tokens: ~1.7 MB per token for the default model).
-    micro_batch_tokens: int = Field(1024, ge=16, description="padded tokens per forward/backward piece of a batch")
+    # Memory, not results (float rounding aside): a batch is computed in pieces of at most this many padded
+    # tokens and their gradients summed (activation memory grows ~1.6 MB per token for the default model).
+    micro_batch_tokens: int = Field(512, ge=16, description="padded tokens per forward/backward piece of a batch")
     # lora+rag gets its own adapter trained with retrieved passages in its prompts (as it is used), as a
     # practitioner would deploy it; false reuses the plain adapter (one training run instead of two).
     retrieval_aware: bool = Field(True, description="train a separate lora+rag adapter with retrieved passages in the prompt")

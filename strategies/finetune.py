@@ -201,6 +201,8 @@ def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec,
         meta = _load_checkpoint(partial, peft_model, optimizer, scheduler, rng)
         history, best, bad_epochs, tokens, done_seconds = (meta["history"], meta["best"], meta["bad_epochs"],
                                                            meta["tokens"], meta["seconds"])
+        shares = meta["tokens_per_process"]  # resumed on another process count: this process counts from here
+        own_tokens = shares[accelerator.process_index] if len(shares) == accelerator.num_processes else 0
         best_state = meta["best_state"]
         start_epoch = meta["epoch"] + 1
         log.info("training: resuming from the checkpoint after epoch %d of %d", meta["epoch"], spec.epochs)
@@ -231,13 +233,15 @@ def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec,
                 bad_epochs += 1
                 if val is not None and bad_epochs > spec.patience:
                     break  # early stopping on validation loss
-            if epoch < spec.epochs and main:
-                _save_checkpoint(partial, epoch, peft_model, optimizer, scheduler, rng, best_state,
-                                 {"history": history, "best": best, "bad_epochs": bad_epochs, "tokens": tokens,
-                                  "seconds": time.perf_counter() - t0})
-                log.info("training: epoch %d done, checkpoint saved", epoch)
+            if epoch < spec.epochs:
+                shares = _tokens_per_process(accelerator, own_tokens)  # every process takes part
+                if main:
+                    _save_checkpoint(partial, epoch, peft_model, optimizer, scheduler, rng, best_state,
+                                     {"history": history, "best": best, "bad_epochs": bad_epochs, "tokens": tokens,
+                                      "tokens_per_process": shares, "seconds": time.perf_counter() - t0})
+                    log.info("training: epoch %d done, checkpoint saved", epoch)
         seconds = time.perf_counter() - t0
-        per_process = accelerator.gather(torch.tensor([own_tokens], device=accelerator.device)).tolist()
+        per_process = _tokens_per_process(accelerator, own_tokens)
         set_peft_model_state_dict(peft_model, best_state)
         metrics = {
             "train_seconds": seconds, "tokens": tokens, "tokens_per_second": tokens / seconds,
@@ -259,6 +263,10 @@ def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec,
         gen.model = peft_model.unload()  # restore the plain base model for every other strategy
         gen.model.eval()
     return folder, metrics | {"reused": False}
+
+
+def _tokens_per_process(accelerator, own_tokens: int) -> list[int]:
+    return accelerator.gather(torch.tensor([own_tokens], device=accelerator.device)).tolist()
 
 
 def _save_checkpoint(folder: Path, epoch: int, peft_model, optimizer, scheduler, rng: random.Random,
