@@ -59,7 +59,7 @@ def main():
     os.environ["ADVISOR_CACHE"] = tempfile.mkdtemp(prefix="bench-ft-")  # no reused adapter
     from advisor.models import Generator
     from advisor.task import load_task
-    from strategies.finetune import _batches, encode_example, split_train_val, train_lora
+    from strategies.finetune import _batches, _pieces, encode_example, split_train_val, train_lora
 
     quiet()
     print(machine())
@@ -80,14 +80,15 @@ def main():
     random.Random(0).shuffle(order)
     pad_base = padded_tokens(rows, [[rows[i] for i in order[s : s + spec.batch_size]]
                                     for s in range(0, len(rows), spec.batch_size)]) * args.epochs
-    pad_ours = padded_tokens(rows, _batches(rows, spec.batch_size, None)) * args.epochs
+    pieces = [p for b in _batches(rows, spec.batch_size, None) for p in _pieces(b, spec.micro_batch_tokens)]
+    pad_ours = padded_tokens(rows, pieces) * args.epochs
     answer = sum(sum(1 for t in r.labels if t != -100) for r in rows) * args.epochs
     print_table(
         f"LoRA training, {len(rows)} examples x {args.epochs} epoch(s), batch {spec.batch_size}, r={spec.r}, "
         f"{real:,} real tokens ({answer:,} answer tokens)",
         ["path", "seconds", "padded tokens", "tokens/s", "mean train loss", "speed-up"],
         [["naive: HF Trainer + peft, default collator", base_s, pad_base, real / base_s, base_loss, "1.0x"],
-         ["advisor: train_lora (answer-only logits, length buckets)", ours_s, pad_ours, real / ours_s, ours_loss,
+         [f"advisor: train_lora (answer-only logits, length buckets, {spec.micro_batch_tokens}-token pieces)", ours_s, pad_ours, real / ours_s, ours_loss,
           f"{base_s / ours_s:.1f}x"]],
         note="padded tokens for the baseline: one random order (the Trainer's own shuffle differs slightly). "
              f"after: {machine()}",

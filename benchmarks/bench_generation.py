@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from advisor.harness import _quiet_libraries
+from advisor.harness import quiet_libraries
 from advisor.models import Generator
 from advisor.task import load_task
 from strategies.base import fewshot_messages
@@ -27,7 +27,7 @@ def main():
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--batch-size", type=int, default=16)
     args = ap.parse_args()
-    _quiet_libraries()
+    quiet_libraries()
     task = load_task(args.task)
     gen = Generator(task.spec.models.generator)
     shots = fixed_shots(task)

@@ -1,6 +1,6 @@
 """Scale: how each stage's time grows with the document count and the eval size.
 
-    python benchmarks/bench_scale.py [--docs 10 40 160 640] [--evals 8 16 32]
+    python benchmarks/bench_scale.py [--docs 10 40 160 640] [--evals 8 16 32 64]
 
 Stages, each timed alone in a fresh cache:
 - indexing (chunk + embed + FAISS) over n documents: the sample task's 10
@@ -43,7 +43,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--task", default="data/support")
     ap.add_argument("--docs", type=int, nargs="+", default=[10, 40, 160, 640])
-    ap.add_argument("--evals", type=int, nargs="+", default=[8, 16, 32])
+    ap.add_argument("--evals", type=int, nargs="+", default=[8, 16, 32, 64])
     args = ap.parse_args()
     os.environ["ADVISOR_CACHE"] = tempfile.mkdtemp(prefix="bench-scale-")
     from advisor.models import Embedder, Generator
@@ -76,10 +76,8 @@ def main():
         times = []
         for n in args.evals:
             inputs = [f"{task.eval[i % len(task.eval)].input} (ref {i})" for i in range(n)]
-            prompts = [strat._prompt_ids(t)[0] for t in strat_inputs(strat, inputs)]
             with timed() as t:
-                gen.generate(prompts, task.spec.generation.max_new_tokens, task.spec.generation.batch_size,
-                             use_cache=False)
+                strat.answer(inputs, use_cache=False)  # retrieval, prompts and batched generation, as in a run
             times.append(t.seconds)
             rows.append([f"answering, {name}", f"{n} eval items", t.seconds])
         fits.append((f"answering, {name}", "eval items", len(task.eval), *doubling(args.evals, times, len(task.eval))))
@@ -89,14 +87,6 @@ def main():
                 ["stage", "grows with", "sample size n0", "fixed a (s)", "per item b (s)", "t doubles at n ="],
                 [[s, unit, n0, a, b, f"{d:,.0f}"] for s, unit, n0, a, b, d in fits],
                 note=f"after: {machine()}")
-
-
-def strat_inputs(strat, inputs):
-    """Retrieval rows look passages up in one batch before prompts are built (as `answer` does)."""
-    if hasattr(strat, "_hits"):
-        missing = [t for t in inputs if t not in strat._hits]
-        strat._hits.update(zip(missing, strat.index.search(missing, strat.ctx.task.spec.rag.top_k)))
-    return inputs
 
 
 if __name__ == "__main__":
