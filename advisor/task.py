@@ -241,6 +241,8 @@ class Task:
 
 
 def _inside(root: Path, rel: str, file: Path, where: str) -> Path:
+    if "\x00" in rel:  # the OS cannot take it; say so instead of a ValueError from deep in pathlib
+        raise TaskError(file, where, f"path {rel!r} contains a NUL character")
     path = (root / rel).resolve()
     if not path.is_relative_to(root.resolve()):
         raise TaskError(file, where, f"path {rel!r} points outside the task folder")
