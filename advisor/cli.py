@@ -105,10 +105,7 @@ def train(
     t = _load(task)
     main = int(os.environ.get("RANK", "0")) == 0
     if main:  # training progress (epochs, checkpoints, resume) on stderr, once
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        logging.getLogger("advisor").addHandler(handler)
-        logging.getLogger("advisor").setLevel(logging.INFO)
+        harness.log_to(logging.StreamHandler(sys.stderr))
     try:
         trained = harness.train(t, strategies, seed)
     except (ModelError, harness.RunError) as e:

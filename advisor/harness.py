@@ -255,7 +255,8 @@ def run(task: Task, out_dir: Path, strategy_names: list[str] | None = None, seed
     except Timeout:
         raise RunError(f"{out_dir} is in use by another advisor run (lock {out_dir / LOCK}); "
                        "wait for it or choose another --out") from None
-    handler = _log_to(out_dir / LOG)
+    # Appended to, so a resumed run's log shows the interrupted attempt too.
+    handler = log_to(logging.FileHandler(out_dir / LOG, encoding="utf-8"))
     try:
         return _run(task, out_dir, classes, seed, console, command, experiments, endpoints)
     except BaseException as e:
@@ -267,12 +268,8 @@ def run(task: Task, out_dir: Path, strategy_names: list[str] | None = None, seed
         lock.release()
 
 
-def _log_to(path: Path) -> logging.Handler:
-    """A plain-text log of the run's stages beside its results: what ran, what was reused from the cache.
-
-    It is appended to, so a resumed run's log shows the interrupted attempt too.
-    """
-    handler = logging.FileHandler(path, encoding="utf-8")
+def log_to(handler: logging.Handler) -> logging.Handler:
+    """Send the run's stage log (what ran, what was reused from the cache, training progress) to `handler`."""
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
     root = logging.getLogger("advisor")
     root.setLevel(logging.INFO)
