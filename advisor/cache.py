@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import sqlite3
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,3 +82,41 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+class KeyValueStore:
+    """One SQLite table of content-hash keys to values (generations, embeddings, ...).
+
+    Each call opens its own connection, so threads and processes may share a store;
+    a value is written in one statement, so a killed run never leaves half of one.
+    """
+
+    def __init__(self, path: Path, table: str):
+        if not re.fullmatch(r"[a-z_]+", table):
+            raise ValueError(f"table name {table!r}: lowercase letters and _ only")
+        self.path, self.table = path, table
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute(f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, value NOT NULL)")
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=60)
+
+    def get_many(self, keys: list[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        with self._connect() as db:
+            for i in range(0, len(keys), 500):  # SQLite limits the parameters of one statement
+                batch = keys[i : i + 500]
+                q = f"SELECT key, value FROM {self.table} WHERE key IN ({','.join('?' * len(batch))})"
+                found.update(db.execute(q, batch).fetchall())
+        return found
+
+    def get(self, key: str) -> Any | None:
+        return self.get_many([key]).get(key)
+
+    def put_many(self, items: list[tuple[str, Any]]) -> None:
+        with self._connect() as db:
+            db.executemany(f"INSERT OR REPLACE INTO {self.table} VALUES (?, ?)", items)
+
+    def put(self, key: str, value: Any) -> None:
+        self.put_many([(key, value)])

@@ -27,8 +27,10 @@ def _fail(message: str) -> None:
 
 
 def _load(task: Path):
+    from strategies import families  # the registry imports every strategy (torch, faiss): only when needed
+
     try:
-        return load_task(task)
+        return load_task(task, families())
     except TaskError as e:
         _fail(str(e))
 
@@ -65,7 +67,8 @@ def run(
     data_curve: Optional[str] = typer.Option(None, help="fine-tune on growing train sizes, e.g. 25,50,100 (all is added)"),
 ):
     """Run every strategy on the task, score, cost, recommend, and write the report."""
-    from advisor import harness, report
+    from advisor import report
+    from advisor import run as runner
     from advisor.models import ModelError
     from strategies.base import ContextTooLong
 
@@ -78,10 +81,11 @@ def run(
     except ValueError:
         _fail(f"--data-curve takes comma-separated numbers of examples, got {data_curve!r}")
     command = "advisor " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    experiments = harness.Experiments(freshness=freshness, forgetting=forgetting, data_curve=sizes)
+    experiments = runner.Experiments(freshness=freshness, forgetting=forgetting, data_curve=sizes)
+    seed = t.spec.seed if seed is None else seed
     try:
-        results = harness.run(t, out_dir, strategies, seed, console=err, command=command, experiments=experiments)
-    except (ModelError, harness.RunError, ContextTooLong) as e:
+        results = runner.run(t, out_dir, seed, strategies, console=err, command=command, experiments=experiments)
+    except (ModelError, runner.RunError, ContextTooLong) as e:
         _fail(str(e))
     report.terminal(results, out)
     out.print(f"wrote {out_dir}/results.json, examples.csv, report.md, report.html")
@@ -99,16 +103,16 @@ def train(
     (CPU processes: `torchrun --nproc_per_node N -m advisor.cli train TASK`), then
     `advisor run TASK` reuses the adapters and evaluates.
     """
-    from advisor import harness
+    from advisor import run as runner
     from advisor.models import ModelError
 
     t = _load(task)
     main = int(os.environ.get("RANK", "0")) == 0
     if main:  # training progress (epochs, checkpoints, resume) on stderr, once
-        harness.log_to(logging.StreamHandler(sys.stderr))
+        runner.log_to(logging.StreamHandler(sys.stderr))
     try:
-        trained = harness.train(t, strategies, seed)
-    except (ModelError, harness.RunError) as e:
+        trained = runner.train(t, t.spec.seed if seed is None else seed, strategies)
+    except (ModelError, runner.RunError) as e:
         _fail(str(e))
     if main:
         for name, m in trained.items():
@@ -122,11 +126,12 @@ def train(
 @app.command("report")
 def report_cmd(run_dir: Path = typer.Argument(..., help="a finished run's folder")):
     """Re-render the reports from results.json without running any model."""
-    from advisor import harness, report
+    from advisor import report
+    from advisor import run as runner
 
     try:
-        results = harness.load_results(run_dir)
-    except harness.RunError as e:
+        results = runner.load_results(run_dir)
+    except runner.RunError as e:
         _fail(str(e))
     report.write_reports(results, run_dir)
     report.terminal(results, out)
@@ -144,12 +149,13 @@ def roi(
     write: bool = typer.Option(False, "--write", help="save the new economics into the run folder"),
 ):
     """Recompute economics and the recommendation under other assumptions, without running models."""
-    from advisor import harness, report
+    from advisor import report
+    from advisor import run as runner
     from advisor.task import EconomicsSpec
 
     try:
-        results = harness.load_results(run_dir)
-    except harness.RunError as e:
+        results = runner.load_results(run_dir)
+    except runner.RunError as e:
         _fail(str(e))
     changes = {k: v for k, v in dict(
         requests_per_day=requests_per_day, horizon_days=horizon_days,
@@ -157,9 +163,9 @@ def roi(
         output_price_per_mtok=output_price_per_mtok, hardware_price_per_hour=hardware_price_per_hour,
     ).items() if v is not None}
     spec = EconomicsSpec.model_validate(results["assumptions"] | changes)
-    results = harness.analyze(results, spec)
+    results = runner.analyze(results, spec)
     if write:
-        harness.write_outputs(results, run_dir)
+        runner.write_outputs(results, run_dir)
     report.terminal(results, out)
 
 

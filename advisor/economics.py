@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from advisor.task import EconomicsSpec
+from advisor.kinds import Family, PricingKind
+from advisor.task import EconomicsSpec, GeneratorSpec
 
 DAYS_PER_MONTH = 365 / 12
 
@@ -23,8 +24,8 @@ class StrategyCosts:
     index_seconds: float
     knowledge_in_weights: bool
     accuracy: float
-    family: str = "prompting"  # prompting | rag | finetune | finetune+rag: which ownership costs apply
-    pricing: dict | None = None  # how requests are priced (harness.pricing); None: the task's token prices
+    family: Family = Family.PROMPTING  # which ownership costs apply
+    pricing: dict | None = None  # how requests are priced (`pricing` below); None: the task's token prices
 
 
 @dataclass
@@ -44,11 +45,27 @@ class Economics:
         return asdict(self)
 
 
+def pricing(spec: GeneratorSpec, n_requests: int, generation_seconds: float) -> dict:
+    """How a row's requests are priced, stated in results.json and the report.
+
+    An endpoint with token prices is hosted; a local model with a price per hour is
+    self-hosted: measured seconds per request at batch throughput times that price.
+    Otherwise the task's economics token prices apply (they stay adjustable in `advisor roi`).
+    """
+    if not spec.is_endpoint and spec.hardware_price_per_hour is not None:
+        return {"kind": PricingKind.SELF_HOSTED, "hardware_price_per_hour": spec.hardware_price_per_hour,
+                "seconds_per_request": generation_seconds / max(1, n_requests)}
+    if spec.input_price_per_mtok is not None:
+        return {"kind": PricingKind.HOSTED if spec.is_endpoint else PricingKind.MODEL_TOKEN_PRICES,
+                "input_price_per_mtok": spec.input_price_per_mtok, "output_price_per_mtok": spec.output_price_per_mtok}
+    return {"kind": PricingKind.TASK_TOKEN_PRICES}
+
+
 def cost_per_request(c: StrategyCosts, e: EconomicsSpec) -> float:
     """Hosted rows pay per token; a self-hosted row pays its machine for the measured seconds per request
     (at batch throughput). Rows without their own prices use the task's token prices."""
     p = c.pricing or {}
-    if p.get("kind") == "self-hosted":
+    if p.get("kind") == PricingKind.SELF_HOSTED:
         return p["seconds_per_request"] * p["hardware_price_per_hour"] / 3600
     inp = p.get("input_price_per_mtok", e.input_price_per_mtok)
     out = p.get("output_price_per_mtok", e.output_price_per_mtok)
@@ -58,7 +75,7 @@ def cost_per_request(c: StrategyCosts, e: EconomicsSpec) -> float:
 def economics(c: StrategyCosts, e: EconomicsSpec) -> Economics:
     hour = e.hardware_price_per_hour / 3600
     months = e.horizon_days / DAYS_PER_MONTH
-    owned = [e.ownership[part] for part in c.family.split("+") if part in e.ownership]
+    owned = [e.ownership[part] for part in Family(c.family).parts if part in e.ownership]
     own_setup = sum(o.setup_usd for o in owned)
     own_running = sum(o.monthly_usd for o in owned) * months
     setup = (c.train_seconds + c.index_seconds) * hour + own_setup

@@ -22,7 +22,8 @@ from typing import Iterator
 import httpx
 
 from advisor.cache import cache_dir, hash_bytes, hash_json
-from advisor.models import Generation, GenerationCache, ModelError
+from advisor.models import (Generation, GenerationCache, ModelError, chat_template_ids, count_tokens,
+                           embedded_generator_dir)
 from advisor.task import GeneratorSpec
 
 BACKOFF_S = 0.5  # first retry waits about this long, doubling each time (capped at BACKOFF_MAX_S)
@@ -102,17 +103,14 @@ class EndpointGenerator:
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
-            from advisor.models import _embedded_generator_dir
-
-            self._tokenizer = AutoTokenizer.from_pretrained(_embedded_generator_dir()[0])
+            self._tokenizer = AutoTokenizer.from_pretrained(embedded_generator_dir()[0])
         return self._tokenizer
 
     def prompt_tokens(self, messages: list[dict[str, str]]) -> int:
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        return len(ids["input_ids"] if hasattr(ids, "keys") else ids)
+        return len(chat_template_ids(self.tokenizer, messages))
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return count_tokens(self.tokenizer, text)
 
     @contextmanager
     def adapter(self, path: Path | None) -> Iterator[None]:

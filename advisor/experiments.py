@@ -13,7 +13,8 @@ from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
-from advisor.scoring import mean_ci, score
+from advisor.scoring import score
+from advisor.stats import mean_ci
 from advisor.task import Document, ScoringSpec, Task, read_examples
 from strategies import Strategy
 
@@ -27,7 +28,7 @@ def merged_documents(original: list[Document], updated: list[Document]) -> list[
     return [new.pop(d.id, d) for d in original] + list(new.values())
 
 
-def freshness(task: Task, strategies: list[Strategy]) -> dict:
+def freshness(task: Task, strategies: list[Strategy], seed: int) -> dict:
     """Share of the changed facts each strategy gets right after the documents change."""
     docs = merged_documents(task.documents, task.updated_documents)
     sc = task.spec.scoring
@@ -39,8 +40,8 @@ def freshness(task: Task, strategies: list[Strategy]) -> dict:
         answers = s.answer([e.input for e in task.eval_updated])
         after = [score(a.text, ex, sc) for a, ex in zip(answers, task.eval_updated)]
         out["strategies"][s.name] = {
-            "before_update": mean_ci(before, task.seed).as_dict(),
-            "after_update": mean_ci(after, task.seed).as_dict(),
+            "before_update": mean_ci(before, seed).as_dict(),
+            "after_update": mean_ci(after, seed).as_dict(),
             "answers": [a.text for a in answers],
         }
         s.refresh_documents(task.documents)  # leave the strategy as the main run saw it
@@ -52,7 +53,7 @@ def load_probe() -> list:
     return read_examples(path, need_output=False)
 
 
-def forgetting(task: Task, strategies: list[Strategy]) -> dict:
+def forgetting(task: Task, strategies: list[Strategy], seed: int) -> dict:
     """General-ability probe (items the default base model answers) with and without each adapter."""
     probe = load_probe()
     spec = ScoringSpec(method="contains")
@@ -63,7 +64,7 @@ def forgetting(task: Task, strategies: list[Strategy]) -> dict:
     def accuracy(adapter: Path | None) -> dict:
         with gen.adapter(adapter):
             answers = gen.generate(prompts, PROBE_MAX_NEW_TOKENS, task.spec.generation.batch_size)
-        return mean_ci([score(a.text, ex, spec) for a, ex in zip(answers, probe)], task.seed).as_dict()
+        return mean_ci([score(a.text, ex, spec) for a, ex in zip(answers, probe)], seed).as_dict()
 
     base = accuracy(None)
     out = {"n": len(probe), "base": base, "adapters": {}}
@@ -81,16 +82,15 @@ def forgetting(task: Task, strategies: list[Strategy]) -> dict:
 def data_curve(task: Task, strategy_cls: type[Strategy], ctx, sizes: list[int]) -> dict:
     """Fine-tune on the first n train examples (seeded order) for growing n; eval accuracy for each."""
     order = list(task.train)
-    random.Random(task.seed).shuffle(order)
+    random.Random(ctx.seed).shuffle(order)
     sizes = sorted({min(n, len(order)) for n in sizes if n > 0} | {len(order)})
     points = []
     for n in sizes:
         sub = replace(task, train=order[:n])
-        sub_ctx = type(ctx)(sub, ctx.generator, lambda: ctx.embedder, ctx.work_dir, ctx.generators)
-        s = strategy_cls(sub_ctx)
+        s = strategy_cls(ctx.with_task(sub))
         s.prepare()
         answers = s.answer([e.input for e in task.eval])
         scores = [score(a.text, ex, task.spec.scoring) for a, ex in zip(answers, task.eval)]
-        points.append({"examples": n, "accuracy": mean_ci(scores, task.seed).as_dict(),
+        points.append({"examples": n, "accuracy": mean_ci(scores, ctx.seed).as_dict(),
                        "train_seconds": s.setup.train_seconds})
     return {"strategy": strategy_cls.name, "points": points}

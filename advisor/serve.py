@@ -131,8 +131,8 @@ def _sampling(req: ChatRequest) -> dict:
 
 def plain_model(name: str, model_id: str | None, max_new_tokens: int = 256) -> Served:
     """A model served as is: the request's messages go through its chat template unchanged."""
-    from advisor.harness import quiet_libraries
     from advisor.models import Generator
+    from advisor.run import quiet_libraries
     from strategies.base import ContextTooLong
 
     quiet_libraries()
@@ -152,11 +152,12 @@ def plain_model(name: str, model_id: str | None, max_new_tokens: int = 256) -> S
 
 def run_strategy(run_dir: Path, strategy: str | None, model_id: str | None, say: Callable[[str], None]) -> Served:
     """Rebuild a finished run's strategy from results.json and the task, reusing its adapter and index."""
-    from advisor.harness import RunError, quiet_libraries, load_results
-    from advisor.models import Embedder, load_generator
+    from advisor.backends import load_generators
+    from advisor.kinds import Family
+    from advisor.run import RunError, build_context, load_results, quiet_libraries
     from advisor.task import TaskError, load_task
-    from strategies import Context, registry
-    from strategies.finetune import AdapterMissing
+    from advisor.training import AdapterMissing
+    from strategies import registry
 
     try:
         results = load_results(run_dir)
@@ -176,16 +177,18 @@ def run_strategy(run_dir: Path, strategy: str | None, model_id: str | None, say:
     changed = sorted(p for p, h in results["task"].get("files", {}).items() if task.files.get(p) != h)
     if changed:
         say(f"warning: task files changed since the run: {', '.join(changed[:5])}")
-    task.spec.seed = results["run"]["seed"]
-    gname, gspec = task.spec.models.for_strategy(name)
+    gname = task.spec.models.for_strategy(name)[0]
     say(f"loading {name} from {run_dir}: {row.get('model', gname)}"
         + (f", adapter {row['setup']['adapter']}" if row.get("setup", {}).get("adapter") else "")
-        + (", retrieval index" if row.get("family", "").endswith("rag") else "") + " ...")
+        + (", retrieval index" if Family(row["family"]).retrieves else "") + " ...")
     quiet_libraries()
-    gen = load_generator(gspec, gname)
-    ctx = Context(task, gen, lambda: Embedder(task.spec.models.embedder), Path(run_dir), {name: gen})
-    ctx.reuse_only = True  # serving never trains: a missing adapter is an error
-    strat = registry()[name](ctx)
+    cls = registry()[name]
+    loaded = load_generators(task.spec.models, [name], endpoints=True) | load_generators(
+        task.spec.models, [name], endpoints=False)
+    # Serving never trains: a missing adapter is an error.
+    ctx = build_context(task, results["run"]["seed"], [cls], loaded, Path(run_dir), reuse_only=True)
+    gen = ctx.generator_for(name)
+    strat = cls(ctx)
     try:
         strat.prepare()
     except AdapterMissing as e:

@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator, Literal, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -232,10 +232,6 @@ class Task:
     spec: TaskSpec
     files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
 
-    @property
-    def seed(self) -> int:
-        return self.spec.seed
-
 
 # ---------------------------------------------------------------------- loading
 
@@ -354,13 +350,11 @@ def _jsonl_documents(path: Path, base: Path) -> list[Document]:
     return out
 
 
-def _check_models(models: ModelsSpec, file: Path) -> None:
-    """Named generators are complete, `use` names known strategies and generators, LoRA runs locally."""
-    known = {}
-    if models.use:  # the registry imports every strategy (torch, faiss): only when `use` names strategies
-        from strategies import registry  # strategies import this module, so not at the top
+def _check_models(models: ModelsSpec, file: Path, known: Mapping[str, str] | None) -> None:
+    """Named generators are complete, `use` names known strategies and generators, LoRA runs locally.
 
-        known = registry()
+    `known` maps strategy name -> family; None (library use without the registry) skips the name check.
+    """
     for name, g in models.generators.items():
         where = f"field models.generators.{name}"
         if (g.hf is None) == (g.endpoint is None):
@@ -379,18 +373,23 @@ def _check_models(models: ModelsSpec, file: Path) -> None:
             raise TaskError(file, where, "give both input_price_per_mtok and output_price_per_mtok, or neither")
     for strategy, name in models.use.items():
         where = f"field models.use.{strategy}"
-        if strategy not in known:
+        if known is not None and strategy not in known:
             raise TaskError(file, where, f"unknown strategy {strategy!r}; known: {', '.join(known)}")
         if name != "default" and name not in models.generators:
             raise TaskError(file, where, f"{name!r} is not in models.generators "
                                          f"(named: {', '.join(models.generators) or 'none'})")
-        if known[strategy].family.startswith("finetune") and models.for_strategy(strategy)[1].is_endpoint:
+        trains = "finetune" in str((known or {}).get(strategy, ""))
+        if trains and models.for_strategy(strategy)[1].is_endpoint:
             raise TaskError(file, where, f"{strategy} trains a LoRA adapter, so it needs a local model (`hf`), "
                                          "not an endpoint")
 
 
-def load_task(path: str | Path) -> Task:
-    """Load and validate a task folder (or its task.yaml)."""
+def load_task(path: str | Path, strategies: Mapping[str, str] | None = None) -> Task:
+    """Load and validate a task folder (or its task.yaml).
+
+    `strategies` maps each known strategy name to its family (the CLI passes the
+    registry's); names in the task are checked against it. None skips that check.
+    """
     path = Path(path)
     file = path / TASK_FILE if path.is_dir() else path
     if not file.exists():
@@ -442,7 +441,7 @@ def load_task(path: str | Path) -> Task:
                 raise TaskError(file, f"field scoring.{pattern_field}", f"invalid regex: {e}") from None
     if spec.rag.chunk_overlap >= spec.rag.chunk_tokens:
         raise TaskError(file, "field rag.chunk_overlap", "must be smaller than rag.chunk_tokens")
-    _check_models(spec.models, file)
+    _check_models(spec.models, file, strategies)
     doc_ids = {d.id for d in documents}
     for ex in eval_rows:
         if ex.source and documents and ex.source not in doc_ids:

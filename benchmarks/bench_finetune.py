@@ -59,20 +59,20 @@ def main():
     os.environ["ADVISOR_CACHE"] = tempfile.mkdtemp(prefix="bench-ft-")  # no reused adapter
     from advisor.models import Generator
     from advisor.task import load_task
-    from strategies.finetune import _batches, _pieces, encode_example, split_train_val, train_lora
+    from advisor.training import encode_example, length_batches, split_pieces, split_train_val, train_lora
 
     quiet()
     print(machine())
     task = load_task(args.task)
     spec = task.spec.finetune.model_copy(update={"epochs": args.epochs})
-    train, _ = split_train_val(task.train, spec.val_fraction, task.seed)
+    train, _ = split_train_val(task.train, spec.val_fraction, task.spec.seed)
     pairs = [(e.input, e.output) for e in train[: args.limit]]
     gen = Generator(task.spec.models.generator)
     rows = [encode_example(gen, u, a, spec.max_length) for u, a in pairs]
     real = sum(len(r.input_ids) for r in rows) * args.epochs
 
-    base_s, base_loss = baseline_trainer(gen, rows, spec, args.epochs, task.seed)
-    _, m = train_lora(gen, pairs, spec, task.seed)
+    base_s, base_loss = baseline_trainer(gen, rows, spec, args.epochs, task.spec.seed)
+    _, m = train_lora(gen, pairs, spec, task.spec.seed)
     ours_s = m["train_seconds"]
     ours_loss = m["history"][-1]["train_loss"]
 
@@ -80,7 +80,7 @@ def main():
     random.Random(0).shuffle(order)
     pad_base = padded_tokens(rows, [[rows[i] for i in order[s : s + spec.batch_size]]
                                     for s in range(0, len(rows), spec.batch_size)]) * args.epochs
-    pieces = [p for b in _batches(rows, spec.batch_size, None) for p in _pieces(b, spec.micro_batch_tokens)]
+    pieces = [p for b in length_batches(rows, spec.batch_size, None) for p in split_pieces(b, spec.micro_batch_tokens)]
     pad_ours = padded_tokens(rows, pieces) * args.epochs
     answer = sum(sum(1 for t in r.labels if t != -100) for r in rows) * args.epochs
     print_table(

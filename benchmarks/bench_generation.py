@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from advisor.harness import quiet_libraries
+from advisor.run import quiet_libraries
 from advisor.models import Generator
 from advisor.task import load_task
 from strategies.base import fewshot_messages

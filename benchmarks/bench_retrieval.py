@@ -60,7 +60,7 @@ def recall_at_10(truth: np.ndarray, found: np.ndarray) -> float:
 def bench_encode():
     from advisor.models import Embedder
     from advisor.task import load_task
-    from strategies.rag import chunk_documents
+    from advisor.retrieval import chunk_documents
 
     emb = Embedder()
     texts = []
@@ -94,7 +94,7 @@ def bench_encode():
 
 def bench_index(n: int, n_queries: int, n_single: int, hnsw_max: int, hnsw_configs: list[tuple[int, int]],
                 ef_search: list[int], ivf_lists: list[int]) -> list[list]:
-    from strategies.rag import HNSW_EF_CONSTRUCTION, HNSW_M, build_faiss
+    from advisor.retrieval import HNSW_EF_CONSTRUCTION, HNSW_M, build_faiss
 
     mix = Mixture(max(10, n // 100))
     with timed() as gen_t:
@@ -165,7 +165,7 @@ def bench_index(n: int, n_queries: int, n_single: int, hnsw_max: int, hnsw_confi
 
 
 def main():
-    from strategies.rag import HNSW_EF_CONSTRUCTION, HNSW_M
+    from advisor.retrieval import HNSW_EF_CONSTRUCTION, HNSW_M
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000], help="none: encode only")

@@ -49,7 +49,7 @@ def main():
     from advisor.models import Embedder, Generator
     from advisor.task import load_task
     from strategies import Context, registry
-    from strategies.rag import RagIndex
+    from advisor.retrieval import RagIndex
 
     quiet()
     print(machine())
@@ -69,7 +69,7 @@ def main():
     fits.append(("indexing", "documents", len(task.documents), *doubling(args.docs, index_t, len(task.documents))))
 
     gen = Generator(task.spec.models.generator)
-    ctx = Context(task, gen, lambda: emb, tempfile.mkdtemp())
+    ctx = Context(task, task.spec.seed, gen, lambda: emb, tempfile.mkdtemp())
     for name in ("few-shot", "rag"):
         strat = registry()[name](ctx)
         strat.prepare()

@@ -67,6 +67,6 @@ def fmt(x) -> str:
 
 def quiet() -> None:
     """Silence the libraries' progress bars and notices, as a run does."""
-    from advisor.harness import quiet_libraries
+    from advisor.run import quiet_libraries
 
     quiet_libraries()

@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from advisor import harness
+from advisor import run as runner
 from advisor.task import load_task
 
 EXPECTED = {
@@ -36,7 +36,7 @@ def main():
     for name in args.tasks:
         for seed in args.seeds:
             task = load_task(Path("data") / name)
-            r = harness.run(task, Path(args.out) / f"{name}-seed{seed}", seed=seed, console=Console(stderr=True, quiet=True),
+            r = runner.run(task, Path(args.out) / f"{name}-seed{seed}", seed=seed, console=Console(stderr=True, quiet=True),
                             command=f"advisor run data/{name} --seed {seed}")
             rec = r["recommendation"]["strategy"]
             by = {s["name"]: s for s in r["strategies"]}

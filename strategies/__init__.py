@@ -1,6 +1,6 @@
 """Strategies: every module here is scanned, and each Strategy subclass with a name is a row.
 
-Adding a strategy is one new file with one subclass; the harness finds it by name.
+Adding a strategy is one new file with one subclass; the run finds it by name.
 Strategies from other packages register through the `advisor.strategies` entry
 point group (see advisor/plugins.py).
 """
@@ -10,8 +10,14 @@ import importlib
 import pkgutil
 
 from advisor import plugins
+from advisor.kinds import Family
 
 from strategies.base import Answer, Context, Setup, Strategy
+
+
+def families() -> dict[str, str]:
+    """Strategy name -> family, what task validation checks names against."""
+    return {name: str(cls.family) for name, cls in registry().items()}
 
 
 def registry() -> dict[str, type[Strategy]]:
@@ -29,8 +35,9 @@ def registry() -> dict[str, type[Strategy]]:
         if not (isinstance(cls, type) and issubclass(cls, Strategy) and "name" in cls.__dict__):
             raise TypeError(f"entry point {ep_name!r} in group {plugins.STRATEGY_GROUP!r} must name a Strategy "
                             f"subclass with a `name`, got {cls!r}")
+        cls.family = Family(cls.family)  # a plug-in may spell its family as a plain string
         found[cls.name] = cls
     return dict(sorted(found.items(), key=lambda kv: kv[1].complexity))
 
 
-__all__ = ["Answer", "Context", "Setup", "Strategy", "registry"]
+__all__ = ["Answer", "Context", "Setup", "Strategy", "families", "registry"]

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from advisor.models import Embedder, Generator
+from advisor.kinds import Family
+from advisor.models import Embedder
 from advisor.task import Example, Task
 
 
@@ -43,24 +44,40 @@ class ContextTooLong(Exception):
 
 
 class Context:
-    """What strategies share in one run: the task, the models, and memoized artifacts."""
+    """What strategies share in one run: the task, the seed, the models, and memoized artifacts.
 
-    def __init__(self, task: Task, generator: Generator, embedder_factory: Callable[[], Embedder], work_dir: Path,
-                 generators: dict[str, Any] | None = None):
+    `generators` maps strategy name -> the generator it runs on (models.use); a name
+    not in it runs on `generator`, the default. The seed is the run's, passed in
+    explicitly: the task file's `seed` is only its default.
+    """
+
+    def __init__(self, task: Task, seed: int, generator, embedder_factory: Callable[[], Embedder], work_dir: Path,
+                 generators: dict[str, Any] | None = None, reuse_only: bool = False):
         self.task = task
-        self.generator = generator  # the default generator
-        self.generators = generators or {}  # strategy name -> its generator, where it is not the default
+        self.seed = seed
+        self.generator = generator
+        self.generators = generators or {}
         self._embedder_factory = embedder_factory
         self._embedder: Embedder | None = None
         self.work_dir = work_dir
         self._shared: dict[str, Any] = {}
-        self.reuse_only = False  # serving a finished run: reuse its adapters, never train
+        self.reuse_only = reuse_only  # serving a finished run: reuse its adapters, never train
 
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
             self._embedder = self._embedder_factory()
         return self._embedder
+
+    @property
+    def embedder_if_loaded(self) -> Embedder | None:
+        """The embedder if some strategy used it (results name it only then)."""
+        return self._embedder
+
+    def with_task(self, task: Task) -> "Context":
+        """The same models and seed on another task (a data-curve subset); artifacts are not shared."""
+        return Context(task, self.seed, self.generator, lambda: self.embedder, self.work_dir, self.generators,
+                       self.reuse_only)
 
     def generator_for(self, strategy: str):
         return self.generators.get(strategy, self.generator)
@@ -77,13 +94,20 @@ class Strategy:
     description: ClassVar[str]
     # Order of simplicity (lower is simpler, cheaper to build and run); ties go to the simpler.
     complexity: ClassVar[int]
-    family: ClassVar[str]  # "prompting" | "rag" | "finetune" | "finetune+rag"
+    family: ClassVar[Family]
 
     def __init__(self, ctx: Context):
         self.ctx = ctx
         self.setup = Setup()
 
     # -- what a strategy defines
+
+    def prepare_shared(self) -> None:
+        """Build what other rows or processes then read from the cache (a retrieval index).
+
+        `advisor train` calls it on the main process before the others start, so several
+        processes never write the same artifact at once. Most rows need nothing here.
+        """
 
     def prepare(self) -> None:
         """Build whatever the strategy needs before answering (index, adapter)."""
@@ -138,7 +162,7 @@ class Strategy:
             gens = self.generator.complete(
                 [m for m, _ in prompts], max_new_tokens=max_new_tokens or spec.generation.max_new_tokens,
                 batch_size=spec.generation.batch_size, temperature=temperature,
-                seed=spec.seed if seed is None else seed, sample_index=sample_index, use_cache=use_cache,
+                seed=self.ctx.seed if seed is None else seed, sample_index=sample_index, use_cache=use_cache,
             )
         return [
             Answer(text=g.text, prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens,

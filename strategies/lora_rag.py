@@ -10,15 +10,17 @@ sample (2 CPU cores); `finetune.retrieval_aware: false` reuses the `lora` adapte
 """
 from __future__ import annotations
 
+from advisor.kinds import Family
+from advisor.retrieval import rag_user_message
 from strategies.finetune import task_adapter, train_on_task
-from strategies.rag import Rag, rag_user_message
+from strategies.rag import Rag
 
 
 class LoraRag(Rag):
     name = "lora+rag"
     description = "a LoRA adapter + top-k retrieved passages, without the instructions"
     complexity = 6
-    family = "finetune+rag"
+    family = Family.FINETUNE_RAG
     use_instructions = False
 
     def prepare(self):

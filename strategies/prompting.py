@@ -5,6 +5,7 @@ import random
 
 import numpy as np
 
+from advisor.kinds import Family
 from advisor.task import Example
 from strategies.base import Strategy, fewshot_messages
 
@@ -13,26 +14,26 @@ class ZeroShot(Strategy):
     name = "zero-shot"
     description = "instructions only"
     complexity = 0
-    family = "prompting"
+    family = Family.PROMPTING
 
     def messages(self, text, drop=0):
         return fewshot_messages(self.ctx.task.instructions, [], text)
 
 
-def fixed_shots(task) -> list[Example]:
-    """k train examples drawn once with the task's seed: the classic static few-shot prompt."""
+def fixed_shots(task, seed: int) -> list[Example]:
+    """k train examples drawn once with the run's seed: the classic static few-shot prompt."""
     k = min(task.spec.prompting.few_shot_k, len(task.train))
-    return random.Random(task.seed).sample(task.train, k)
+    return random.Random(seed).sample(task.train, k)
 
 
 class FewShot(Strategy):
     name = "few-shot"
     description = "instructions + k fixed examples from train (seeded choice)"
     complexity = 1
-    family = "prompting"
+    family = Family.PROMPTING
 
     def prepare(self):
-        self.shots = fixed_shots(self.ctx.task)
+        self.shots = fixed_shots(self.ctx.task, self.ctx.seed)
 
     def messages(self, text, drop=0):
         shots = self.shots[: max(0, len(self.shots) - drop)]
@@ -55,7 +56,7 @@ class DynamicFewShot(Strategy):
     name = "few-shot-dynamic"
     description = "instructions + the k train examples nearest to the question (embedding similarity)"
     complexity = 2
-    family = "prompting"
+    family = Family.PROMPTING
 
     def prepare(self):
         self._shots: dict[str, list[Example]] = {}

@@ -21,7 +21,7 @@ import pytest
 from safetensors.torch import load_file
 
 from advisor.task import FinetuneSpec
-from strategies.finetune import train_lora
+from advisor.training import train_lora
 from tests.conftest import TRAIN, write_task
 from tests.test_resume import _cache_with_converted_model
 

@@ -309,7 +309,7 @@ def test_serve_a_runs_lora_strategy(hosted_run, tmp_path):
 
 def test_serving_never_trains_a_missing_adapter(generator, tmp_path, monkeypatch):
     from advisor.task import FinetuneSpec
-    from strategies.finetune import AdapterMissing, train_lora
+    from advisor.training import AdapterMissing, train_lora
 
     monkeypatch.setenv("ADVISOR_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(AdapterMissing, match="not in the cache"):

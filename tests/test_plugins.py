@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 from advisor.scoring import score
 from advisor.task import TaskError, load_task
-from strategies import registry
+from strategies import Context, registry
 from tests.conftest import write_task
 
 PLUGIN = '''
@@ -65,3 +66,39 @@ def test_unknown_method_is_an_error_and_task_files_cannot_name_code(tmp_path):
     (root / "task.yaml").write_text(spec + "seed: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(TaskError, match="invalid YAML"):
         load_task(root)
+
+
+def readme_example() -> str:
+    """The worked example of a new row, as the README shows it."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- example: strategies/hyde.py", 1)[1].split("```python\n", 1)[1]
+    return block.split("```", 1)[0]
+
+
+def test_the_readme_row_example_is_one_short_file_that_runs(tmp_path, monkeypatch, generator, embedder):
+    """The README's HyDE row, installed as a plug-in, is a row that retrieves with a draft and prices it."""
+    code = readme_example()
+    assert len(code.splitlines()) < 60
+    site = tmp_path / "site"
+    info = site / "advisor_hyde_example-0.1.dist-info"
+    info.mkdir(parents=True)
+    (site / "advisor_hyde_example.py").write_text(code)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: advisor-hyde-example\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[advisor.strategies]\nhyde = advisor_hyde_example:HyDE\n")
+    monkeypatch.syspath_prepend(str(site))
+    rows = registry()
+    assert "hyde" in rows
+    task = load_task(write_task(tmp_path / "task"))
+    ctx = Context(task, task.spec.seed, generator, lambda: embedder, tmp_path)
+    hyde, rag = rows["hyde"](ctx), rows["rag"](ctx)
+    hyde.prepare()
+    rag.prepare()
+    question = [task.eval[0].input]
+    drafted, plain = hyde.answer(question)[0], rag.answer(question)[0]
+    assert drafted.sources and set(drafted.sources) <= {d.id for d in task.documents}
+    draft = hyde.drafts[question[0]]
+    assert draft.completion_tokens > 0
+    # The draft's tokens are paid on every request, so they are counted in the row's answer.
+    assert drafted.prompt_tokens == len(generator.chat_ids(hyde.messages(question[0]))) + draft.prompt_tokens
+    assert drafted.completion_tokens > draft.completion_tokens  # the answer's own tokens (at least its end) on top
+    assert plain.prompt_tokens == len(generator.chat_ids(rag.messages(question[0])))

@@ -5,7 +5,7 @@ import numpy as np
 
 from advisor.economics import StrategyCosts
 from advisor.recommend import Row, recommend
-from advisor.scoring import paired_compare
+from advisor.stats import paired_compare
 from advisor.task import EconomicsSpec
 
 FAMILY = {"few-shot": ("prompting", 1), "rag": ("rag", 3), "lora": ("finetune", 5), "lora+rag": ("finetune+rag", 6)}

@@ -39,9 +39,9 @@ def comparable(obj):
 
 def _cache_with_converted_model(path: Path) -> Path:
     """An empty cache holding only the converted base model (converting it again only costs time)."""
-    from advisor.models import _embedded_generator_dir
+    from advisor.models import embedded_generator_dir
 
-    converted, _ = _embedded_generator_dir()  # in the test session's cache
+    converted, _ = embedded_generator_dir()  # in the test session's cache
     shutil.copytree(converted, path / "models" / converted.name)
     return path
 

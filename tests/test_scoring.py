@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from advisor.scoring import agree, mean_ci, normalize, paired_compare, passes_format, score, token_f1
+from advisor.scoring import agree, normalize, passes_format, score, token_f1
+from advisor.stats import mean_ci, paired_compare
 from advisor.task import Example, ScoringSpec
 
 

@@ -9,13 +9,14 @@ import torch
 
 from advisor.task import load_task
 from strategies import Context, registry
-from strategies.finetune import AnswerOnlyLoss, _collate, encode_example, train_lora
-from strategies.rag import RagIndex, build_faiss, chunk_documents
+from advisor.training import AnswerOnlyLoss, collate, encode_example, train_lora
+from advisor.retrieval import RagIndex, build_faiss, chunk_documents
 
 
 @pytest.fixture
 def ctx(tiny_task_dir, generator, embedder, tmp_path):
-    return Context(load_task(tiny_task_dir), generator, lambda: embedder, tmp_path)
+    task = load_task(tiny_task_dir)
+    return Context(task, task.spec.seed, generator, lambda: embedder, tmp_path)
 
 
 def test_registry_finds_every_strategy_file():
@@ -120,7 +121,7 @@ def test_lora_steps_lower_the_loss(generator):
     try:
         loss_fn = AnswerOnlyLoss(model)
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
-        batch = _collate(rows, generator.tokenizer.pad_token_id, "cpu")
+        batch = collate(rows, generator.tokenizer.pad_token_id, "cpu")
         losses = []
         for _ in range(5):
             loss = loss_fn(**batch)

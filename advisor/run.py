@@ -1,0 +1,350 @@
+"""The run, as a recipe read top to bottom:
+
+    prepare rows -> answer -> score -> experiments -> economics -> decide -> write
+
+`run` measures; `analyze` turns measurements + the task's situation into economics
+and a recommendation, and is also what `advisor roi` re-runs without any model.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from advisor import __version__
+from advisor.backends import load_generators
+from advisor.cache import atomic_write_text
+from advisor.economics import StrategyCosts, break_even_requests_per_day, economics, payback_days, volume_sweep
+from advisor.evaluate import Evaluation, compare_rows, evaluate_strategy
+from advisor.experiments import data_curve, forgetting, freshness
+from advisor.kinds import Family
+from advisor.models import Embedder
+from advisor.recommend import Row, recommend
+from advisor.task import EconomicsSpec, Task
+from strategies import Context, Strategy, registry
+
+RESULTS = "results.json"
+LOCK = ".advisor.lock"
+LOG = "advisor.log"
+log = logging.getLogger("advisor")
+
+
+class RunError(Exception):
+    pass
+
+
+@dataclass
+class Experiments:
+    """Which experiments to add to a run (each lands in results.json under `experiments`)."""
+
+    freshness: bool = True  # when the task names updated_documents and eval_updated
+    forgetting: bool = True  # when some strategy uses an adapter
+    data_curve: list[int] = field(default_factory=list)  # train sizes; empty = off
+
+
+# ------------------------------------------------------------------- set-up
+
+
+def select_strategies(task: Task, names: list[str] | None) -> list[type[Strategy]]:
+    known = registry()
+    wanted = names or task.spec.strategies or list(known)
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise RunError(f"unknown strategies {unknown}; known: {', '.join(known)}")
+    if not task.documents:
+        wanted = [n for n in wanted if not known[n].family.retrieves]
+    return [known[n] for n in wanted]
+
+
+def finetune_row() -> type[Strategy]:
+    """The plain fine-tuning row (the data curve trains it on growing subsets)."""
+    return next(cls for cls in registry().values() if cls.family == Family.FINETUNE)
+
+
+def build_context(task: Task, seed: int, classes: list[type[Strategy]], loaded: dict[str, Any], work_dir: Path,
+                  reuse_only: bool = False) -> Context:
+    """The one place a run's Context is made: each strategy gets the generator `models.use` names for it."""
+    by_strategy = {cls.name: loaded[task.spec.models.for_strategy(cls.name)[0]] for cls in classes}
+    default = loaded.get("default") or next(iter(loaded.values()))
+    return Context(task, seed, default, lambda: Embedder(task.spec.models.embedder), work_dir, by_strategy, reuse_only)
+
+
+def log_to(handler: logging.Handler) -> logging.Handler:
+    """Send the run's stage log (what ran, what was reused from the cache, training progress) to `handler`."""
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    root = logging.getLogger("advisor")
+    root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    return handler
+
+
+def quiet_libraries() -> None:
+    """Our own progress bars say what is happening; the libraries' bars and notices only add noise."""
+    import warnings
+
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+
+
+# ---------------------------------------------------------------------- run
+
+
+def run(task: Task, out_dir: Path, seed: int, strategy_names: list[str] | None = None,
+        console: Console | None = None, command: str = "", experiments: Experiments | None = None) -> dict:
+    """Run under a lock on the output folder: a second run into the same folder refuses."""
+    classes = select_strategies(task, strategy_names)  # a bad name fails before anything is written
+    # Endpoints are checked (key variable set, server reachable, model served) before anything is written.
+    endpoints = load_generators(task.spec.models, [c.name for c in classes], endpoints=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(out_dir / LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RunError(f"{out_dir} is in use by another advisor run (lock {out_dir / LOCK}); "
+                       "wait for it or choose another --out") from None
+    # Appended to, so a resumed run's log shows the interrupted attempt too.
+    handler = log_to(logging.FileHandler(out_dir / LOG, encoding="utf-8"))
+    try:
+        return _run(task, out_dir, seed, classes, console or Console(stderr=True), command,
+                    experiments or Experiments(), endpoints)
+    except BaseException as e:
+        log.error("run stopped: %s: %s", type(e).__name__, e)
+        raise
+    finally:
+        logging.getLogger("advisor").removeHandler(handler)
+        handler.close()
+        lock.release()
+
+
+def _run(task: Task, out_dir: Path, seed: int, classes: list[type[Strategy]], console: Console, command: str,
+         experiments: Experiments, endpoints: dict[str, Any]) -> dict:
+    quiet_libraries()
+    started = datetime.now(timezone.utc)
+    t_start = time.perf_counter()
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                        TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console,
+                        transient=False)
+    evaluated: list[Evaluation] = []
+    prepared: list[Strategy] = []
+    with progress:
+        log.info("run started: task %s, seed %s, strategies %s", task.name, seed, [c.name for c in classes])
+        # 1. models. The data curve trains the plain fine-tuning row, so it needs that row's (local) model.
+        curve_row = [finetune_row()] if experiments.data_curve else []
+        step = progress.add_task("loading generator", total=1)
+        loaded = endpoints | load_generators(task.spec.models, [c.name for c in classes + curve_row], endpoints=False)
+        progress.update(step, completed=1, description=f"loaded {', '.join(g.display_name for g in loaded.values())}")
+        ctx = build_context(task, seed, classes + curve_row, loaded, out_dir)
+
+        # 2. each row: prepare (prompt, index, adapter), answer, score.
+        for cls in classes:
+            strategy = cls(ctx)
+            step = progress.add_task(f"{cls.name}: preparing", total=2)
+            log.info("%s: preparing", cls.name)
+            strategy.prepare()
+            progress.update(step, advance=1, description=f"{cls.name}: answering {len(task.eval)} eval items")
+            log.info("%s: answering", cls.name)
+            evaluated.append(evaluate_strategy(strategy, task, seed))
+            prepared.append(strategy)
+            acc = evaluated[-1].summary["accuracy"]["mean"]
+            progress.update(step, advance=1, description=f"{cls.name}: done, accuracy {acc:.0%}")
+            log.info("%s: done, accuracy %.3f", cls.name, acc)
+
+        # 3. experiments on the prepared rows.
+        found = {}
+        if experiments.freshness and task.updated_documents and task.eval_updated:
+            step = progress.add_task("freshness: documents changed, answering again", total=1)
+            found["freshness"] = freshness(task, prepared, seed)
+            progress.update(step, completed=1)
+        if experiments.forgetting and any(s.adapter_path for s in prepared):
+            step = progress.add_task("forgetting: general-ability probe", total=1)
+            found["forgetting"] = forgetting(task, prepared, seed)
+            progress.update(step, completed=1)
+        if experiments.data_curve:
+            step = progress.add_task(f"data curve: {len(experiments.data_curve) + 1} trainings", total=1)
+            found["data_curve"] = data_curve(task, curve_row[0], ctx, experiments.data_curve)
+            progress.update(step, completed=1)
+
+    # 4. economics and the verdict, 5. write.
+    results = assemble(task, seed, evaluated, ctx, started, time.perf_counter() - t_start, command)
+    results["experiments"] = found
+    results = analyze(results, task.spec.economics)
+    write_outputs(results, out_dir)
+    log.info("run finished: recommendation %s", results["recommendation"]["strategy"])
+    return results
+
+
+def train(task: Task, seed: int, strategy_names: list[str] | None = None) -> dict[str, dict]:
+    """Train (or reuse from the cache) the adapters of the task's fine-tuning rows, and nothing else.
+
+    This is the step `accelerate launch` / `torchrun` spreads over several processes
+    (GPUs); `advisor run` afterwards finds the adapters in the cache and only evaluates.
+    The main process converts the model and builds the shared artifacts (the retrieval
+    index) first, so the others read them from the cache instead of writing the same
+    files at the same time.
+    """
+    import torch
+    from accelerate import PartialState
+
+    classes = [c for c in select_strategies(task, strategy_names) if c.family.trains]
+    if not classes:
+        raise RunError("none of the selected strategies fine-tunes; nothing to train")
+    quiet_libraries()
+    # Before any model loads: it pins each process to its own GPU ("cuda" is then that GPU); on a
+    # machine without one, cpu=True lets several CPU processes talk over gloo.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    with state.main_process_first():
+        loaded = load_generators(task.spec.models, [c.name for c in classes], endpoints=False)
+        ctx = build_context(task, seed, classes, loaded, Path("."))
+        strategies = [cls(ctx) for cls in classes]
+        for s in strategies:
+            s.prepare_shared()
+    found = {}
+    for s in strategies:
+        s.prepare()
+        found[s.name] = s.setup.details["training"]
+    return found
+
+
+# ------------------------------------------------------------ results
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "transformers", "peft", "accelerate", "sentence-transformers", "faiss-cpu", "numpy", "scipy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _hardware() -> dict:
+    import torch
+
+    hw = {"machine": platform.machine(), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        hw["gpu"] = torch.cuda.get_device_name(0)
+    return hw
+
+
+def _models_used(task: Task, ctx: Context) -> dict:
+    """The generators the run's strategies used (named as in `models`), and the embedder if any row used it."""
+    named = {task.spec.models.for_strategy(s)[0]: g for s, g in ctx.generators.items()} or {"default": ctx.generator}
+    out: dict[str, Any] = {("generator" if name == "default" else f"generator {name}"):
+                           {"name": g.display_name, "fingerprint": g.fingerprint} for name, g in named.items()}
+    embedder = ctx.embedder_if_loaded
+    out["embedder"] = {"name": embedder.display_name, "fingerprint": embedder.fingerprint} if embedder else None
+    return out
+
+
+def assemble(task: Task, seed: int, evaluated: list[Evaluation], ctx: Context, started, seconds: float,
+             command: str) -> dict:
+    examples = []
+    for k, ex in enumerate(task.eval):
+        examples.append({
+            "id": ex.id, "input": ex.input, "expected": list(ex.references), "tags": list(ex.tags), "source": ex.source,
+            "answers": {e.name: {"text": e.answers[k].text, "score": e.scores[k], "format_ok": e.formats[k],
+                                 "sources": e.answers[k].sources, "prompt_tokens": e.answers[k].prompt_tokens,
+                                 "completion_tokens": e.answers[k].completion_tokens} for e in evaluated},
+        })
+    return {
+        "advisor_version": __version__,
+        "task": {"name": task.name, "description": task.description, "root": str(task.root.resolve()), "files": task.files,
+                 "n_train": len(task.train), "n_eval": len(task.eval), "n_documents": len(task.documents),
+                 "tags": sorted({t for ex in task.eval for t in ex.tags}),
+                 "instructions_tokens": ctx.generator.count_tokens(task.instructions)},
+        "run": {"seed": seed, "started": started.isoformat(timespec="seconds"), "seconds": seconds, "command": command,
+                "models": _models_used(task, ctx), "versions": _versions(), "hardware": _hardware()},
+        "scoring": task.spec.scoring.model_dump(),
+        "strategies": [e.summary for e in evaluated],
+        "comparisons": compare_rows(evaluated, seed),
+        "examples": examples,
+        "experiments": {},
+    }
+
+
+def rows_from_results(results: dict) -> list[Row]:
+    rows = []
+    for s in results["strategies"]:
+        costs = StrategyCosts(
+            name=s["name"], prompt_tokens=s["tokens"]["prompt_mean"], completion_tokens=s["tokens"]["completion_mean"],
+            train_seconds=s["setup"]["train_seconds"], index_seconds=s["setup"]["index_seconds"],
+            knowledge_in_weights=s["setup"]["knowledge_in_weights"], accuracy=s["accuracy"]["mean"],
+            family=Family(s["family"]), pricing=s.get("pricing"),
+        )
+        rows.append(Row(s["name"], Family(s["family"]), s["complexity"], s["accuracy"]["mean"], s["accuracy"]["low"],
+                        s["accuracy"]["high"], costs, {t: e["mean"] for t, e in s["by_tag"].items()},
+                        s["format_adherence"]["mean"] if s["format_adherence"] else None))
+    return rows
+
+
+def analyze(results: dict, spec: EconomicsSpec) -> dict:
+    """Economics and recommendation from measured results under the given assumptions."""
+    rows = rows_from_results(results)
+    comparisons = {(c["a"], c["b"]): c for c in results["comparisons"]}
+    rec = recommend(rows, comparisons, spec, results["task"]["n_train"])
+    econ = {r.name: economics(r.costs, spec) for r in rows}
+    base = econ[rec["baseline"]]
+    for s in results["strategies"]:
+        e = econ[s["name"]]
+        s["economics"] = e.as_dict() | {
+            "break_even_requests_per_day": break_even_requests_per_day(e, base, spec.horizon_days)
+            if s["name"] != base.name else None,
+            "payback_days": payback_days(e, base, spec.requests_per_day) if s["name"] != base.name else None,
+        }
+    results["assumptions"] = spec.model_dump()
+    results["economics"] = {"baseline": base.name, "sweep": volume_sweep([r.costs for r in rows], spec)}
+    forgetting_found = (results.get("experiments") or {}).get("forgetting") or {}
+    drop = (forgetting_found.get("adapters", {}).get(rec["strategy"]) or {}).get("drop")
+    if drop is not None and drop >= 0.1:
+        rec["cautions"].append(f"its adapter loses {drop:.0%} on a general-ability probe the base model answers "
+                               "(forgetting experiment): check that nothing outside the task matters to you.")
+    results["recommendation"] = rec
+    return results
+
+
+def write_outputs(results: dict, out_dir: Path) -> None:
+    from advisor.report import write_reports
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / RESULTS, json.dumps(results, indent=1, default=float))
+    atomic_write_text(out_dir / "examples.csv", examples_csv(results))
+    write_reports(results, out_dir)
+
+
+def examples_csv(results: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["id", "strategy", "input", "expected", "tags", "answer", "score", "format_ok", "sources",
+                "prompt_tokens", "completion_tokens"])
+    for ex in results["examples"]:
+        for name, a in ex["answers"].items():
+            w.writerow([ex["id"], name, ex["input"], " | ".join(ex["expected"]), " ".join(ex["tags"]), a["text"],
+                        a["score"], a["format_ok"], " ".join(a["sources"]), a["prompt_tokens"], a["completion_tokens"]])
+    return buf.getvalue()
+
+
+def load_results(out_dir: Path) -> dict:
+    path = out_dir / RESULTS if out_dir.is_dir() else out_dir
+    if not path.exists():
+        raise RunError(f"{path}: no results.json here; run `advisor run TASK --out DIR` first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RunError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None

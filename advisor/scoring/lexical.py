@@ -1,0 +1,53 @@
+"""Lexical scorers: the answer's words against the references' (exact, contains, token F1, choice)."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from advisor.task import Example
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+# Punctuation goes, except inside numbers ("12.99", "1-800-555-0199").
+_PUNCT = re.compile(r"(?<!\d)[^\w\s]|[^\w\s](?!\d)")
+
+
+def normalize(text: str) -> str:
+    text = _PUNCT.sub(" ", text.lower())
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def token_f1(answer: str, reference: str) -> float:
+    a, r = normalize(answer).split(), normalize(reference).split()
+    common = sum((Counter(a) & Counter(r)).values())
+    if not a or not r or common == 0:
+        return float(a == r)
+    precision, recall = common / len(a), common / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
+def exact(answer: str, ex: Example, spec) -> float:
+    return float(any(normalize(answer) == normalize(r) for r in ex.references))
+
+
+def contains(answer: str, ex: Example, spec) -> float:
+    padded = f" {normalize(answer)} "
+    return float(any(normalize(r) and f" {normalize(r)} " in padded for r in ex.references))
+
+
+def f1(answer: str, ex: Example, spec) -> float:
+    return max((token_f1(answer, r) for r in ex.references), default=0.0)
+
+
+def choice(answer: str, ex: Example, spec) -> float:
+    """Multiple choice: the first option letter (A, B, ...) or option text the answer names."""
+    letters = [chr(ord("A") + i) for i in range(len(ex.choices))]
+    m = re.search(r"\b([A-Z])\b", answer.strip())
+    picked = m.group(1) if m and m.group(1) in letters else None
+    if picked is None:
+        for letter, option in zip(letters, ex.choices):
+            if normalize(option) and normalize(option) in normalize(answer):
+                picked = letter
+                break
+    refs = {r.strip().upper() if len(r.strip()) == 1 else
+            (letters[ex.choices.index(r)] if r in ex.choices else r) for r in ex.references}
+    return float(picked is not None and picked in refs)
