@@ -122,11 +122,12 @@ def train(
 @app.command("report")
 def report_cmd(run_dir: Path = typer.Argument(..., help="a finished run's folder")):
     """Re-render the reports from results.json without running any model."""
-    from advisor import harness, report
+    from advisor import report
+    from advisor.results import ResultsError, load_results
 
     try:
-        results = harness.load_results(run_dir)
-    except harness.RunError as e:
+        results = load_results(run_dir)
+    except ResultsError as e:
         _fail(str(e))
     report.write_reports(results, run_dir)
     report.terminal(results, out)
@@ -145,21 +146,22 @@ def roi(
 ):
     """Recompute economics and the recommendation under other assumptions, without running models."""
     from advisor import harness, report
+    from advisor.results import Results, ResultsError, load_results
     from advisor.task import EconomicsSpec
 
     try:
-        results = harness.load_results(run_dir)
-    except harness.RunError as e:
+        results = load_results(run_dir)
+    except ResultsError as e:
         _fail(str(e))
     changes = {k: v for k, v in dict(
         requests_per_day=requests_per_day, horizon_days=horizon_days,
         knowledge_changes_per_month=knowledge_changes_per_month, input_price_per_mtok=input_price_per_mtok,
         output_price_per_mtok=output_price_per_mtok, hardware_price_per_hour=hardware_price_per_hour,
     ).items() if v is not None}
-    spec = EconomicsSpec.model_validate(results["assumptions"] | changes)
-    results = harness.analyze(results, spec)
-    if write:
-        harness.write_outputs(results, run_dir)
+    spec = EconomicsSpec.model_validate(results.assumptions.model_dump() | changes)
+    # analyze works on the results dict (for now); the reanalyzed dict is checked against the schema again.
+    reanalyzed = harness.analyze(results.model_dump(), spec)
+    results = harness.write_outputs(reanalyzed, run_dir) if write else Results.model_validate(reanalyzed)
     report.terminal(results, out)
 
 

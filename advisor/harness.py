@@ -5,9 +5,6 @@ and a recommendation, and is also what `advisor roi` re-runs without any model.
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import os
 import platform
@@ -25,17 +22,17 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from advisor import __version__
 from advisor.cache import atomic_write_text
-from advisor.charts import dig
 from advisor.experiments import data_curve, forgetting, freshness
 from advisor.economics import StrategyCosts, break_even_requests_per_day, economics, payback_days, volume_sweep
 from advisor.models import Embedder, load_generator
 from advisor.recommend import Row, recommend
+# load_results is read from here by older callers; advisor.results is its home.
+from advisor.results import Results, examples_csv, load_results, write_results  # noqa: F401
 from advisor.scoring import agree, mean_ci, paired_compare, passes_format, score
 from advisor.task import EconomicsSpec, GeneratorSpec, Task
 from strategies import Context, Strategy, registry
 from strategies.rag import Rag
 
-RESULTS = "results.json"
 LOCK = ".advisor.lock"
 LOG = "advisor.log"
 log = logging.getLogger("advisor")
@@ -225,7 +222,8 @@ def analyze(results: dict, spec: EconomicsSpec) -> dict:
         }
     results["assumptions"] = spec.model_dump()
     results["economics"] = {"baseline": base.name, "sweep": volume_sweep([r.costs for r in rows], spec)}
-    drop = dig(results, "experiments", "forgetting", "adapters", rec["strategy"], "drop")
+    adapters = results.get("experiments", {}).get("forgetting", {}).get("adapters", {})
+    drop = adapters.get(rec["strategy"], {}).get("drop")
     if drop is not None and drop >= 0.1:
         rec["cautions"].append(f"its adapter loses {drop:.0%} on a general-ability probe the base model answers "
                                "(forgetting experiment): check that nothing outside the task matters to you.")
@@ -243,7 +241,7 @@ class Experiments:
 
 
 def run(task: Task, out_dir: Path, strategy_names: list[str] | None = None, seed: int | None = None,
-        console: Console | None = None, command: str = "", experiments: Experiments | None = None) -> dict:
+        console: Console | None = None, command: str = "", experiments: Experiments | None = None) -> Results:
     """Run under a lock on the output folder: a second run into the same folder refuses."""
     classes = select_strategies(task, strategy_names)  # a bad name fails before anything is written
     # Endpoints are checked (key variable set, server reachable, model served) before anything is written.
@@ -326,9 +324,8 @@ def _run(task, out_dir, classes, seed, console, command, experiments, endpoints)
             progress.update(step, completed=1)
     results = assemble(task, evaluated, ctx, started, time.perf_counter() - t_start, command)
     results["experiments"] = found
-    results = analyze(results, task.spec.economics)
-    write_outputs(results, out_dir)
-    log.info("run finished: recommendation %s", results["recommendation"]["strategy"])
+    results = write_outputs(analyze(results, task.spec.economics), out_dir)
+    log.info("run finished: recommendation %s", results.recommendation.strategy)
     return results
 
 
@@ -421,32 +418,13 @@ def _generators(task: Task, ctx: Context) -> dict[str, Any]:
     return named or {"default": ctx.generator}
 
 
-def write_outputs(results: dict, out_dir: Path) -> None:
+def write_outputs(results: dict, out_dir: Path) -> Results:
+    """Check the run's dict against the declared schema, then write results.json, examples.csv and the reports."""
     from advisor.report import write_reports
 
+    checked = Results.model_validate(results)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / RESULTS, json.dumps(results, indent=1, default=float))
-    atomic_write_text(out_dir / "examples.csv", examples_csv(results))
-    write_reports(results, out_dir)
-
-
-def examples_csv(results: dict) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["id", "strategy", "input", "expected", "tags", "answer", "score", "format_ok", "sources",
-                "prompt_tokens", "completion_tokens"])
-    for ex in results["examples"]:
-        for name, a in ex["answers"].items():
-            w.writerow([ex["id"], name, ex["input"], " | ".join(ex["expected"]), " ".join(ex["tags"]), a["text"],
-                        a["score"], a["format_ok"], " ".join(a["sources"]), a["prompt_tokens"], a["completion_tokens"]])
-    return buf.getvalue()
-
-
-def load_results(out_dir: Path) -> dict:
-    path = out_dir / RESULTS if out_dir.is_dir() else out_dir
-    if not path.exists():
-        raise RunError(f"{path}: no results.json here; run `advisor run TASK --out DIR` first")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise RunError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+    write_results(checked, out_dir)
+    atomic_write_text(out_dir / "examples.csv", examples_csv(checked))
+    write_reports(checked, out_dir)
+    return checked

@@ -152,35 +152,36 @@ def plain_model(name: str, model_id: str | None, max_new_tokens: int = 256) -> S
 
 def run_strategy(run_dir: Path, strategy: str | None, model_id: str | None, say: Callable[[str], None]) -> Served:
     """Rebuild a finished run's strategy from results.json and the task, reusing its adapter and index."""
-    from advisor.harness import RunError, quiet_libraries, load_results
+    from advisor.harness import quiet_libraries
     from advisor.models import Embedder, load_generator
+    from advisor.results import ResultsError, load_results
     from advisor.task import TaskError, load_task
     from strategies import Context, registry
     from strategies.finetune import AdapterMissing
 
     try:
         results = load_results(run_dir)
-    except RunError as e:
+    except ResultsError as e:
         raise ServeError(str(e)) from None
-    ran = [s["name"] for s in results.get("strategies", [])]
-    name = strategy or (results.get("recommendation") or {}).get("strategy")
-    if name not in ran:
-        raise ServeError(f"{run_dir}: strategy {name!r} is not in this run (it has: {', '.join(ran)})")
-    row = next(s for s in results["strategies"] if s["name"] == name)
-    root = results["task"]["root"]
+    name = strategy or results.recommendation.strategy
+    row = results.strategy(name)
+    if row is None:
+        ran = ", ".join(s.name for s in results.strategies)
+        raise ServeError(f"{run_dir}: strategy {name!r} is not in this run (it has: {ran})")
+    root = results.task.root
     try:
         task = load_task(root)
     except TaskError as e:
         hint = "" if Path(root).is_absolute() else " (a relative path: run serve from where `advisor run` ran)"
         raise ServeError(f"the run's task folder {root} cannot be loaded{hint}: {e}") from None
-    changed = sorted(p for p, h in results["task"].get("files", {}).items() if task.files.get(p) != h)
+    changed = sorted(p for p, h in results.task.files.items() if task.files.get(p) != h)
     if changed:
         say(f"warning: task files changed since the run: {', '.join(changed[:5])}")
-    task.spec.seed = results["run"]["seed"]
+    task.spec.seed = results.run.seed
     gname, gspec = task.spec.models.for_strategy(name)
-    say(f"loading {name} from {run_dir}: {row.get('model', gname)}"
-        + (f", adapter {row['setup']['adapter']}" if row.get("setup", {}).get("adapter") else "")
-        + (", retrieval index" if row.get("family", "").endswith("rag") else "") + " ...")
+    say(f"loading {name} from {run_dir}: {row.model}"
+        + (f", adapter {row.setup.adapter}" if row.setup.adapter else "")
+        + (", retrieval index" if row.family.endswith("rag") else "") + " ...")
     quiet_libraries()
     gen = load_generator(gspec, gname)
     ctx = Context(task, gen, lambda: Embedder(task.spec.models.embedder), Path(run_dir), {name: gen})
@@ -197,7 +198,7 @@ def run_strategy(run_dir: Path, strategy: str | None, model_id: str | None, say:
                          use_cache=False)[0]
         return Generation(a.text, a.prompt_tokens, a.completion_tokens, a.seconds)
 
-    return Served(model_id or name, answer, f"{name} ({strat.description}) on {row.get('model', gen.display_name)}")
+    return Served(model_id or name, answer, f"{name} ({strat.description}) on {row.model}")
 
 
 def serve(served: Served, host: str, port: int, api_key_env: str | None, say: Callable[[str], None]) -> None:
