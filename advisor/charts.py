@@ -1,8 +1,8 @@
-"""Every report chart, drawn once from results.json with matplotlib (Agg, no pyplot state).
+"""Every report chart, drawn once from a run's Results with matplotlib (Agg, no pyplot state).
 
 `charts(results)` returns a list of Chart (slug, title, caption, PNG bytes). The HTML
 report embeds the bytes as data: URIs; the Markdown report writes them beside itself
-as charts/<slug>.png. A chart whose data is absent from results.json is left out.
+as charts/<slug>.png. A chart whose data the run does not have (None, NaN) is left out.
 """
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ matplotlib.use("Agg")  # no display; harmless if a backend was already chosen el
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter  # noqa: E402
+
+from advisor.results import Epoch, Estimate, Results  # noqa: E402
 
 DPI = 110
 WIN = "#2e7d32"
@@ -37,18 +39,6 @@ class Chart:
 # ---------------------------------------------------------------- helpers
 
 
-def dig(obj: Any, *path: Any, default: Any = None) -> Any:
-    """obj[path[0]][path[1]]..., or default if any step is missing or None."""
-    for key in path:
-        if obj is None:
-            return default
-        try:
-            obj = obj[key]
-        except (KeyError, IndexError, TypeError):
-            return default
-    return default if obj is None else obj
-
-
 def num(x: Any) -> float | None:
     """A finite number as float; anything else (None, bool, text, NaN) as None."""
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
@@ -56,21 +46,13 @@ def num(x: Any) -> float | None:
     return float(x)
 
 
-def estimate(x: Any) -> tuple[float, float | None, float | None] | None:
-    """(mean, low, high) from an estimate dict {mean, low, high} or a bare number."""
-    if isinstance(x, dict):
-        m = num(x.get("mean"))
-        return None if m is None else (m, num(x.get("low")), num(x.get("high")))
+def estimate(x: Estimate | float | None) -> tuple[float, float | None, float | None] | None:
+    """(mean, low, high) from an Estimate or a bare number; None when there is no finite mean."""
+    if isinstance(x, Estimate):
+        m = num(x.mean)
+        return None if m is None else (m, num(x.low), num(x.high))
     m = num(x)
     return None if m is None else (m, None, None)
-
-
-def _strategies(results: dict) -> list[dict]:
-    return [s for s in (results.get("strategies") or []) if isinstance(s, dict) and s.get("name")]
-
-
-def _recommended(results: dict) -> str | None:
-    return dig(results, "recommendation", "strategy")
 
 
 def _figure(width: float = 7.0, height: float = 3.6) -> tuple[Figure, Any]:
@@ -113,12 +95,12 @@ def _rotate_if_crowded(ax: Any, labels: list[str]) -> None:
 # ---------------------------------------------------------------- charts
 
 
-def accuracy_chart(results: dict) -> Chart | None:
-    rows = [(s["name"], estimate(s.get("accuracy"))) for s in _strategies(results)]
+def accuracy_chart(results: Results) -> Chart | None:
+    rows = [(s.name, estimate(s.accuracy)) for s in results.strategies]
     rows = [(n, e) for n, e in rows if e is not None]
     if not rows:
         return None
-    rec = _recommended(results)
+    rec = results.recommendation.strategy
     names = [n for n, _ in rows]
     points = [e for _, e in rows]
     fig, ax = _figure()
@@ -133,15 +115,15 @@ def accuracy_chart(results: dict) -> Chart | None:
                  "The recommended strategy is green.", _png(fig))
 
 
-def frontier_chart(results: dict) -> Chart | None:
+def frontier_chart(results: Results) -> Chart | None:
     pts = []
-    for s in _strategies(results):
-        acc, cost = estimate(s.get("accuracy")), num(dig(s, "economics", "cost_per_request"))
+    for s in results.strategies:
+        acc, cost = estimate(s.accuracy), num(s.economics.cost_per_request)
         if acc is not None and cost is not None:
-            pts.append((s["name"], cost, acc[0]))
+            pts.append((s.name, cost, acc[0]))
     if not pts:
         return None
-    rec = _recommended(results)
+    rec = results.recommendation.strategy
     fig, ax = _figure()
     ax.grid(axis="x", color="#e5e5e5", linewidth=0.8)
     costs = [c * 1000 for _, c, _ in pts]
@@ -171,19 +153,19 @@ def frontier_chart(results: dict) -> Chart | None:
                  "beats on both accuracy and cost.", _png(fig))
 
 
-def cost_sweep_chart(results: dict) -> Chart | None:
-    sweep = dig(results, "economics", "sweep") or {}
-    volumes = [num(v) for v in sweep.get("requests_per_day") or []]
-    totals = sweep.get("total_cost") or {}
+def cost_sweep_chart(results: Results) -> Chart | None:
+    sweep = results.economics.sweep
+    volumes = [num(v) for v in sweep.requests_per_day]
+    totals = sweep.total_cost
     if not volumes or None in volumes or not totals:
         return None
-    rec = _recommended(results)
-    base = dig(results, "economics", "baseline")
+    rec = results.recommendation.strategy
+    base = results.economics.baseline
     fig, ax = _figure(7.0, 4.0)
     ax.grid(axis="x", color="#e5e5e5", linewidth=0.8)
     curves: dict[str, list[float]] = {}
     for i, (name, ys) in enumerate(totals.items()):
-        ys = [num(y) for y in ys or []]
+        ys = [num(y) for y in ys]
         if len(ys) != len(volumes) or None in ys:
             continue
         curves[name] = ys
@@ -193,7 +175,7 @@ def cost_sweep_chart(results: dict) -> Chart | None:
         return None
     ax.set_xscale("log")
     ax.set_yscale("log")
-    volume = num(dig(results, "assumptions", "requests_per_day"))
+    volume = num(results.assumptions.requests_per_day)
     if volume:
         ax.axvline(volume, color="#444", linestyle=":", linewidth=1)
         ax.annotate(f"task volume\n{volume:,.0f}/day", (volume, 0.02), xycoords=("data", "axes fraction"),
@@ -201,9 +183,9 @@ def cost_sweep_chart(results: dict) -> Chart | None:
     # Break-even volumes against the baseline, as results.json states them.
     marked = False
     lo, hi = min(volumes), max(volumes)
-    for s in _strategies(results):
-        be = num(dig(s, "economics", "break_even_requests_per_day"))
-        name = s["name"]
+    for s in results.strategies:
+        be = num(s.economics.break_even_requests_per_day)
+        name = s.name
         if be is None or be <= 0 or name == base or name not in curves or not lo <= be <= hi:
             continue
         y = _interp_loglog(volumes, curves.get(base) or curves[name], be)
@@ -213,7 +195,7 @@ def cost_sweep_chart(results: dict) -> Chart | None:
                     color="#c0392b")
         marked = True
     ax.set_xlabel("requests per day")
-    horizon = num(dig(results, "assumptions", "horizon_days"))
+    horizon = num(results.assumptions.horizon_days)
     ax.set_ylabel(_t(f"total cost over {horizon:,.0f} days ($)" if horizon else "total cost ($)"))
     ax.legend(fontsize=7, frameon=False, loc="upper left")
     return Chart("cost_vs_volume", "Total cost vs requests per day",
@@ -230,22 +212,22 @@ def _interp_loglog(xs: list[float], ys: list[float], x: float) -> float:
     return ys[0] if ys else 1.0
 
 
-def by_tag_chart(results: dict) -> Chart | None:
-    strategies = [s for s in _strategies(results) if isinstance(s.get("by_tag"), dict) and s["by_tag"]]
+def by_tag_chart(results: Results) -> Chart | None:
+    strategies = [s for s in results.strategies if s.by_tag]
     tags: list[str] = []
     for s in strategies:
-        tags += [t for t in s["by_tag"] if t not in tags]
+        tags += [t for t in s.by_tag if t not in tags]
     if not tags:
         return None
-    rec = _recommended(results)
+    rec = results.recommendation.strategy
     fig, ax = _figure(7.0, 3.8)
     width = 0.8 / len(strategies)
     for i, s in enumerate(strategies):
-        pts = [estimate(s["by_tag"].get(t)) or (0.0, None, None) for t in tags]
+        pts = [estimate(s.by_tag.get(t)) or (0.0, None, None) for t in tags]
         xs = [j - 0.4 + width * (i + 0.5) for j in range(len(tags))]
         ax.bar(xs, [m for m, _, _ in pts], width=width * 0.95, yerr=_errs(pts), capsize=2,
-               label=_t(s["name"]), color=PALETTE[i % len(PALETTE)], ecolor="#555",
-               edgecolor="black" if s["name"] == rec else "none", linewidth=1.2)
+               label=_t(s.name), color=PALETTE[i % len(PALETTE)], ecolor="#555",
+               edgecolor="black" if s.name == rec else "none", linewidth=1.2)
     ax.set_xticks(range(len(tags)))
     ax.set_xticklabels([_t(t) for t in tags])
     ax.set_ylim(0, 1.05)
@@ -258,15 +240,15 @@ def by_tag_chart(results: dict) -> Chart | None:
                  _png(fig))
 
 
-def training_chart(results: dict) -> Chart | None:
+def training_chart(results: Results) -> Chart | None:
     # Strategies sharing one adapter (lora, lora+rag) share one history: draw it once, naming both.
-    groups: dict[str, tuple[list[str], list[dict]]] = {}
-    for s in _strategies(results):
-        history = [h for h in (dig(s, "setup", "training", "history") or []) if isinstance(h, dict)]
+    groups: dict[str, tuple[list[str], tuple[Epoch, ...]]] = {}
+    for s in results.strategies:
+        history = s.setup.training.history if s.setup.training else ()
         if not history:
             continue
         key = repr(history)
-        groups.setdefault(key, ([], history))[0].append(s["name"])
+        groups.setdefault(key, ([], history))[0].append(s.name)
     if not groups:
         return None
     fig, ax = _figure()
@@ -274,7 +256,7 @@ def training_chart(results: dict) -> Chart | None:
         color = PALETTE[i % len(PALETTE)]
         label = ", ".join(names)
         for field, style in (("train_loss", "-"), ("val_loss", "--")):
-            pts = [(num(h.get("epoch")), num(h.get(field))) for h in history]
+            pts = [(num(h.epoch), num(getattr(h, field))) for h in history]
             pts = [(e, v) for e, v in pts if e is not None and v is not None]
             if pts:
                 ax.plot(*zip(*pts), style, marker="o", color=color, label=_t(f"{label}: {field.replace('_', ' ')}"))
@@ -304,15 +286,16 @@ def _grouped_bars(ax: Any, groups: list[str], series: dict[str, list[tuple]]) ->
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
 
 
-def freshness_chart(results: dict) -> Chart | None:
-    rows = dig(results, "experiments", "freshness", "strategies") or {}
+def freshness_chart(results: Results) -> Chart | None:
+    fresh = results.experiments.freshness
+    rows = fresh.strategies if fresh else {}
     if not rows:
         return None
     names = list(rows)
     fig, ax = _figure()
     _grouped_bars(ax, names, {
-        "before the update": [estimate(rows[n].get("before_update")) or (0.0, None, None) for n in names],
-        "after the update": [estimate(rows[n].get("after_update")) or (0.0, None, None) for n in names],
+        "before the update": [estimate(rows[n].before_update) or (0.0, None, None) for n in names],
+        "after the update": [estimate(rows[n].after_update) or (0.0, None, None) for n in names],
     })
     ax.set_ylabel("changed facts right")
     ax.legend(fontsize=7, frameon=False)
@@ -321,31 +304,30 @@ def freshness_chart(results: dict) -> Chart | None:
                  "nothing was retrained in between.", _png(fig))
 
 
-def forgetting_chart(results: dict) -> Chart | None:
-    exp = dig(results, "experiments", "forgetting") or {}
-    base = estimate(exp.get("base"))
-    adapters = exp.get("adapters") or {}
-    if base is None or not adapters:
+def forgetting_chart(results: Results) -> Chart | None:
+    exp = results.experiments.forgetting
+    base = estimate(exp.base) if exp else None
+    if base is None or not exp.adapters:
         return None
-    names = ["base model"] + list(adapters)
-    pts = [base] + [estimate(a.get("accuracy")) or (0.0, None, None) for a in adapters.values()]
+    names = ["base model"] + list(exp.adapters)
+    pts = [base] + [estimate(a.accuracy) or (0.0, None, None) for a in exp.adapters.values()]
     fig, ax = _figure()
     _grouped_bars(ax, names, {"general-ability probe": pts})
     ax.set_ylabel("probe accuracy")
     return Chart("experiment_forgetting", "Experiment: forgetting",
-                 f"Accuracy on {exp.get('n', '–')} general questions the base model answers, with and without each "
+                 f"Accuracy on {exp.n} general questions the base model answers, with and without each "
                  "adapter; a drop is ability lost to fine-tuning.", _png(fig))
 
 
-def data_curve_chart(results: dict) -> Chart | None:
-    exp = dig(results, "experiments", "data_curve") or {}
-    pts = [(num(p.get("examples")), estimate(p.get("accuracy"))) for p in exp.get("points") or []]
+def data_curve_chart(results: Results) -> Chart | None:
+    exp = results.experiments.data_curve
+    pts = [(num(p.examples), estimate(p.accuracy)) for p in exp.points] if exp else []
     pts = [(x, e) for x, e in pts if x is not None and e is not None]
     if not pts:
         return None
     xs, es = [x for x, _ in pts], [e for _, e in pts]
     fig, ax = _figure()
-    ax.plot(xs, [m for m, _, _ in es], marker="o", color=PALETTE[0], label=_t(exp.get("strategy", "")))
+    ax.plot(xs, [m for m, _, _ in es], marker="o", color=PALETTE[0], label=_t(exp.strategy))
     if all(lo is not None and hi is not None for _, lo, hi in es):
         ax.fill_between(xs, [lo for _, lo, _ in es], [hi for _, _, hi in es], color=PALETTE[0], alpha=0.15)
     ax.set_xlabel("training examples")
@@ -360,10 +342,10 @@ def data_curve_chart(results: dict) -> Chart | None:
 # ---------------------------------------------------------------- all
 
 
-CHARTS: list[Callable[[dict], Chart | None]] = [accuracy_chart, frontier_chart, cost_sweep_chart, by_tag_chart,
+CHARTS: list[Callable[[Results], Chart | None]] = [accuracy_chart, frontier_chart, cost_sweep_chart, by_tag_chart,
                                                 training_chart, freshness_chart, forgetting_chart, data_curve_chart]
 
 
-def charts(results: dict) -> list[Chart]:
-    """Every chart results.json has the data for, in report order."""
+def charts(results: Results) -> list[Chart]:
+    """Every chart the run has the data for, in report order."""
     return [c for c in (f(results) for f in CHARTS) if c is not None]

@@ -127,11 +127,11 @@ def train(
 def report_cmd(run_dir: Path = typer.Argument(..., help="a finished run's folder")):
     """Re-render the reports from results.json without running any model."""
     from advisor import report
-    from advisor import run as runner
+    from advisor.results import ResultsError, load_results
 
     try:
-        results = runner.load_results(run_dir)
-    except runner.RunError as e:
+        results = load_results(run_dir)
+    except ResultsError as e:
         _fail(str(e))
     report.write_reports(results, run_dir)
     report.terminal(results, out)
@@ -151,19 +151,20 @@ def roi(
     """Recompute economics and the recommendation under other assumptions, without running models."""
     from advisor import report
     from advisor import run as runner
+    from advisor.results import ResultsError, load_results
     from advisor.task import EconomicsSpec
 
     try:
-        results = runner.load_results(run_dir)
-    except runner.RunError as e:
+        results = load_results(run_dir)
+    except ResultsError as e:
         _fail(str(e))
     changes = {k: v for k, v in dict(
         requests_per_day=requests_per_day, horizon_days=horizon_days,
         knowledge_changes_per_month=knowledge_changes_per_month, input_price_per_mtok=input_price_per_mtok,
         output_price_per_mtok=output_price_per_mtok, hardware_price_per_hour=hardware_price_per_hour,
     ).items() if v is not None}
-    spec = EconomicsSpec.model_validate(results["assumptions"] | changes)
-    results = runner.analyze(results, spec)
+    spec = EconomicsSpec.model_validate(results.assumptions.model_dump() | changes)
+    results = runner.reanalyze(results, spec)
     if write:
         runner.write_outputs(results, run_dir)
     report.terminal(results, out)

@@ -1,7 +1,7 @@
-"""Render results.json: terminal (rich), Markdown, and one self-contained HTML file.
+"""Render a run's Results: terminal (rich), Markdown, and one self-contained HTML file.
 
 The report only renders what results.json holds; `advisor report DIR` re-renders it.
-Any key may be missing or None; it then shows as "–".
+A value the run does not have (None, NaN) shows as "–".
 
 Both files carry the same facts, built once by `context()`:
 verdict, comparison table, charts, evidence (disagreements, retrieval), experiments,
@@ -16,7 +16,6 @@ Charts come from advisor.charts: base64 data: URIs in HTML, PNG files beside rep
 from __future__ import annotations
 
 import base64
-import math
 import re
 import warnings
 from pathlib import Path
@@ -30,7 +29,10 @@ from rich.table import Table
 from rich.text import Text
 
 from advisor.cache import atomic_write_bytes, atomic_write_text
-from advisor.charts import Chart, charts as render_charts, dig, estimate, num
+from advisor.charts import Chart, charts as render_charts, estimate, num
+from advisor.formatting import money
+from advisor.kinds import PricingKind
+from advisor.results import Assumptions, Estimate, Pricing, Results
 
 DASH = "–"
 CHART_DIR = "charts"
@@ -41,12 +43,8 @@ MAX_RETRIEVAL_SAMPLES = 5
 # ---------------------------------------------------------------- formatting
 
 
-def _dict(x: Any) -> dict:
-    return x if isinstance(x, dict) else {}
-
-
-def fmt_pct(e: dict | float | None, ci: bool = True) -> str:
-    est = estimate(e)
+def fmt_pct(e: Estimate | tuple | float | None, ci: bool = True) -> str:
+    est = e if isinstance(e, tuple) else estimate(e)
     if est is None:
         return DASH
     mean, low, high = est
@@ -57,12 +55,7 @@ def fmt_pct(e: dict | float | None, ci: bool = True) -> str:
 
 def fmt_money(x: float | None) -> str:
     x = num(x)
-    if x is None:
-        return DASH
-    if x != 0 and abs(x) < 0.01:
-        decimals = min(8, 1 - math.floor(math.log10(abs(x))))  # two significant digits
-        return f"${x:.{decimals}f}"
-    return f"${x:,.2f}"
+    return DASH if x is None else money(x)
 
 
 def fmt_num(x: float | None, digits: int = 0, unit: str = "") -> str:
@@ -98,54 +91,44 @@ def _roi(x: Any) -> str:
 # ---------------------------------------------------------------- content
 
 
-def _strategies(results: dict) -> list[dict]:
-    return [s for s in (results.get("strategies") or []) if isinstance(s, dict)]
-
-
-def _examples(results: dict) -> list[dict]:
-    return [ex for ex in (results.get("examples") or []) if isinstance(ex, dict)]
-
-
-def fmt_pricing(p: Any, assumptions: Any) -> str:
+def fmt_pricing(p: Pricing, a: Assumptions) -> str:
     """The price assumption behind a row's cost per request (harness.pricing), in words."""
-    p, a = _dict(p), _dict(assumptions)
 
-    def tokens(src: dict) -> str:
-        inp, out = num(src.get("input_price_per_mtok")), num(src.get("output_price_per_mtok"))
+    def tokens(inp: float | None, out: float | None) -> str:
+        inp, out = num(inp), num(out)
         return DASH if inp is None or out is None else f"${inp:,.4g} in / ${out:,.4g} out per M tokens"
 
-    kind = p.get("kind")
-    if kind == "self-hosted":
-        hour, secs = num(p.get("hardware_price_per_hour")), num(p.get("seconds_per_request"))
+    if p.kind == PricingKind.SELF_HOSTED:
+        hour, secs = num(p.hardware_price_per_hour), num(p.seconds_per_request)
         if hour is None or secs is None:
             return "self-hosted"
         return f"self-hosted: ${hour:,.4g}/hour × {secs:,.3g} s per request (measured, batched)"
-    if kind in ("hosted", "model token prices"):
-        return f"{kind}: {tokens(p)}"
-    return f"task token prices: {tokens(a)}"
+    if p.kind in (PricingKind.HOSTED, PricingKind.MODEL_TOKEN_PRICES):
+        return f"{p.kind}: {tokens(p.input_price_per_mtok, p.output_price_per_mtok)}"
+    return f"task token prices: {tokens(a.input_price_per_mtok, a.output_price_per_mtok)}"
 
 
-def table_rows(results: dict) -> list[dict[str, str]]:
+def table_rows(results: Results) -> list[dict[str, str]]:
     """One dict of display strings per strategy: the same facts in every format."""
     rows = []
-    for s in _strategies(results):
-        e = s.get("economics") or {}
+    for s in results.strategies:
+        e = s.economics
         rows.append({
-            "Strategy": str(s.get("name") or DASH),
-            "Model": _text(s.get("model")),
-            "Accuracy (95% CI)": fmt_pct(s.get("accuracy")),
-            "Self-agreement": fmt_pct(dig(s, "consistency", "self_agreement"), ci=False),
-            "Paraphrase": fmt_pct(dig(s, "consistency", "paraphrase_agreement"), ci=False),
-            "Format": fmt_pct(s.get("format_adherence"), ci=False),
-            "Prompt tok": fmt_num(dig(s, "tokens", "prompt_mean")),
-            "Answer tok": fmt_num(dig(s, "tokens", "completion_mean")),
-            "$ / 1k req": fmt_money(_per_1k(e.get("cost_per_request"))),
-            "Pricing": fmt_pricing(s.get("pricing"), results.get("assumptions")),
-            "p50 (s)": fmt_num(dig(s, "latency", "p50_seconds"), 2),
-            "p95 (s)": fmt_num(dig(s, "latency", "p95_seconds"), 2),
-            "Set-up": fmt_money(e.get("setup_cost")),
-            "Total (horizon)": fmt_money(e.get("total_cost")),
-            "ROI": _roi(e.get("roi")),
+            "Strategy": s.name or DASH,
+            "Model": _text(s.model),
+            "Accuracy (95% CI)": fmt_pct(s.accuracy),
+            "Self-agreement": fmt_pct(s.consistency.self_agreement, ci=False),
+            "Paraphrase": fmt_pct(s.consistency.paraphrase_agreement, ci=False),
+            "Format": fmt_pct(s.format_adherence, ci=False),
+            "Prompt tok": fmt_num(s.tokens.prompt_mean),
+            "Answer tok": fmt_num(s.tokens.completion_mean),
+            "$ / 1k req": fmt_money(_per_1k(e.cost_per_request)),
+            "Pricing": fmt_pricing(s.pricing, results.assumptions),
+            "p50 (s)": fmt_num(s.latency.p50_seconds, 2),
+            "p95 (s)": fmt_num(s.latency.p95_seconds, 2),
+            "Set-up": fmt_money(e.setup_cost),
+            "Total (horizon)": fmt_money(e.total_cost),
+            "ROI": _roi(e.roi),
         })
     return rows
 
@@ -170,25 +153,21 @@ def _text(x: Any) -> str:
     return str(x)
 
 
-def disagreements(results: dict) -> tuple[list[dict], int]:
+def disagreements(results: Results) -> tuple[list[dict], int]:
     """Eval items where the strategies' scores differ, side by side; (shown, how many in all)."""
     items = []
-    for ex in _examples(results):
-        answers = _dict(ex.get("answers"))
-        scores = {num(a.get("score")) for a in answers.values() if isinstance(a, dict)}
+    for ex in results.examples:
+        scores = {num(a.score) for a in ex.answers.values()}
         if len(scores) < 2:
             continue
         rows = []
-        for name, a in answers.items():
-            a = a if isinstance(a, dict) else {}
-            label, css = _correct_label(a.get("score"))
-            fmt_ok = a.get("format_ok")
-            rows.append({"strategy": str(name), "text": _text(a.get("text")), "verdict": label, "css": css,
-                         "format": DASH if fmt_ok is None else ("yes" if fmt_ok else "no"),
-                         "sources": ", ".join(map(str, a.get("sources") or [])) or DASH})
-        items.append({"id": _text(ex.get("id")), "input": _text(ex.get("input")),
-                      "expected": _text(ex.get("expected")), "tags": ", ".join(map(str, ex.get("tags") or [])) or DASH,
-                      "answers": rows})
+        for name, a in ex.answers.items():
+            label, css = _correct_label(a.score)
+            rows.append({"strategy": name, "text": _text(a.text), "verdict": label, "css": css,
+                         "format": DASH if a.format_ok is None else ("yes" if a.format_ok else "no"),
+                         "sources": ", ".join(a.sources) or DASH})
+        items.append({"id": _text(ex.id), "input": _text(ex.input), "expected": _text(ex.expected),
+                      "tags": ", ".join(ex.tags) or DASH, "answers": rows})
     return _round_robin(items, MAX_DISAGREEMENTS), len(items)
 
 
@@ -207,55 +186,53 @@ def _round_robin(items: list[dict], n: int) -> list[dict]:
     return [item for item in items if id(item) in keep]
 
 
-def retrieval(results: dict) -> dict:
+def retrieval(results: Results) -> dict:
     """hit@k and MRR per retrieval strategy, and what was retrieved for a few items."""
     rows, names = [], []
-    for s in _strategies(results):
-        r = s.get("retrieval")
-        if not isinstance(r, dict):
+    for s in results.strategies:
+        r = s.retrieval
+        if r is None:
             continue
-        names.append(str(s.get("name")))
-        rows.append({"strategy": str(s.get("name")), "k": fmt_num(r.get("k")), "n": fmt_num(r.get("n")),
-                     "hit": fmt_pct(r.get("hit_at_k"), ci=False), "mrr": fmt_num(r.get("mrr"), 2)})
+        names.append(s.name)
+        rows.append({"strategy": s.name, "k": fmt_num(r.k), "n": fmt_num(r.n),
+                     "hit": fmt_pct(r.hit_at_k, ci=False), "mrr": fmt_num(r.mrr, 2)})
     samples = []
-    for ex in _examples(results):
+    for ex in results.examples:
         if len(samples) >= MAX_RETRIEVAL_SAMPLES or not names:
             break
-        answers = _dict(ex.get("answers"))
-        got = {n: [str(x) for x in dig(answers, n, "sources", default=[])] for n in names}
+        got = {n: list(ex.answers[n].sources) if n in ex.answers else [] for n in names}
         if not any(got.values()):
             continue
-        want = ex.get("source")
-        samples.append({"id": _text(ex.get("id")), "input": _text(ex.get("input")),
-                        "expected": DASH if not want else str(want),
+        want = ex.source
+        samples.append({"id": _text(ex.id), "input": _text(ex.input),
+                        "expected": DASH if not want else want,
                         "retrieved": [{"strategy": n, "sources": ", ".join(got[n]) or DASH,
                                        "hit": DASH if not want else ("yes" if want in got[n] else "no")}
                                       for n in names]})
     return {"rows": rows, "samples": samples}
 
 
-def experiments(results: dict) -> list[dict]:
-    """Each experiment results.json holds, as a titled table of (series, point, value) rows."""
-    exp = _dict(results.get("experiments"))
+def experiments(results: Results) -> list[dict]:
+    """Each experiment the run holds, as a titled table of (series, point, value) rows."""
+    exp = results.experiments
     out = []
-    fresh = _dict(dig(exp, "freshness", "strategies", default={}))
-    if fresh:
-        rows = [{"series": name, "point": when.replace("_", " "), "value": _fmt_estimate(estimate(v.get(when)))}
-                for name, v in fresh.items() for when in ("before_update", "after_update")]
+    if exp.freshness and exp.freshness.strategies:
+        rows = [{"series": name, "point": when, "value": _fmt_estimate(estimate(e))}
+                for name, v in exp.freshness.strategies.items()
+                for when, e in (("before update", v.before_update), ("after update", v.after_update))]
         out.append({"name": "freshness", "title": "Freshness: changed facts right, before and after the update",
                     "head": ("strategy", "when", "share right"), "rows": rows})
-    forget = _dict(exp.get("forgetting"))
-    if forget.get("base"):
-        rows = [{"series": "base model", "point": "", "value": _fmt_estimate(estimate(forget["base"]))}]
-        rows += [{"series": name, "point": f"drop {100 * a.get('drop', 0):+.0f} pts",
-                  "value": _fmt_estimate(estimate(a.get("accuracy")))}
-                 for name, a in _dict(forget.get("adapters")).items()]
-        out.append({"name": "forgetting", "title": f"Forgetting: general-ability probe ({forget.get('n', DASH)} items)",
+    forget = exp.forgetting
+    if forget:
+        rows = [{"series": "base model", "point": "", "value": _fmt_estimate(estimate(forget.base))}]
+        rows += [{"series": name, "point": f"drop {100 * a.drop:+.0f} pts",
+                  "value": _fmt_estimate(estimate(a.accuracy))} for name, a in forget.adapters.items()]
+        out.append({"name": "forgetting", "title": f"Forgetting: general-ability probe ({forget.n} items)",
                     "head": ("model", "change", "probe accuracy"), "rows": rows})
-    curve = _dict(exp.get("data_curve"))
-    if curve.get("points"):
-        rows = [{"series": _text(curve.get("strategy")), "point": fmt_num(p.get("examples")),
-                 "value": _fmt_estimate(estimate(p.get("accuracy")))} for p in curve["points"]]
+    curve = exp.data_curve
+    if curve and curve.points:
+        rows = [{"series": _text(curve.strategy), "point": fmt_num(p.examples),
+                 "value": _fmt_estimate(estimate(p.accuracy))} for p in curve.points]
         out.append({"name": "data_curve", "title": "How much data: eval accuracy by training examples",
                     "head": ("strategy", "training examples", "accuracy"), "rows": rows})
     return out
@@ -267,23 +244,21 @@ def _fmt_estimate(e: tuple | None) -> str:
     mean, low, high = e
     share = 0 <= mean <= 1 and (low is None or 0 <= low <= 1) and (high is None or 0 <= high <= 1)
     if share:
-        return fmt_pct({"mean": mean, "low": low, "high": high}, ci=low is not None and high is not None)
+        return fmt_pct(e, ci=low is not None and high is not None)
     if low is not None and high is not None:
         return f"{mean:,.4g} ({low:,.4g}–{high:,.4g})"
     return f"{mean:,.4g}"
 
 
-def comparisons(results: dict) -> list[dict]:
+def comparisons(results: Results) -> list[dict]:
     rows = []
-    for c in results.get("comparisons") or []:
-        if not isinstance(c, dict):
-            continue
-        diff, low, high, p = (num(c.get(k)) for k in ("diff", "low", "high", "p_value"))
-        rows.append({"a": _text(c.get("a")), "b": _text(c.get("b")),
+    for c in results.comparisons:
+        diff, low, high, p = (num(x) for x in (c.diff, c.low, c.high, c.p_value))
+        rows.append({"a": _text(c.a), "b": _text(c.b),
                      "diff": DASH if diff is None else f"{100 * diff:+.0f} pts",
                      "ci": DASH if low is None or high is None else f"{100 * low:+.0f} to {100 * high:+.0f}",
-                     "p": DASH if p is None else f"{p:.3g}", "test": _text(c.get("test")),
-                     "significant": DASH if c.get("significant") is None else ("yes" if c["significant"] else "no")})
+                     "p": DASH if p is None else f"{p:.3g}", "test": _text(c.test),
+                     "significant": "yes" if c.significant else "no"})
     return rows
 
 
@@ -300,57 +275,55 @@ ASSUMPTION_LABELS = {
 }
 
 
-def reproducibility(results: dict) -> dict:
-    run = _dict(results.get("run"))
+def reproducibility(results: Results) -> dict:
+    run = results.run
     assumptions = []
-    for key, value in _dict(results.get("assumptions")).items():
-        label, unit = ASSUMPTION_LABELS.get(key, (str(key).replace("_", " ").capitalize(), ""))
+    for key, value in results.assumptions.model_dump().items():
+        label, unit = ASSUMPTION_LABELS.get(key, (key.replace("_", " ").capitalize(), ""))
         assumptions.append({"label": label, "value": fmt_value(value), "unit": unit if value is not None else ""})
-    models = []
-    for role, m in _dict(run.get("models")).items():
-        if isinstance(m, dict):
-            models.append({"role": str(role), "name": _text(m.get("name")), "fingerprint": _text(m.get("fingerprint"))})
-    seconds = num(run.get("seconds"))
+    models = [{"role": role, "name": _text(m.name), "fingerprint": _text(m.fingerprint)}
+              for role, m in run.models.items() if m is not None]
+    seconds = num(run.seconds)
     return {
         "assumptions": assumptions,
         "models": models,
-        "files": [{"path": str(p), "sha256": _text(h)} for p, h in _dict(dig(results, "task", "files")).items()],
-        "versions": [{"name": str(k), "version": _text(v)} for k, v in _dict(run.get("versions")).items()],
-        "seed": _text(run.get("seed")),
-        "hardware": fmt_value(run.get("hardware")),
+        "files": [{"path": p, "sha256": _text(h)} for p, h in results.task.files.items()],
+        "versions": [{"name": k, "version": _text(v)} for k, v in run.versions.items()],
+        "seed": _text(run.seed),
+        "hardware": fmt_value(run.hardware.model_dump()),
         "runtime": DASH if seconds is None else f"{seconds:,.0f} s ({seconds / 60:.1f} min)",
-        "started": _text(run.get("started")),
-        "advisor_version": _text(results.get("advisor_version")),
-        "command": _text(run.get("command")),
-        "task_root": _text(dig(results, "task", "root")),
-        "scoring": fmt_value(results.get("scoring")),
+        "started": _text(run.started),
+        "advisor_version": _text(results.advisor_version),
+        "command": _text(run.command),
+        "task_root": _text(results.task.root),
+        "scoring": fmt_value(results.scoring.model_dump()),
     }
 
 
-def context(results: dict, chart_list: list[Chart] | None = None) -> dict:
+def context(results: Results, chart_list: list[Chart] | None = None) -> dict:
     """Every fact both report files show, as display strings (not yet escaped)."""
-    rec = results.get("recommendation") or {}
+    rec = results.recommendation
     shown, n_disagree = disagreements(results)
-    task = results.get("task") or {}
+    task = results.task
     return {
-        "task": {"name": _text(task.get("name")), "description": _text(task.get("description")),
-                 "n_eval": fmt_num(task.get("n_eval")), "n_train": fmt_num(task.get("n_train")),
-                 "n_documents": fmt_num(task.get("n_documents"))},
-        "rec": {"strategy": _text(rec.get("strategy")), "baseline": _text(rec.get("baseline")),
-                "top_reasons": [str(x) for x in (rec.get("reasons") or [])[:3]],
-                "reasons": [str(x) for x in rec.get("reasons") or []],
-                "cautions": [str(x) for x in rec.get("cautions") or []],
-                "changes": [str(x) for x in rec.get("sensitivity_text") or []],
-                "rule": _text(rec.get("rule")),
-                "contenders": ", ".join(map(str, rec.get("contenders") or [])) or DASH},
+        "task": {"name": _text(task.name), "description": _text(task.description),
+                 "n_eval": fmt_num(task.n_eval), "n_train": fmt_num(task.n_train),
+                 "n_documents": fmt_num(task.n_documents)},
+        "rec": {"strategy": _text(rec.strategy), "baseline": _text(rec.baseline),
+                "top_reasons": list(rec.reasons[:3]),
+                "reasons": list(rec.reasons),
+                "cautions": list(rec.cautions),
+                "changes": list(rec.sensitivity_text),
+                "rule": _text(rec.rule),
+                "contenders": ", ".join(rec.contenders) or DASH},
         "rows": table_rows(results),
-        "horizon": fmt_num(dig(results, "assumptions", "horizon_days")),
-        "volume": fmt_num(dig(results, "assumptions", "requests_per_day")),
-        "baseline": _text(dig(results, "economics", "baseline")),
+        "horizon": fmt_num(results.assumptions.horizon_days),
+        "volume": fmt_num(results.assumptions.requests_per_day),
+        "baseline": _text(results.economics.baseline),
         "charts": chart_list if chart_list is not None else _charts(results),
         "disagreements": shown,
         "n_disagreements": n_disagree,
-        "n_examples": len(_examples(results)),
+        "n_examples": len(results.examples),
         "retrieval": retrieval(results),
         "experiments": experiments(results),
         "comparisons": comparisons(results),
@@ -358,7 +331,7 @@ def context(results: dict, chart_list: list[Chart] | None = None) -> dict:
     }
 
 
-def _charts(results: dict) -> list[Chart]:
+def _charts(results: Results) -> list[Chart]:
     try:
         return render_charts(results)
     except Exception as e:  # a chart must never cost the user the report
@@ -369,42 +342,42 @@ def _charts(results: dict) -> list[Chart]:
 # ---------------------------------------------------------------- terminal
 
 
-def terminal(results: dict, console: Console | None = None) -> None:
+def terminal(results: Results, console: Console | None = None) -> None:
     """A comparison that fits 80-120 columns, then the verdict panel."""
     console = console or Console()
-    rec = results.get("recommendation") or {}
-    pick = rec.get("strategy")
-    t = Table(title=f"advisor: {dig(results, 'task', 'name', default=DASH)}", box=box.SIMPLE_HEAD,
+    rec = results.recommendation
+    pick = rec.strategy
+    t = Table(title=f"advisor: {results.task.name or DASH}", box=box.SIMPLE_HEAD,
               show_edge=False, pad_edge=False, padding=(0, 1), title_justify="left")
     t.add_column("Strategy", style="bold", no_wrap=True, min_width=8)
     for name in ("Acc (CI)", "Format", "Tokens", "$/1k req", "p50 s", "Total $"):
         t.add_column(name, justify="right", no_wrap=name != "Acc (CI)", overflow="fold")
-    for s in _strategies(results):
-        e = s.get("economics") or {}
-        name = str(s.get("name") or DASH)
-        tok = f"{fmt_num(dig(s, 'tokens', 'prompt_mean'))}/{fmt_num(dig(s, 'tokens', 'completion_mean'))}"
+    for s in results.strategies:
+        e = s.economics
+        name = s.name or DASH
+        tok = f"{fmt_num(s.tokens.prompt_mean)}/{fmt_num(s.tokens.completion_mean)}"
         winner = name == pick
         t.add_row(Text(("★ " if winner else "") + name, style="bold green" if winner else ""),
-                  fmt_pct(s.get("accuracy")), fmt_pct(s.get("format_adherence"), ci=False), tok,
-                  fmt_money(_per_1k(e.get("cost_per_request"))),
-                  fmt_num(dig(s, "latency", "p50_seconds"), 1), _money_short(e.get("total_cost")),
+                  fmt_pct(s.accuracy), fmt_pct(s.format_adherence, ci=False), tok,
+                  fmt_money(_per_1k(e.cost_per_request)),
+                  fmt_num(s.latency.p50_seconds, 1), _money_short(e.total_cost),
                   style="on grey15" if winner else None)
     console.print(t)
-    horizon = fmt_num(dig(results, "assumptions", "horizon_days"))
-    volume = fmt_num(dig(results, "assumptions", "requests_per_day"))
+    horizon = fmt_num(results.assumptions.horizon_days)
+    volume = fmt_num(results.assumptions.requests_per_day)
     console.print(Text(f"Acc: share of eval items right (95% CI). Tokens: prompt/answer per request. "
                        f"Total $: over {horizon} days at {volume} requests/day.", style="dim"))
-    for s in _strategies(results):
-        console.print(Text(f"{s.get('name') or DASH}: {_text(s.get('model'))}; "
-                           f"{fmt_pricing(s.get('pricing'), results.get('assumptions'))}", style="dim"))
+    for s in results.strategies:
+        console.print(Text(f"{s.name or DASH}: {_text(s.model)}; {fmt_pricing(s.pricing, results.assumptions)}",
+                           style="dim"))
     body = Text()
-    for x in (rec.get("reasons") or [])[:3]:
+    for x in rec.reasons[:3]:
         body.append(f"• {x}\n")
-    for x in rec.get("cautions") or []:
+    for x in rec.cautions:
         body.append(f"! {x}\n", style="yellow")
-    changes = rec.get("sensitivity_text") or []
+    changes = rec.sensitivity_text
     body.append("\nWhat would change it: ", style="dim")
-    body.append("; ".join(map(str, changes[:2])) if changes else "nothing within the volumes tried")
+    body.append("; ".join(changes[:2]) if changes else "nothing within the volumes tried")
     console.print(Panel(body, title=f"Recommendation: [bold]{_escape_rich(_text(pick))}[/bold]",
                         border_style="green"))
 
@@ -438,7 +411,7 @@ def md_cell(x: Any) -> str:
     return "<br>".join(line for line in lines if line) or DASH
 
 
-def markdown(results: dict, chart_list: list[Chart] | None = None, chart_dir: str = CHART_DIR) -> str:
+def markdown(results: Results, chart_list: list[Chart] | None = None, chart_dir: str = CHART_DIR) -> str:
     env = _env(autoescape=False)
     env.filters["md"] = md_text
     env.filters["cell"] = md_cell
@@ -453,7 +426,7 @@ def data_uri(chart: Chart) -> str:
     return "data:image/png;base64," + base64.b64encode(chart.png).decode("ascii")
 
 
-def html(results: dict, chart_list: list[Chart] | None = None) -> str:
+def html(results: Results, chart_list: list[Chart] | None = None) -> str:
     env = _env(autoescape=True)
     env.filters["data_uri"] = data_uri
     return env.get_template("report.html.j2").render(**context(results, chart_list))
@@ -465,7 +438,7 @@ def _env(autoescape: bool) -> Environment:
                        trim_blocks=True, lstrip_blocks=True)
 
 
-def write_reports(results: dict, out_dir: Path) -> None:
+def write_reports(results: Results, out_dir: Path) -> None:
     """report.md (+ charts/*.png beside it) and a self-contained report.html."""
     out_dir = Path(out_dir)
     chart_list = _charts(results)

@@ -7,9 +7,6 @@ and a recommendation, and is also what `advisor roi` re-runs without any model.
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import os
 import platform
@@ -33,10 +30,10 @@ from advisor.experiments import data_curve, forgetting, freshness
 from advisor.kinds import Family
 from advisor.models import Embedder
 from advisor.recommend import Row, recommend
+from advisor.results import Results, examples_csv, write_results
 from advisor.task import EconomicsSpec, Task
 from strategies import Context, Strategy, registry
 
-RESULTS = "results.json"
 LOCK = ".advisor.lock"
 LOG = "advisor.log"
 log = logging.getLogger("advisor")
@@ -106,7 +103,7 @@ def quiet_libraries() -> None:
 
 
 def run(task: Task, out_dir: Path, seed: int, strategy_names: list[str] | None = None,
-        console: Console | None = None, command: str = "", experiments: Experiments | None = None) -> dict:
+        console: Console | None = None, command: str = "", experiments: Experiments | None = None) -> Results:
     """Run under a lock on the output folder: a second run into the same folder refuses."""
     classes = select_strategies(task, strategy_names)  # a bad name fails before anything is written
     # Endpoints are checked (key variable set, server reachable, model served) before anything is written.
@@ -133,7 +130,7 @@ def run(task: Task, out_dir: Path, seed: int, strategy_names: list[str] | None =
 
 
 def _run(task: Task, out_dir: Path, seed: int, classes: list[type[Strategy]], console: Console, command: str,
-         experiments: Experiments, endpoints: dict[str, Any]) -> dict:
+         experiments: Experiments, endpoints: dict[str, Any]) -> Results:
     quiet_libraries()
     started = datetime.now(timezone.utc)
     t_start = time.perf_counter()
@@ -183,10 +180,9 @@ def _run(task: Task, out_dir: Path, seed: int, classes: list[type[Strategy]], co
     # 4. economics and the verdict, 5. write.
     results = assemble(task, seed, evaluated, ctx, started, time.perf_counter() - t_start, command)
     results["experiments"] = found
-    results = analyze(results, task.spec.economics)
-    write_outputs(results, out_dir)
-    log.info("run finished: recommendation %s", results["recommendation"]["strategy"])
-    return results
+    written = write_outputs(analyze(results, task.spec.economics), out_dir)
+    log.info("run finished: recommendation %s", written.recommendation.strategy)
+    return written
 
 
 def train(task: Task, seed: int, strategy_names: list[str] | None = None) -> dict[str, dict]:
@@ -319,32 +315,18 @@ def analyze(results: dict, spec: EconomicsSpec) -> dict:
     return results
 
 
-def write_outputs(results: dict, out_dir: Path) -> None:
+def reanalyze(results: Results, spec: EconomicsSpec) -> Results:
+    """The economics and verdict of a finished run under other assumptions (`advisor roi`): no model runs."""
+    return Results.model_validate(analyze(results.model_dump(mode="json"), spec))
+
+
+def write_outputs(results: dict | Results, out_dir: Path) -> Results:
+    """Check the run's results against the declared schema, then write results.json, examples.csv and the reports."""
     from advisor.report import write_reports
 
+    checked = results if isinstance(results, Results) else Results.model_validate(results)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / RESULTS, json.dumps(results, indent=1, default=float))
-    atomic_write_text(out_dir / "examples.csv", examples_csv(results))
-    write_reports(results, out_dir)
-
-
-def examples_csv(results: dict) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["id", "strategy", "input", "expected", "tags", "answer", "score", "format_ok", "sources",
-                "prompt_tokens", "completion_tokens"])
-    for ex in results["examples"]:
-        for name, a in ex["answers"].items():
-            w.writerow([ex["id"], name, ex["input"], " | ".join(ex["expected"]), " ".join(ex["tags"]), a["text"],
-                        a["score"], a["format_ok"], " ".join(a["sources"]), a["prompt_tokens"], a["completion_tokens"]])
-    return buf.getvalue()
-
-
-def load_results(out_dir: Path) -> dict:
-    path = out_dir / RESULTS if out_dir.is_dir() else out_dir
-    if not path.exists():
-        raise RunError(f"{path}: no results.json here; run `advisor run TASK --out DIR` first")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise RunError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+    write_results(checked, out_dir)
+    atomic_write_text(out_dir / "examples.csv", examples_csv(checked))
+    write_reports(checked, out_dir)
+    return checked

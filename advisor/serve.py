@@ -154,39 +154,40 @@ def run_strategy(run_dir: Path, strategy: str | None, model_id: str | None, say:
     """Rebuild a finished run's strategy from results.json and the task, reusing its adapter and index."""
     from advisor.backends import load_generators
     from advisor.kinds import Family
-    from advisor.run import RunError, build_context, load_results, quiet_libraries
+    from advisor.results import ResultsError, load_results
+    from advisor.run import build_context, quiet_libraries
     from advisor.task import TaskError, load_task
     from advisor.training import AdapterMissing
     from strategies import registry
 
     try:
         results = load_results(run_dir)
-    except RunError as e:
+    except ResultsError as e:
         raise ServeError(str(e)) from None
-    ran = [s["name"] for s in results.get("strategies", [])]
-    name = strategy or (results.get("recommendation") or {}).get("strategy")
-    if name not in ran:
-        raise ServeError(f"{run_dir}: strategy {name!r} is not in this run (it has: {', '.join(ran)})")
-    row = next(s for s in results["strategies"] if s["name"] == name)
-    root = results["task"]["root"]
+    name = strategy or results.recommendation.strategy
+    row = results.strategy(name)
+    if row is None:
+        ran = ", ".join(s.name for s in results.strategies)
+        raise ServeError(f"{run_dir}: strategy {name!r} is not in this run (it has: {ran})")
+    root = results.task.root
     try:
         task = load_task(root)
     except TaskError as e:
         hint = "" if Path(root).is_absolute() else " (a relative path: run serve from where `advisor run` ran)"
         raise ServeError(f"the run's task folder {root} cannot be loaded{hint}: {e}") from None
-    changed = sorted(p for p, h in results["task"].get("files", {}).items() if task.files.get(p) != h)
+    changed = sorted(p for p, h in results.task.files.items() if task.files.get(p) != h)
     if changed:
         say(f"warning: task files changed since the run: {', '.join(changed[:5])}")
     gname = task.spec.models.for_strategy(name)[0]
-    say(f"loading {name} from {run_dir}: {row.get('model', gname)}"
-        + (f", adapter {row['setup']['adapter']}" if row.get("setup", {}).get("adapter") else "")
-        + (", retrieval index" if Family(row["family"]).retrieves else "") + " ...")
+    say(f"loading {name} from {run_dir}: {row.model}"
+        + (f", adapter {row.setup.adapter}" if row.setup.adapter else "")
+        + (", retrieval index" if Family(row.family).retrieves else "") + " ...")
     quiet_libraries()
     cls = registry()[name]
     loaded = load_generators(task.spec.models, [name], endpoints=True) | load_generators(
         task.spec.models, [name], endpoints=False)
     # Serving never trains: a missing adapter is an error.
-    ctx = build_context(task, results["run"]["seed"], [cls], loaded, Path(run_dir), reuse_only=True)
+    ctx = build_context(task, results.run.seed, [cls], loaded, Path(run_dir), reuse_only=True)
     gen = ctx.generator_for(name)
     strat = cls(ctx)
     try:
@@ -200,7 +201,7 @@ def run_strategy(run_dir: Path, strategy: str | None, model_id: str | None, say:
                          use_cache=False)[0]
         return Generation(a.text, a.prompt_tokens, a.completion_tokens, a.seconds)
 
-    return Served(model_id or name, answer, f"{name} ({strat.description}) on {row.get('model', gen.display_name)}")
+    return Served(model_id or name, answer, f"{name} ({strat.description}) on {row.model}")
 
 
 def serve(served: Served, host: str, port: int, api_key_env: str | None, say: Callable[[str], None]) -> None:

@@ -38,13 +38,12 @@ def main():
             task = load_task(Path("data") / name)
             r = runner.run(task, Path(args.out) / f"{name}-seed{seed}", seed=seed, console=Console(stderr=True, quiet=True),
                             command=f"advisor run data/{name} --seed {seed}")
-            rec = r["recommendation"]["strategy"]
-            by = {s["name"]: s for s in r["strategies"]}
-            accuracies = ", ".join(f"{s['name']} {s['accuracy']['mean']:.0%}" for s in r["strategies"])
+            rec = r.recommendation.strategy
+            accuracies = ", ".join(f"{s.name} {s.accuracy.mean:.0%}" for s in r.strategies)
             table.add_row(name, str(seed), " / ".join(sorted(EXPECTED[name])), rec,
                           "yes" if rec in EXPECTED[name] else "NO",
                           accuracies,
-                          f"${1000 * by[rec]['economics']['cost_per_request']:.4f}", f"{r['run']['seconds']:.0f}")
+                          f"${1000 * r.strategy(rec).economics.cost_per_request:.4f}", f"{r.run.seconds:.0f}")
             console.print(f"{name} seed {seed}: {rec} ({accuracies})")
     console.print(table)
 

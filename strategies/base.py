@@ -36,7 +36,7 @@ class Setup:
     train_seconds: float = 0.0
     index_seconds: float = 0.0
     knowledge_in_weights: bool = False  # a knowledge change then needs a retrain
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # only index, training, adapter: see advisor.results.Setup
 
 
 class ContextTooLong(Exception):

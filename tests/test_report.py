@@ -25,25 +25,31 @@ from rich.console import Console
 
 from advisor import report
 from advisor.charts import charts
+from advisor.results import Results
 
 PLANT = "<script>alert(1)</script>"
 PLANT_ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
 
 
 @pytest.fixture
-def results(finished_run) -> dict:
-    """A fresh copy of the run's results, as the run wrote them."""
-    return copy.deepcopy(finished_run.results)
+def results(finished_run) -> Results:
+    """The run's results, as the run wrote them."""
+    return Results.model_validate(copy.deepcopy(finished_run.results))
 
 
-def render(results: dict, out: Path) -> tuple[str, str]:
+def as_dict(results: Results) -> dict:
+    """An editable copy; tests change it and validate it again (Results is frozen)."""
+    return results.model_dump(mode="json")
+
+
+def render(results: Results, out: Path) -> tuple[str, str]:
     report.write_reports(results, out)
     return (out / "report.html").read_text(), (out / "report.md").read_text()
 
 
-def plant(results: dict) -> dict:
+def plant(results: Results) -> Results:
     """Put a script tag into a document name, a question, model answers and the reasons."""
-    r = copy.deepcopy(results)
+    r = as_dict(results)
     names = [s["name"] for s in r["strategies"]]
     ex = r["examples"][0]
     ex["input"] = f"What is {PLANT} | the price?\nsecond line"
@@ -55,7 +61,7 @@ def plant(results: dict) -> dict:
         a["sources"] = [f"evil{PLANT}.md"]
     r["task"]["description"] = f"a {PLANT} shop"
     r["recommendation"]["reasons"][0] = f"{PLANT} reason"
-    return r
+    return Results.model_validate(r)
 
 
 # ---------------------------------------------------------------- static checks
@@ -79,36 +85,36 @@ def test_html_is_one_self_contained_file(results, tmp_path):
 
 def test_html_has_every_section_verdict_first(results, tmp_path):
     html, _ = render(results, tmp_path)
-    rec = results["recommendation"]
+    rec = results.recommendation
     order = ["verdict", "comparison", "charts", "evidence", "disagreements", "retrieval", "comparisons", "reasons",
              "assumptions"]
     positions = [html.find(f'id="{x}"') for x in order]
     assert all(p > 0 for p in positions), dict(zip(order, positions))
     assert positions == sorted(positions)
     verdict = html[positions[0]:positions[1]]
-    assert rec["strategy"] in verdict
+    assert rec.strategy in verdict
     from markupsafe import escape
 
-    for reason in rec["reasons"][:3]:
+    for reason in rec.reasons[:3]:
         assert str(escape(reason)) in verdict
-    for text in rec["sensitivity_text"]:
+    for text in rec.sensitivity_text:
         assert str(escape(text)) in verdict
     win = re.findall(r'<tr class="win"><td>([^<]+)<', html[positions[1]:positions[2]])
-    assert win == [rec["strategy"]]
-    for s in results["strategies"]:
-        assert f"<td>{s['name']}" in html
+    assert win == [rec.strategy]
+    for s in results.strategies:
+        assert f"<td>{s.name}" in html
     for chart in ("accuracy", "frontier", "cost_vs_volume", "accuracy_by_tag", "training_loss"):
         assert f'id="chart-{chart}"' in html
-    for fact in (results["run"]["command"], results["run"]["models"]["generator"]["fingerprint"],
-                 *results["task"]["files"].values(), results["run"]["versions"]["torch"]):
+    for fact in (results.run.command, results.run.models["generator"].fingerprint,
+                 *results.task.files.values(), results.run.versions["torch"]):
         assert str(escape(fact)) in html, fact
 
 
 def test_markdown_has_the_same_facts_and_chart_files(results, tmp_path):
     _, md = render(results, tmp_path)
-    rec = results["recommendation"]
+    rec = results.recommendation
     assert md.index("## Verdict") < md.index("## Comparison") < md.index("## Charts") < md.index("## Evidence")
-    assert f"## Verdict: **{rec['strategy']}**" in md
+    assert f"## Verdict: **{rec.strategy}**" in md
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert links and all(link.startswith("charts/") for link in links)
     for link in links:
@@ -118,7 +124,7 @@ def test_markdown_has_the_same_facts_and_chart_files(results, tmp_path):
     header, *rows = [line for line in table.splitlines() if line.startswith("| ")]
     pipes = len(re.findall(r"(?<!\\)\|", header))
     assert pipes == len(report.table_rows(results)[0]) + 1
-    assert len(rows) == len(results["strategies"])
+    assert len(rows) == len(results.strategies)
     for row in rows:  # no stray pipe splits a cell
         assert len(re.findall(r"(?<!\\)\|", row)) == pipes, row
     assert sum("★" in row for row in rows) == 1
@@ -145,37 +151,50 @@ def test_planted_script_is_text_in_html_and_markdown(results, tmp_path):
             assert len(re.findall(r"(?<!\\)\|", line)) == 6, line
 
 
-def test_missing_keys_render_as_dashes(results, tmp_path):
-    r = copy.deepcopy(results)
-    for key in ("comparisons", "economics", "assumptions", "experiments"):
-        r.pop(key)
-    r["recommendation"]["sensitivity_text"] = None
+def test_absent_values_render_as_dashes(results, tmp_path):
+    """Whatever the schema lets be absent (None), empty, or not a number (NaN) shows as a dash."""
+    r = as_dict(results)
+    r["comparisons"], r["experiments"] = [], {}
+    r["recommendation"]["sensitivity"], r["recommendation"]["sensitivity_text"] = [], []
     r["run"]["models"]["embedder"] = None
+    nan = float("nan")
     s = r["strategies"][0]
-    s["accuracy"], s["latency"], s["consistency"], s["economics"]["roi"] = None, {}, None, None
-    s["setup"].pop("training", None)
-    html, md = render(r, tmp_path)
-    assert "–" in html and "–" in md
-    assert r["strategies"][0]["name"] in html
-    report.terminal(r, Console(width=100, record=True, file=open(os.devnull, "w")))
+    s["accuracy"] = {"mean": nan, "low": nan, "high": nan, "n": 0}
+    s["latency"].update(p50_seconds=None, p95_seconds=None, n=0)
+    s["consistency"].update(self_agreement=None, paraphrase_agreement=None)
+    s["format_adherence"], s["retrieval"] = None, None
+    s["economics"].update(roi=None, net_value=None, cost_per_request=nan)
+    for other in r["strategies"]:
+        other["setup"].pop("training", None)
+    absent = Results.model_validate(r)
+    html, md = render(absent, tmp_path)
+    name = absent.strategies[0].name
+    cells = re.search(rf"<tr[^>]*><td>{re.escape(name)}.*?</tr>", html).group(0)
+    assert cells.count("<td>–</td>") >= 8, cells  # accuracy, agreements, format, $/1k, p50, p95, ROI
+    assert "nothing within the volumes tried" in html and "nothing within the volumes tried" in md
+    assert 'id="chart-training_loss"' not in html and 'id="experiments"' not in html
+    section = html[html.index('id="comparisons"'):html.index('id="reasons"')]
+    assert "<p>–</p>" in section
+    assert "embedder model" not in md
+    report.terminal(absent, Console(width=100, record=True, file=open(os.devnull, "w")))
 
 
 def test_experiments_render(results, tmp_path):
     """The run's real experiments (freshness, forgetting) get a table and a chart; a data curve too."""
-    assert {"freshness", "forgetting"} <= set(results["experiments"])
-    r = copy.deepcopy(results)
+    assert results.experiments.freshness and results.experiments.forgetting
+    r = as_dict(results)
     # A data curve needs several trainings; its rendering is checked on a hand-made curve of the real shape.
     r["experiments"]["data_curve"] = {"strategy": "lora", "points": [
         {"examples": n, "accuracy": {"mean": a, "low": a - 0.1, "high": a + 0.1, "n": 4}, "train_seconds": 1.0}
         for n, a in ((3, 0.2), (6, 0.4), (12, 0.5))]}
-    html, md = render(r, tmp_path)
+    html, md = render(Results.model_validate(r), tmp_path)
     for slug in ("experiment_freshness", "experiment_forgetting", "experiment_data_curve"):
         assert f'id="chart-{slug}"' in html, slug
         assert (tmp_path / "charts" / f"{slug}.png").exists(), slug
     assert "Freshness" in md and "Forgetting" in md and "How much data" in md
     # a later render without them removes their chart files
     del r["experiments"]["data_curve"]
-    render(r, tmp_path)
+    render(Results.model_validate(r), tmp_path)
     assert not (tmp_path / "charts" / "experiment_data_curve.png").exists()
 
 
@@ -188,10 +207,10 @@ def test_terminal_table_fits(results, width):
     for col in ("Strategy", "Acc (CI)", "Format", "Tokens", "$/1k req", "p50 s", "Total $"):
         assert col in text
     assert all(len(line) <= width for line in text.splitlines())
-    rec = results["recommendation"]["strategy"]
+    rec = results.recommendation.strategy
     assert f"Recommendation: {rec}" in text
-    for s in results["strategies"]:
-        assert re.search(rf"^(★ )?{re.escape(s['name'])}\s", text, flags=re.M), s["name"]
+    for s in results.strategies:
+        assert re.search(rf"^(★ )?{re.escape(s.name)}\s", text, flags=re.M), s.name
 
 
 # ---------------------------------------------------------------- in a browser
@@ -363,7 +382,7 @@ def test_report_opens_in_chromium(results, tmp_path, browser):
     assert not requests, requests
     assert any(m.get("method") == "Network.requestWillBeSent" for m in browser.events)  # recording worked
 
-    rec = results["recommendation"]["strategy"]
+    rec = results.recommendation.strategy
     verdict = evaluate(f"({VISIBLE})('#verdict')")
     assert verdict and verdict["shown"] and verdict["w"] > 300 and verdict["h"] > 50
     assert 0 <= verdict["top"] < 900, "the verdict is on the first screen"
@@ -371,7 +390,7 @@ def test_report_opens_in_chromium(results, tmp_path, browser):
     table = evaluate(f"({VISIBLE})('#comparison-table')")
     assert table and table["shown"] and table["w"] > 300
     rows = evaluate("[...document.querySelectorAll('#comparison-table tbody tr')].map(r => r.cells[0].innerText)")
-    assert [r.replace("recommended", "").strip() for r in rows] == [s["name"] for s in results["strategies"]]
+    assert [r.replace("recommended", "").strip() for r in rows] == [s.name for s in results.strategies]
     assert evaluate("document.querySelector('#comparison-table tr.win td').innerText").startswith(rec)
     images = evaluate("[...document.images].map(i => [i.complete, i.naturalWidth, i.src.slice(0, 22)])")
     assert len(images) >= 5

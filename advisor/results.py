@@ -1,0 +1,501 @@
+"""The declared schema of results.json, and the only code that reads or writes it.
+
+A run's measurements leave the process once, as results.json; the report, the
+charts, `advisor roi` and `advisor serve` read them back. These pydantic models say
+what that file holds, so every reader uses attributes instead of agreeing on dict
+keys by convention, and a file that does not match (another schema version, a
+missing or misspelled field) is refused with the field's path instead of showing
+up later as a blank in a report.
+
+The models are frozen and forbid unknown fields: a change to what the run writes
+must change this module (and SCHEMA_VERSION when old files no longer fit), and
+`advisor/results.schema.json`, the JSON Schema for people who read results.json
+with their own tools, is generated from them (`python -m advisor.results`).
+
+A field typed `X | None` without a default is always written, possibly as null;
+one listed in a model's OMIT_IF_NONE is left out of the file when it is None
+(the run writes such keys only when the thing exists: a GPU, an experiment, an
+adapter).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
+
+from advisor.cache import atomic_write_text
+from advisor.kinds import Family, PricingKind
+from advisor.task import EconomicsSpec, ScoringSpec
+
+SCHEMA_VERSION = 1  # bump when a file of the old shape no longer validates (or means something else)
+RESULTS = "results.json"
+SCHEMA_FILE = Path(__file__).with_name("results.schema.json")
+
+
+class ResultsError(Exception):
+    """results.json is missing, unreadable, or not of the shape this advisor reads."""
+
+
+class Record(BaseModel):
+    """Base of every results model: frozen, unknown fields refused, NaN kept as NaN in JSON."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
+    OMIT_IF_NONE: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _leave_out_absent(self, handler):
+        data = handler(self)
+        for name in self.OMIT_IF_NONE:
+            if name in data and data[name] is None:
+                del data[name]
+        return data
+
+
+# ---------------------------------------------------------------- statistics
+
+
+class Estimate(Record):
+    """A mean with its 95% bootstrap interval over n items (scoring.mean_ci); NaN when n is 0."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+
+class Comparison(Record):
+    """Paired test of two strategies on the same eval items (scoring.paired_compare)."""
+
+    a: str
+    b: str
+    diff: float = Field(description="mean score of a minus mean score of b")
+    low: float
+    high: float
+    p_value: float
+    test: str
+    significant: bool
+
+
+# ---------------------------------------------------------------- one strategy
+
+
+class Pricing(Record):
+    """How a row's requests are priced (advisor.economics.pricing).
+
+    self-hosted: the serving machine's price per hour times measured seconds per request;
+    hosted / model token prices: the generator's own token prices; task token prices: `assumptions`.
+    """
+
+    OMIT_IF_NONE = ("hardware_price_per_hour", "seconds_per_request", "input_price_per_mtok", "output_price_per_mtok")
+    kind: PricingKind
+    hardware_price_per_hour: float | None = None
+    seconds_per_request: float | None = None
+    input_price_per_mtok: float | None = None
+    output_price_per_mtok: float | None = None
+
+    @model_validator(mode="after")
+    def _prices_for_kind(self):
+        need = {PricingKind.SELF_HOSTED: ("hardware_price_per_hour", "seconds_per_request"),
+                PricingKind.HOSTED: ("input_price_per_mtok", "output_price_per_mtok"),
+                PricingKind.MODEL_TOKEN_PRICES: ("input_price_per_mtok", "output_price_per_mtok")}.get(self.kind, ())
+        missing = [f for f in need if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"pricing of kind {self.kind!r} needs {', '.join(missing)}")
+        return self
+
+
+class Consistency(Record):
+    self_agreement: Estimate | None = Field(description="share of sampled answer pairs that agree; null: not probed")
+    paraphrase_agreement: Estimate | None = Field(description="paraphrased inputs answered alike; null: no paraphrases")
+    samples: int
+    temperature: float
+    items: int
+
+
+class Tokens(Record):
+    prompt_mean: float
+    completion_mean: float
+    prompt_max: int
+
+
+class Latency(Record):
+    """Single requests, unbatched and uncached; null percentiles when none were timed."""
+
+    p50_seconds: float | None
+    p95_seconds: float | None
+    n: int
+
+
+class Throughput(Record):
+    generation_seconds: float
+    batch_size: int
+    requests_per_second: float | None
+    completion_tokens_per_second: float | None
+
+
+class Index(Record):
+    """The retrieval index a RAG row searched (strategies/rag.py)."""
+
+    kind: Literal["flat", "hnsw"]
+    chunks: int
+
+
+class Epoch(Record):
+    epoch: int
+    train_loss: float
+    val_loss: float | None
+
+
+class Training(Record):
+    """A LoRA adapter's training metrics (strategies/finetune.py train_lora); `reused`: taken from the cache."""
+
+    train_seconds: float
+    tokens: int
+    tokens_per_second: float
+    answer_tokens_per_epoch: int
+    examples: int
+    val_examples: int
+    epochs_run: int
+    best_epoch: int
+    history: tuple[Epoch, ...]
+    peak_memory_mb: float
+    device: str
+    trainable_parameters: int
+    processes: int
+    tokens_per_process: tuple[int, ...]
+    reused: bool
+
+
+class Setup(Record):
+    """What preparing the strategy cost, and what it made (strategies.base.Setup and its details).
+
+    A strategy's `setup.details` may hold only these keys: index, training, adapter.
+    """
+
+    OMIT_IF_NONE = ("index", "training", "adapter")
+    train_seconds: float
+    index_seconds: float
+    knowledge_in_weights: bool
+    index: Index | None = None
+    training: Training | None = None
+    adapter: str | None = Field(None, description="the LoRA adapter's folder in the cache")
+
+
+class Retrieval(Record):
+    """How often the eval item's source document was among the k retrieved, and its mean reciprocal rank."""
+
+    k: int
+    n: int
+    hit_at_k: float
+    mrr: float
+
+
+class StrategyEconomics(Record):
+    """economics.Economics under `assumptions`, plus where the row pays off against the baseline."""
+
+    name: str
+    cost_per_request: float
+    setup_cost: float
+    maintenance_cost: float
+    ownership_cost: float
+    changes_over_horizon: float
+    fixed_cost: float
+    total_cost: float
+    net_value: float | None = Field(description="null unless value_per_correct or cost_per_error is stated")
+    roi: float | None
+    break_even_requests_per_day: float | None = Field(description="null for the baseline, or when never cheaper")
+    payback_days: float | None
+
+
+class StrategyResult(Record):
+    """One row of the comparison: what was measured for one strategy."""
+
+    name: str
+    description: str
+    family: Family = Field(description="prompting, rag, finetune or finetune+rag (decides which ownership costs apply)")
+    complexity: int
+    model: str
+    generator: str
+    pricing: Pricing
+    accuracy: Estimate
+    by_tag: dict[str, Estimate]
+    format_adherence: Estimate | None = Field(description="null when the task states no answer format")
+    consistency: Consistency
+    tokens: Tokens
+    latency: Latency
+    throughput: Throughput
+    setup: Setup
+    retrieval: Retrieval | None = Field(description="null: the row retrieves nothing, or no eval item names a source")
+    dropped_examples: int
+    economics: StrategyEconomics
+
+
+# ---------------------------------------------------------------- per eval item
+
+
+class AnswerResult(Record):
+    text: str
+    score: float
+    format_ok: bool | None
+    sources: tuple[str, ...]
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class ExampleResult(Record):
+    id: str
+    input: str
+    expected: tuple[str, ...]
+    tags: tuple[str, ...]
+    source: str | None
+    answers: dict[str, AnswerResult] = Field(description="strategy name -> its answer")
+
+
+# ---------------------------------------------------------------- the run
+
+
+class TaskSummary(Record):
+    name: str
+    description: str
+    root: str
+    files: dict[str, str] = Field(description="path in the task folder -> sha256")
+    n_train: int
+    n_eval: int
+    n_documents: int
+    tags: tuple[str, ...]
+    instructions_tokens: int
+
+
+class ModelId(Record):
+    name: str
+    fingerprint: str
+
+
+class Hardware(Record):
+    OMIT_IF_NONE = ("gpu",)
+    machine: str
+    cpu_cores: int | None
+    torch_threads: int
+    gpu: str | None = None
+
+
+class RunInfo(Record):
+    seed: int
+    started: str = Field(description="ISO 8601, UTC")
+    seconds: float
+    command: str
+    models: dict[str, ModelId | None] = Field(
+        description="`generator`, `generator NAME` for named generators, and `embedder` (null when none was used)")
+    versions: dict[str, str]
+    hardware: Hardware
+
+
+class Scoring(ScoringSpec):
+    """The task's scoring section as the run used it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Assumptions(EconomicsSpec):
+    """The economics the costs and the recommendation were computed under (the task's, or `advisor roi`'s)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# ---------------------------------------------------------------- experiments
+
+
+class FreshnessResult(Record):
+    before_update: Estimate
+    after_update: Estimate
+    answers: tuple[str, ...]
+
+
+class Freshness(Record):
+    n: int
+    changed_documents: tuple[str, ...]
+    strategies: dict[str, FreshnessResult]
+
+
+class AdapterProbe(Record):
+    accuracy: Estimate
+    drop: float = Field(description="base model's probe accuracy minus the adapter's")
+
+
+class Forgetting(Record):
+    n: int
+    base: Estimate
+    adapters: dict[str, AdapterProbe]
+
+
+class CurvePoint(Record):
+    examples: int
+    accuracy: Estimate
+    train_seconds: float
+
+
+class DataCurve(Record):
+    strategy: str
+    points: tuple[CurvePoint, ...]
+
+
+class Experiments(Record):
+    """Each experiment is present only when it ran."""
+
+    OMIT_IF_NONE = ("freshness", "forgetting", "data_curve")
+    freshness: Freshness | None = None
+    forgetting: Forgetting | None = None
+    data_curve: DataCurve | None = None
+
+
+# ---------------------------------------------------------------- economics and verdict
+
+
+class CostSweep(Record):
+    requests_per_day: tuple[float, ...]
+    total_cost: dict[str, tuple[float, ...]] = Field(description="strategy -> total cost at each volume")
+
+
+class EconomicsSummary(Record):
+    baseline: str = Field(description="the prompting baseline break-even and payback are measured against")
+    sweep: CostSweep
+
+
+class Flip(Record):
+    """Between these two values of `field` the recommendation changes from one strategy to another."""
+
+    model_config = ConfigDict(validate_by_name=True, serialize_by_alias=True)
+    field: Literal["requests_per_day", "knowledge_changes_per_month"]
+    unit: str
+    between: tuple[float, float]
+    from_: str = Field(alias="from")
+    to: str
+
+
+class Recommendation(Record):
+    strategy: str
+    baseline: str
+    contenders: tuple[str, ...]
+    reasons: tuple[str, ...]
+    cautions: tuple[str, ...]
+    sensitivity: tuple[Flip, ...]
+    sensitivity_text: tuple[str, ...]
+    rule: str
+
+
+def _file_has_version(schema: dict) -> None:
+    """In the file schema_version is required (load_results refuses a file without it); the run may leave it out."""
+    schema["required"] = ["schema_version", *schema.get("required", [])]
+
+
+class Results(Record):
+    """Everything `advisor run` measured and concluded: the content of results.json."""
+
+    model_config = ConfigDict(json_schema_extra=_file_has_version)
+    schema_version: int = Field(SCHEMA_VERSION, json_schema_extra={"const": SCHEMA_VERSION},
+                                description="the shape of this file; a reader refuses a version it does not know")
+    advisor_version: str
+    task: TaskSummary
+    run: RunInfo
+    scoring: Scoring
+    strategies: tuple[StrategyResult, ...]
+    comparisons: tuple[Comparison, ...]
+    examples: tuple[ExampleResult, ...]
+    experiments: Experiments
+    assumptions: Assumptions
+    economics: EconomicsSummary
+    recommendation: Recommendation
+
+    @field_validator("schema_version")
+    @classmethod
+    def _this_version(cls, v: int) -> int:
+        if v != SCHEMA_VERSION:
+            raise ValueError(f"schema version {v}, this advisor reads version {SCHEMA_VERSION}")
+        return v
+
+    def strategy(self, name: str) -> StrategyResult | None:
+        return next((s for s in self.strategies if s.name == name), None)
+
+
+# ---------------------------------------------------------------- reading and writing
+
+
+def to_json(results: Results) -> str:
+    """The text of results.json: indented, floats as Python writes them, NaN as NaN."""
+    return json.dumps(results.model_dump(mode="json"), indent=1)
+
+
+def write_results(results: Results, out_dir: Path) -> Path:
+    """Write out_dir/results.json atomically (a killed write leaves the old file or none)."""
+    path = Path(out_dir) / RESULTS
+    atomic_write_text(path, to_json(results))
+    return path
+
+
+def load_results(path: Path | str) -> Results:
+    """Read a run folder's results.json (or the file itself); every problem is a ResultsError saying what to do."""
+    path = Path(path)
+    file = path / RESULTS if path.is_dir() else path
+    if not file.exists():
+        raise ResultsError(f"{file}: no results.json here; run `advisor run TASK --out DIR` first")
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ResultsError(f"{file}: line {e.lineno}: not valid JSON ({e.msg})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{file}: cannot read: {e}") from None
+    if not isinstance(raw, dict):
+        raise ResultsError(f"{file}: expected a JSON object with the run's results, found {type(raw).__name__}")
+    version = raw.get("schema_version")
+    if version != SCHEMA_VERSION:
+        wrote = raw.get("advisor_version")
+        which = f"advisor {wrote}" if isinstance(wrote, str) else "the advisor version that wrote it"
+        has = "no schema version" if version is None else f"schema version {version!r}"
+        raise ResultsError(f"{file}: results.json has {has}, this advisor reads version {SCHEMA_VERSION}: "
+                           f"re-run `advisor run` or use {which}")
+    try:
+        return Results.model_validate(raw)
+    except ValidationError as e:
+        raise ResultsError(f"{file}: {describe(e)}") from None
+
+
+def describe(e: ValidationError) -> str:
+    """The first problem of a validation error as `field.path: what is wrong`."""
+    errors = e.errors()
+    first = errors[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return f"field {where}: {msg}{more}"
+
+
+def examples_csv(results: Results) -> str:
+    """One line per eval item and strategy, for a spreadsheet."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["id", "strategy", "input", "expected", "tags", "answer", "score", "format_ok", "sources",
+                "prompt_tokens", "completion_tokens"])
+    for ex in results.examples:
+        for name, a in ex.answers.items():
+            w.writerow([ex.id, name, ex.input, " | ".join(ex.expected), " ".join(ex.tags), a.text, a.score,
+                        a.format_ok, " ".join(a.sources), a.prompt_tokens, a.completion_tokens])
+    return buf.getvalue()
+
+
+def json_schema() -> str:
+    """The JSON Schema of results.json, as committed in advisor/results.schema.json."""
+    return json.dumps(Results.model_json_schema(), indent=1) + "\n"
+
+
+def write_json_schema(path: Path = SCHEMA_FILE) -> None:
+    atomic_write_text(path, json_schema())
+
+
+if __name__ == "__main__":  # python -m advisor.results: regenerate the committed schema after changing a model
+    write_json_schema(Path(sys.argv[1]) if len(sys.argv) > 1 else SCHEMA_FILE)
+    print(f"wrote {sys.argv[1] if len(sys.argv) > 1 else SCHEMA_FILE}")
