@@ -313,5 +313,5 @@ def test_serving_never_trains_a_missing_adapter(generator, tmp_path, monkeypatch
 
     monkeypatch.setenv("ADVISOR_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(AdapterMissing, match="not in the cache"):
-        train_lora(generator, [("Hi", "Hi! Bye.")], FinetuneSpec(epochs=1), seed=0, reuse_only=True)
+        train_lora(generator, [("Hi", "Hi! Bye.")], FinetuneSpec(num_train_epochs=1), seed=0, reuse_only=True)
     assert not (tmp_path / "empty-cache" / "adapters").exists() or not any((tmp_path / "empty-cache" / "adapters").iterdir())
