@@ -146,11 +146,13 @@ class RagSpec(_Strict):
 
 
 # Old advisor names -> the peft / transformers names users know; the old ones still load, with a notice.
+# transformers 5 folded warmup_ratio into warmup_steps (a float below 1 is a ratio), so it is renamed too.
 FINETUNE_RENAMED = {"alpha": "lora_alpha", "dropout": "lora_dropout", "epochs": "num_train_epochs",
-                    "batch_size": "per_device_train_batch_size", "grad_accum": "gradient_accumulation_steps"}
+                    "batch_size": "per_device_train_batch_size", "grad_accum": "gradient_accumulation_steps",
+                    "warmup_ratio": "warmup_steps"}
 LORA_CONFIG_NAMES = ("r", "lora_alpha", "lora_dropout", "target_modules")  # peft.LoraConfig
 TRAINING_ARGUMENT_NAMES = ("learning_rate", "num_train_epochs", "per_device_train_batch_size",
-                           "gradient_accumulation_steps", "warmup_ratio", "weight_decay")  # transformers.TrainingArguments
+                           "gradient_accumulation_steps", "warmup_steps", "weight_decay")  # transformers.TrainingArguments
 
 
 class FinetuneSpec(_Strict):
@@ -164,7 +166,8 @@ class FinetuneSpec(_Strict):
     learning_rate: float = Field(1e-3, gt=0, le=1)
     per_device_train_batch_size: int = Field(8, ge=1, le=1024)
     gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of optimizer steps with a linear warm-up")
+    warmup_steps: float = Field(0.1, ge=0, description="linear warm-up: below 1 a share of the optimizer steps, "
+                                                       "else a whole number of steps (as in transformers 5)")
     weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay")
     val_fraction: float = Field(0.1, ge=0, lt=0.9)
     patience: int = Field(1, ge=0)
@@ -175,6 +178,17 @@ class FinetuneSpec(_Strict):
     # lora+rag gets its own adapter trained with retrieved passages in its prompts (as it is used), as a
     # practitioner would deploy it; false reuses the plain adapter (one training run instead of two).
     retrieval_aware: bool = Field(True, description="train a separate lora+rag adapter with retrieved passages in the prompt")
+
+    @field_validator("warmup_steps")
+    @classmethod
+    def _ratio_or_steps(cls, v: float) -> float:
+        if v >= 1 and not float(v).is_integer():
+            raise ValueError("below 1 it is a share of the steps; from 1 up it counts steps, so a whole number")
+        return v
+
+    def warmup(self, total_steps: int) -> int:
+        """Warm-up steps out of `total_steps` (at least 1, so the first step does not divide by zero)."""
+        return max(1, int(total_steps * self.warmup_steps) if self.warmup_steps < 1 else int(self.warmup_steps))
 
     @model_validator(mode="before")
     @classmethod
@@ -417,8 +431,17 @@ def _schema_problems(e: ValidationError, out: _Collector, fix_prefix: tuple = ()
         if msg not in grouped.setdefault(loc, []):
             grouped[loc].append(msg)
     for loc, msgs in grouped.items():
-        fix = "see `advisor init` for every field" if any("unknown field" in m for m in msgs) else ""
+        fix = "see `advisor init` for every field" if any("unknown field" in m for m in msgs) else FIXES.get(loc, "")
         out.field(loc, " or ".join(msgs), fix)
+
+
+# What to do, for the fields whose schema message alone does not say it.
+FIXES = {
+    ("seed",): f"a seed is a whole number from 0 to {SEED_LIMIT - 1} (what NumPy and torch accept)",
+    ("strategies",): "name at least one strategy, or leave `strategies` out to run every registered one",
+    ("train",): "a path in the task folder, or a mapping {path: ..., split: ...} / {hf: ..., split: ..., config: ...}",
+    ("eval",): "a path in the task folder, or a mapping {path: ..., split: ...} / {hf: ..., split: ..., config: ...}",
+}
 
 
 def _unknown_field_message(loc: tuple) -> str:

@@ -188,7 +188,7 @@ def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec,
                                   weight_decay=spec.weight_decay)
     steps_per_epoch = -(-len(train_rows) // spec.per_device_train_batch_size)
     total = max(1, steps_per_epoch * spec.num_train_epochs // spec.gradient_accumulation_steps)
-    warmup = max(1, int(total * spec.warmup_ratio))
+    warmup = spec.warmup(total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, 1 - s / total))
     loss_fn, optimizer, scheduler = accelerator.prepare(loss_fn, optimizer, scheduler)

@@ -155,9 +155,13 @@ def test_finetune_names_are_the_installed_libraries_names():
     assert set(LORA_CONFIG_NAMES) <= lora and set(TRAINING_ARGUMENT_NAMES) <= training
     assert set(LORA_CONFIG_NAMES + TRAINING_ARGUMENT_NAMES) <= set(FinetuneSpec.model_fields)
     assert set(FINETUNE_RENAMED.values()) <= set(LORA_CONFIG_NAMES + TRAINING_ARGUMENT_NAMES)
-    old = FinetuneSpec.model_validate({"alpha": 8, "epochs": 3, "batch_size": 2, "grad_accum": 2, "dropout": 0.1})
+    old = FinetuneSpec.model_validate({"alpha": 8, "epochs": 3, "batch_size": 2, "grad_accum": 2, "dropout": 0.1,
+                                       "warmup_ratio": 0.2})
     assert old == FinetuneSpec(lora_alpha=8, num_train_epochs=3, per_device_train_batch_size=2,
-                               gradient_accumulation_steps=2, lora_dropout=0.1)
+                               gradient_accumulation_steps=2, lora_dropout=0.1, warmup_steps=0.2)
+    assert [FinetuneSpec(warmup_steps=w).warmup(50) for w in (0.0, 0.1, 0.5, 7)] == [1, 5, 25, 7]
+    with pytest.raises(ValueError, match="whole number"):
+        FinetuneSpec(warmup_steps=2.5)
 
 
 def test_a_library_setting_advisor_does_not_use_is_named_as_such(tmp_path):
@@ -170,7 +174,7 @@ def test_a_library_setting_advisor_does_not_use_is_named_as_such(tmp_path):
     assert "finetune.colour: unknown field (check the spelling)" in text
 
 
-def test_warmup_ratio_and_weight_decay_take_effect(generator, tmp_path, monkeypatch):
+def test_warmup_and_weight_decay_take_effect(generator, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
     from strategies.finetune import train_lora
@@ -180,7 +184,7 @@ def test_warmup_ratio_and_weight_decay_take_effect(generator, tmp_path, monkeypa
     base = dict(r=2, lora_alpha=4, num_train_epochs=1, per_device_train_batch_size=2, val_fraction=0.0,
                 lora_dropout=0.0, learning_rate=0.01, target_modules=["q_proj"])
     weights = {}
-    for name, extra in {"base": {}, "decay": {"weight_decay": 0.5}, "warmup": {"warmup_ratio": 0.9}}.items():
+    for name, extra in {"base": {}, "decay": {"weight_decay": 0.5}, "warmup": {"warmup_steps": 0.9}}.items():
         folder, _ = train_lora(generator, pairs, FinetuneSpec(**base, **extra), seed=0)
         weights[name] = load_file(str(folder / "adapter_model.safetensors"))
     for name in ("decay", "warmup"):
