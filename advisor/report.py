@@ -102,6 +102,18 @@ def _strategies(results: dict) -> list[dict]:
     return [s for s in (results.get("strategies") or []) if isinstance(s, dict)]
 
 
+def _cite(results: dict, sources: Any) -> str:
+    """Retrieved document ids as citations: the title, date and URL a document carries, else its id."""
+    meta = _dict(_dict(results.get("task")).get("document_meta"))
+    out = []
+    for source in sources or []:
+        m = _dict(meta.get(str(source)))
+        extra = ", ".join(str(m[k]) for k in ("updated", "url") if m.get(k))
+        name = f"{m['title']} ({source})" if m.get("title") else str(source)
+        out.append(f"{name} [{extra}]" if extra else name)
+    return "; ".join(out) or DASH
+
+
 def _examples(results: dict) -> list[dict]:
     return [ex for ex in (results.get("examples") or []) if isinstance(ex, dict)]
 
@@ -185,7 +197,7 @@ def disagreements(results: dict) -> tuple[list[dict], int]:
             fmt_ok = a.get("format_ok")
             rows.append({"strategy": str(name), "text": _text(a.get("text")), "verdict": label, "css": css,
                          "format": DASH if fmt_ok is None else ("yes" if fmt_ok else "no"),
-                         "sources": ", ".join(map(str, a.get("sources") or [])) or DASH})
+                         "sources": _cite(results, a.get("sources"))})
         items.append({"id": _text(ex.get("id")), "input": _text(ex.get("input")),
                       "expected": _text(ex.get("expected")), "tags": ", ".join(map(str, ex.get("tags") or [])) or DASH,
                       "answers": rows})
@@ -228,7 +240,7 @@ def retrieval(results: dict) -> dict:
         want = ex.get("source")
         samples.append({"id": _text(ex.get("id")), "input": _text(ex.get("input")),
                         "expected": DASH if not want else str(want),
-                        "retrieved": [{"strategy": n, "sources": ", ".join(got[n]) or DASH,
+                        "retrieved": [{"strategy": n, "sources": _cite(results, got[n]),
                                        "hit": DASH if not want else ("yes" if want in got[n] else "no")}
                                       for n in names]})
     return {"rows": rows, "samples": samples}

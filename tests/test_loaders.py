@@ -216,3 +216,17 @@ def test_byte_order_mark_is_handled_the_same_in_every_text_file(tmp_path):
     t = load_task(root)
     assert t.name == "tiny" and t.train[0].input == TRAIN[0][0] and t.documents
     assert load_task(_set(root, train="more.csv", columns={"input": "input", "output": "output"})).train[0].input == TRAIN[0][0]
+
+
+def test_report_cites_documents_by_their_metadata():
+    from advisor import report
+
+    results = {"task": {"document_meta": {"kettle.md": {"title": "Zephyr <Kettle>", "updated": "2026-11-02",
+                                                        "url": "https://shop.example/kettle"}}},
+               "strategies": [{"name": "rag", "retrieval": {"k": 2, "n": 1, "hit_at_k": 1.0, "mrr": 1.0}}],
+               "examples": [{"id": "k1", "input": "Kettle price?", "source": "kettle.md",
+                             "answers": {"rag": {"text": "$73", "score": 1.0, "sources": ["kettle.md", "returns.md"]}}}]}
+    (sample,) = report.retrieval(results)["samples"]
+    cited = sample["retrieved"][0]["sources"]
+    assert cited == "Zephyr <Kettle> (kettle.md) [2026-11-02, https://shop.example/kettle]; returns.md"
+    assert sample["retrieved"][0]["hit"] == "yes"
