@@ -371,8 +371,9 @@ class _Yaml(yaml.SafeLoader):
 
 
 def _parse_yaml(text: str, file: Path) -> tuple[object, _Yaml]:
-    loader = _Yaml(text)
+    loader = None
     try:
+        loader = _Yaml(text)  # the reader checks for unprintable characters here already
         node = loader.get_single_node()
         if node is not None:
             loader.walk(node)
@@ -381,9 +382,10 @@ def _parse_yaml(text: str, file: Path) -> tuple[object, _Yaml]:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise TaskError.one(file, where, f"invalid YAML: {getattr(e, 'problem', None) or e}",
-                            "check indentation and quoting at that line") from None
+                            "check indentation and quoting at that line" if mark else "") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, loader
 
 

@@ -180,11 +180,11 @@ def test_warmup_and_weight_decay_take_effect(generator, tmp_path, monkeypatch):
     from strategies.finetune import train_lora
 
     monkeypatch.setenv("ADVISOR_CACHE", str(tmp_path / "cache"))
-    pairs = [("What does the kettle cost?", "Hi! $73. Bye."), ("Toaster slots?", "Hi! 4 slots. Bye.")] * 2
+    pairs = [("What does the kettle cost?", "Hi! $73. Bye."), ("Toaster slots?", "Hi! 4 slots. Bye.")] * 2  # 2 steps
     base = dict(r=2, lora_alpha=4, num_train_epochs=1, per_device_train_batch_size=2, val_fraction=0.0,
                 lora_dropout=0.0, learning_rate=0.01, target_modules=["q_proj"])
     weights = {}
-    for name, extra in {"base": {}, "decay": {"weight_decay": 0.5}, "warmup": {"warmup_steps": 0.9}}.items():
+    for name, extra in {"base": {}, "decay": {"weight_decay": 0.5}, "warmup": {"warmup_steps": 2}}.items():
         folder, _ = train_lora(generator, pairs, FinetuneSpec(**base, **extra), seed=0)
         weights[name] = load_file(str(folder / "adapter_model.safetensors"))
     for name in ("decay", "warmup"):
