@@ -27,7 +27,7 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _load(task: Path, strict: bool = False):
+def _load(task: Path, strict: bool = False, embeddings: bool = False):
     """The validated task, or every problem in it printed at once (exit 2); also says what leaks."""
     from advisor import leakage
     from strategies import registry  # the top layer hands the task loader the names it may accept
@@ -46,10 +46,22 @@ def _load(task: Path, strict: bool = False):
     for note in t.notices:
         err.print(f"note: {note}", highlight=False, markup=False)
     overlaps = leakage.check_task(t)
+    how = f"normalised word 3-gram overlap >= {leakage.THRESHOLD}"
+    if embeddings:
+        from advisor.models import Embedder, ModelError
+
+        try:
+            embedder = Embedder(t.spec.models.embedder)
+        except ModelError as e:
+            _fail(str(e))
+        seen = {(o.eval_id, o.train_id) for o in overlaps}
+        overlaps += [o for o in leakage.find_similar(t.train, t.eval + t.eval_updated, embedder)
+                     if (o.eval_id, o.train_id) not in seen]
+        how += f", or embedding cosine >= {leakage.EMBEDDING_THRESHOLD}"
     if overlaps:
         say = "error" if strict else "warning"
-        err.print(f"{say}: {len(overlaps)} eval item(s) repeat train items (normalised word 3-gram overlap "
-                  f">= {leakage.THRESHOLD}); a model trained on them has seen the answers:", highlight=False, markup=False)
+        err.print(f"{say}: {len(overlaps)} eval item(s) repeat train items ({how}); "
+                  "a model trained on them has seen the answers:", highlight=False, markup=False)
         for o in overlaps[:20]:
             err.print(f"  - {o}", highlight=False, markup=False)
         if len(overlaps) > 20:
@@ -118,7 +130,8 @@ def _init_from(folder: Path, data: Path, yes: bool) -> None:
         shutil.copyfile(data, target)
     columns = ", ".join(f"{k}: {json.dumps(v)}" for k, v in mapping.items())
     (folder / "task.yaml").write_text(INIT_FROM_TEMPLATE.format(
-        name=json.dumps(folder.name or "my-task"), data=json.dumps(data.name), columns=columns), encoding="utf-8")
+        name=json.dumps(folder.name or "my-task"), data=json.dumps(data.name), columns=columns,
+        instructions=INIT_CHAT_INSTRUCTIONS if "messages" in mapping else INIT_INSTRUCTIONS), encoding="utf-8")
     try:
         t = load_task(folder)
     except TaskError as e:
@@ -127,12 +140,14 @@ def _init_from(folder: Path, data: Path, yes: bool) -> None:
               f"(instructions, scoring, economics), then: advisor validate {folder}", highlight=False)
 
 
+INIT_INSTRUCTIONS = """instructions: |
+  Describe what the assistant does and how it answers (the prompting strategies send this on every request)."""
+INIT_CHAT_INSTRUCTIONS = """# instructions: left out, so the chat rows' system message is used (set it to override)"""
 INIT_FROM_TEMPLATE = """\
 # A task around existing data (advisor init --from). Check it with: advisor validate FOLDER
 # Every field is described in the commented example that `advisor init NEW_FOLDER` writes.
 name: {name}
-instructions: |
-  Describe what the assistant does and how it answers (the prompting strategies send this on every request).
+{instructions}
 
 train: {data}        # one file: eval_fraction of it is held out as eval (seeded by `seed`, stratified by tag)
 eval_fraction: 0.2
@@ -148,9 +163,13 @@ seed: 0
 
 
 @app.command()
-def validate(task: Path = typer.Argument(..., help="task folder or task.yaml"), strict: bool = STRICT):
+def validate(
+    task: Path = typer.Argument(..., help="task folder or task.yaml"),
+    strict: bool = STRICT,
+    embeddings: bool = typer.Option(False, help="also find eval items that reword train items (loads the embedder)"),
+):
     """Check a task file and everything it names; every problem is reported at once."""
-    t = _load(task, strict)
+    t = _load(task, strict, embeddings)
     out.print(f"[green]ok[/green] {t.name}: {len(t.train)} train, {len(t.eval)} eval, {len(t.documents)} documents, "
               f"instructions {len(t.instructions.split())} words")
 

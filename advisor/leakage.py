@@ -24,9 +24,10 @@ class Overlap:
     similarity: float
     eval_input: str
     train_input: str
+    method: str = "3-gram"  # or "embedding" (cosine)
 
     def __str__(self) -> str:
-        kind = "duplicates" if self.similarity >= 1.0 else f"nearly duplicates ({self.similarity:.2f})"
+        kind = "duplicates" if self.similarity >= 1.0 else f"nearly duplicates ({self.method} {self.similarity:.2f})"
         return f"eval {self.eval_id!r} {kind} train {self.train_id!r}: {self.eval_input!r} ~ {self.train_input!r}"
 
 
@@ -68,3 +69,26 @@ def find_overlaps(train: list[Example], evaluated: list[Example], threshold: flo
 def check_task(task: Task, threshold: float = THRESHOLD) -> list[Overlap]:
     """Overlaps of the task's eval and eval_updated items with its train items."""
     return find_overlaps(task.train, task.eval + task.eval_updated, threshold)
+
+
+EMBEDDING_THRESHOLD = 0.95  # cosine; MiniLM puts reworded questions with the same meaning above this
+
+
+def find_similar(train: list[Example], evaluated: list[Example], embedder,
+                 threshold: float = EMBEDDING_THRESHOLD) -> list[Overlap]:
+    """Pairs whose questions mean the same in other words: cosine similarity of the task's embedder.
+
+    Slower than the n-gram check and needs the model, so `advisor validate --embeddings` asks for it.
+    Eval rows are compared in blocks, so memory stays at block x train, whatever the sizes.
+    """
+    import numpy as np
+
+    train_vecs = embedder.encode([ex.input for ex in train])
+    found = []
+    for start in range(0, len(evaluated), 1024):
+        block = evaluated[start : start + 1024]
+        sims = embedder.encode([ex.input for ex in block]) @ train_vecs.T
+        for i, j in zip(*np.nonzero(sims >= threshold)):
+            found.append(Overlap(block[i].id, train[j].id, round(float(sims[i, j]), 3), block[i].input, train[j].input,
+                                 "embedding"))
+    return sorted(found, key=lambda o: (-o.similarity, o.eval_id, o.train_id))

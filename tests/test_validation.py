@@ -224,14 +224,25 @@ def test_strict_refuses_a_leaking_task_and_names_the_pair(tmp_path):
     assert strict.exit_code == 2 and "--strict refuses" in strict.output and not (tmp_path / "out").exists()
 
 
-EXPLAINED = {"json_orders": set(), "quick_facts": set(), "support": set()}  # pairs data/README.md explains
+# Pairs data/README.md explains (n-gram check, embedding check); anything else found fails the test.
+EXPLAINED = {"json_orders": (set(), set()), "quick_facts": (set(), {("q04", "train-75")}), "support": (set(), set())}
 
 
 @pytest.mark.parametrize("name", sorted(EXPLAINED))
-def test_sample_tasks_do_not_leak(name):
+def test_sample_tasks_do_not_leak(name, embedder):
     task = load_task(f"data/{name}")
-    found = {(o.eval_id, o.train_id) for o in leakage.check_task(task)}
-    assert found <= EXPLAINED[name], [str(o) for o in leakage.check_task(task)]
+    ngram = leakage.check_task(task)
+    assert {(o.eval_id, o.train_id) for o in ngram} == EXPLAINED[name][0], [str(o) for o in ngram]
+    similar = leakage.find_similar(task.train, task.eval + task.eval_updated, embedder)
+    assert {(o.eval_id, o.train_id) for o in similar} == EXPLAINED[name][1], [str(o) for o in similar]
+
+
+def test_embedding_check_finds_rewordings_the_ngram_check_misses(embedder):
+    train = [_ex("t1", "How much does the Zephyr Kettle cost?"), _ex("t2", "Which cities do you deliver to?")]
+    evaluated = [_ex("e1", "What is the price of the Zephyr Kettle?"), _ex("e2", "Can I pay by card?")]
+    assert leakage.find_overlaps(train, evaluated) == []
+    found = leakage.find_similar(train, evaluated, embedder)  # cosine 0.97 with MiniLM
+    assert [(o.eval_id, o.train_id, o.method) for o in found] == [("e1", "t1", "embedding")]
 
 
 # ---------------------------------------------------------------- init --from
@@ -251,6 +262,15 @@ def test_init_from_csv_guesses_the_mapping_and_makes_a_valid_task(tmp_path):
     t = load_task(folder)
     assert len(t.train) == 16 and len(t.eval) == 4 and t.split["stratified_by"] == "first tag"
     assert t.train[0].input.startswith("How do I do thing")
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("".join(json.dumps({"messages": [
+        {"role": "system", "content": "Answer with the number only."}, {"role": "user", "content": f"What is {i} plus {i}?"},
+        {"role": "assistant", "content": str(2 * i)}]}) + "\n" for i in range(10)))
+    r = subprocess.run([sys.executable, "-m", "advisor.cli", "init", str(tmp_path / "chat-task"), "--from", str(chat),
+                        "--yes"], capture_output=True, text=True)
+    assert r.returncode == 0 and "messages     <- messages" in r.stdout, r.stderr
+    t = load_task(tmp_path / "chat-task")
+    assert t.instructions == "Answer with the number only." and len(t.eval) == 2 and t.train[0].output.isdigit()
     refused = subprocess.run([sys.executable, "-m", "advisor.cli", "init", str(tmp_path / "no"), "--from", str(data)],
                              input="n\n", capture_output=True, text=True)
     assert refused.returncode == 2 and not (tmp_path / "no").exists()
