@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from advisor.task import SEED_LIMIT, TaskError, load_task
 
@@ -23,7 +24,8 @@ out = Console()
 
 
 def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    # Messages quote task data (field names like documents[0], file text): never read as rich markup.
+    err.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False)
     raise typer.Exit(2)
 
 

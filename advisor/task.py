@@ -9,6 +9,7 @@ Nothing here executes task content (safe YAML only, duplicate keys refused).
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from collections import Counter
@@ -407,13 +408,15 @@ class _Collector:
         self.items.append(Problem(str(self.file), self.where(path), message, fix))
 
     def add(self, problem: Problem) -> None:
+        """Record a problem; one in task.yaml named by field only gets the field's line."""
+        if problem.file == str(self.file) and problem.where.startswith("field "):
+            path = tuple(int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", problem.where[6:]))
+            problem = dataclasses.replace(problem, where=self.where(path))
         self.items.append(problem)
 
     def extend(self, e: TaskError | loaders.LoadError) -> None:
-        if isinstance(e, TaskError):
-            self.items.extend(e.problems)
-        else:
-            self.items.append(Problem(e.path, e.where, e.message, e.fix))
+        for p in e.problems if isinstance(e, TaskError) else [Problem(e.path, e.where, e.message, e.fix)]:
+            self.add(p)
 
 
 # pydantic puts the union member it tried into the location (train.str, train.DataSource.path); users never see those.
