@@ -1,6 +1,7 @@
 """Command line: init, validate, run, train, report, roi, serve."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -12,8 +13,9 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from advisor.task import TaskError, load_task
+from advisor.task import SEED_LIMIT, TaskError, load_task
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Measure prompting vs RAG vs LoRA fine-tuning on your task, and get a recommendation.")
@@ -22,24 +24,71 @@ out = Console()
 
 
 def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    # Messages quote task data (field names like documents[0], file text): never read as rich markup.
+    err.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False)
     raise typer.Exit(2)
 
 
-def _load(task: Path):
-    from strategies import families  # the registry imports every strategy (torch, faiss): only when needed
+def _load(task: Path, strict: bool = False, embeddings: bool = False):
+    """The validated task, or every problem in it printed at once (exit 2); also says what leaks."""
+    from advisor import leakage
+    from strategies import families  # the top layer hands the task loader the names it may accept
 
     try:
-        return load_task(task, families())
+        t = load_task(task, strategies=families())
     except TaskError as e:
-        _fail(str(e))
+        if len(e.problems) == 1:
+            _fail(str(e.problems[0]))
+        err.print(f"[bold red]error:[/bold red] {len(e.problems)} problems in {task}; fix them all, then run again:",
+                  highlight=False)
+        for p in e.problems:
+            err.print(f"  - {p}", highlight=False, markup=False)
+        raise typer.Exit(2)
+    for note in t.notices:
+        err.print(f"note: {note}", highlight=False, markup=False)
+    overlaps = leakage.check_task(t)
+    how = f"normalised word 3-gram overlap >= {leakage.THRESHOLD}"
+    if embeddings:
+        from advisor.models import Embedder, ModelError
+
+        try:
+            embedder = Embedder(t.spec.models.embedder)
+        except ModelError as e:
+            _fail(str(e))
+        seen = {(o.eval_id, o.train_id) for o in overlaps}
+        overlaps += [o for o in leakage.find_similar(t.train, t.eval + t.eval_updated, embedder)
+                     if (o.eval_id, o.train_id) not in seen]
+        how += f", or embedding cosine >= {leakage.EMBEDDING_THRESHOLD}"
+    if overlaps:
+        say = "error" if strict else "warning"
+        err.print(f"{say}: {len(overlaps)} eval item(s) repeat train items ({how}); "
+                  "a model trained on them has seen the answers:", highlight=False, markup=False)
+        for o in overlaps[:20]:
+            err.print(f"  - {o}", highlight=False, markup=False)
+        if len(overlaps) > 20:
+            err.print(f"  ... and {len(overlaps) - 20} more", highlight=False)
+        if strict:
+            _fail("--strict refuses a task whose eval leaks into train; remove or rewrite those eval items")
+    return t
+
+
+STRICT = typer.Option(False, "--strict", help="refuse (exit 2) when eval items duplicate train items")
+SEED = typer.Option(None, min=0, max=SEED_LIMIT - 1, help="overrides the task's seed")
 
 
 @app.command()
-def init(folder: Path = typer.Argument(..., help="new task folder to create")):
-    """Scaffold a commented, valid example task."""
+def init(
+    folder: Path = typer.Argument(..., help="new task folder to create"),
+    from_file: Optional[Path] = typer.Option(None, "--from", help="build the task around this CSV, TSV, Parquet, "
+                                             "JSONL file or save_to_disk folder (it is copied in)"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="accept the guessed column mapping without asking"),
+):
+    """Scaffold a commented, valid example task (or one around your existing data with --from)."""
     if folder.exists() and any(folder.iterdir()):
         _fail(f"{folder} exists and is not empty; choose a new folder")
+    if from_file is not None:
+        _init_from(folder, from_file, yes)
+        return
     src = resources.files("advisor") / "scaffold"
     folder.mkdir(parents=True, exist_ok=True)
     for item in src.iterdir():
@@ -48,10 +97,80 @@ def init(folder: Path = typer.Argument(..., help="new task folder to create")):
     out.print(f"created {folder}/ — edit task.yaml, then: advisor validate {folder}")
 
 
+def _init_from(folder: Path, data: Path, yes: bool) -> None:
+    """Guess the column mapping of existing data, show it, and write a task that splits the data itself."""
+    from advisor import loaders
+
+    if not data.exists():
+        _fail(f"{data} does not exist")
+    try:
+        rows = loaders.read_rows(data.resolve())
+    except loaders.LoadError as e:
+        _fail(str(e) + (f" ({e.fix})" if e.fix else ""))
+    if not rows:
+        _fail(f"{data} has no rows")
+    names = list(loaders.iter_columns(rows))
+    mapping = loaders.guess_columns(names)
+    if not ("messages" in mapping or {"input", "output"} <= set(mapping)):
+        _fail(f"cannot tell which columns hold the question and the answer in {data} (columns: {', '.join(names)}); "
+              "run `advisor init` and write `columns: {input: ..., output: ...}` in task.yaml")
+    out.print(f"{data}: {len(rows)} rows, columns {', '.join(names)}", highlight=False)
+    out.print("guessed mapping (task field <- your column):", highlight=False)
+    for field_name, column in mapping.items():
+        out.print(f"  {field_name:<12} <- {column}", highlight=False)
+    ignored = [n for n in names if n not in mapping.values()]
+    if ignored:
+        out.print(f"  (ignored: {', '.join(ignored)})", highlight=False)
+    if not yes and not typer.confirm("Use this mapping?", default=True):
+        _fail("nothing written; run again, or `advisor init` and write `columns:` in task.yaml by hand")
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / data.name
+    if data.is_dir():
+        shutil.copytree(data, target)
+    else:
+        shutil.copyfile(data, target)
+    columns = ", ".join(f"{k}: {json.dumps(v)}" for k, v in mapping.items())
+    (folder / "task.yaml").write_text(INIT_FROM_TEMPLATE.format(
+        name=json.dumps(folder.name or "my-task"), data=json.dumps(data.name), columns=columns,
+        instructions=INIT_CHAT_INSTRUCTIONS if "messages" in mapping else INIT_INSTRUCTIONS), encoding="utf-8")
+    try:
+        t = load_task(folder)
+    except TaskError as e:
+        _fail(f"wrote {folder}/task.yaml, but it does not validate yet; edit it:\n" + str(e))
+    out.print(f"created {folder}/ ({len(t.train)} train, {len(t.eval)} eval after the split) — edit task.yaml "
+              f"(instructions, scoring, economics), then: advisor validate {folder}", highlight=False)
+
+
+INIT_INSTRUCTIONS = """instructions: |
+  Describe what the assistant does and how it answers (the prompting strategies send this on every request)."""
+INIT_CHAT_INSTRUCTIONS = """# instructions: left out, so the chat rows' system message is used (set it to override)"""
+INIT_FROM_TEMPLATE = """\
+# A task around existing data (advisor init --from). Check it with: advisor validate FOLDER
+# Every field is described in the commented example that `advisor init NEW_FOLDER` writes.
+name: {name}
+{instructions}
+
+train: {data}        # one file: eval_fraction of it is held out as eval (seeded by `seed`, stratified by tag)
+eval_fraction: 0.2
+columns: {{{columns}}}   # task field: your column (other columns are ignored)
+
+scoring:
+  method: contains     # exact | contains | f1 | choice | regex | format
+economics:
+  requests_per_day: 1000
+  knowledge_changes_per_month: 0
+seed: 0
+"""
+
+
 @app.command()
-def validate(task: Path = typer.Argument(..., help="task folder or task.yaml")):
-    """Check a task file and everything it names."""
-    t = _load(task)
+def validate(
+    task: Path = typer.Argument(..., help="task folder or task.yaml"),
+    strict: bool = STRICT,
+    embeddings: bool = typer.Option(False, help="also find eval items that reword train items (loads the embedder)"),
+):
+    """Check a task file and everything it names; every problem is reported at once."""
+    t = _load(task, strict, embeddings)
     out.print(f"[green]ok[/green] {t.name}: {len(t.train)} train, {len(t.eval)} eval, {len(t.documents)} documents, "
               f"instructions {len(t.instructions.split())} words")
 
@@ -61,7 +180,8 @@ def run(
     task: Path = typer.Argument(..., help="task folder or task.yaml"),
     out_dir: Path = typer.Option(Path("runs/latest"), "--out", help="where results and reports go"),
     strategies: Optional[list[str]] = typer.Option(None, "--strategy", "-s", help="run only these (repeatable)"),
-    seed: Optional[int] = typer.Option(None, help="overrides the task's seed"),
+    seed: Optional[int] = SEED,
+    strict: bool = STRICT,
     freshness: bool = typer.Option(True, help="re-answer after the task's updated_documents replace the originals"),
     forgetting: bool = typer.Option(True, help="general-ability probe with and without each adapter"),
     data_curve: Optional[str] = typer.Option(None, help="fine-tune on growing train sizes, e.g. 25,50,100 (all is added)"),
@@ -75,7 +195,7 @@ def run(
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         _fail("advisor run is one process; under accelerate launch or torchrun use `advisor train` "
               "(it trains the adapters on every process), then `advisor run` once to evaluate")
-    t = _load(task)
+    t = _load(task, strict)
     try:
         sizes = [int(x) for x in data_curve.split(",")] if data_curve else []
     except ValueError:
@@ -95,7 +215,7 @@ def run(
 def train(
     task: Path = typer.Argument(..., help="task folder or task.yaml"),
     strategies: Optional[list[str]] = typer.Option(None, "--strategy", "-s", help="train only these rows (repeatable)"),
-    seed: Optional[int] = typer.Option(None, help="overrides the task's seed"),
+    seed: Optional[int] = SEED,
 ):
     """Train the fine-tuning rows' adapters into the cache, on one process or several.
 
@@ -149,6 +269,8 @@ def roi(
     write: bool = typer.Option(False, "--write", help="save the new economics into the run folder"),
 ):
     """Recompute economics and the recommendation under other assumptions, without running models."""
+    from pydantic import ValidationError
+
     from advisor import report
     from advisor import run as runner
     from advisor.results import ResultsError, load_results
@@ -163,7 +285,10 @@ def roi(
         knowledge_changes_per_month=knowledge_changes_per_month, input_price_per_mtok=input_price_per_mtok,
         output_price_per_mtok=output_price_per_mtok, hardware_price_per_hour=hardware_price_per_hour,
     ).items() if v is not None}
-    spec = EconomicsSpec.model_validate(results.assumptions.model_dump() | changes)
+    try:
+        spec = EconomicsSpec.model_validate(results.assumptions.model_dump() | changes)
+    except ValidationError as e:  # e.g. --requests-per-day inf
+        _fail("; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()))
     results = runner.reanalyze(results, spec)
     if write:
         runner.write_outputs(results, run_dir)

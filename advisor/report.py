@@ -91,6 +91,17 @@ def _roi(x: Any) -> str:
 # ---------------------------------------------------------------- content
 
 
+def _cite(results: Results, sources: tuple[str, ...] | list[str]) -> str:
+    """Retrieved document ids as citations: the title, date and URL a document carries, else its id."""
+    out = []
+    for source in sources:
+        m = results.task.document_meta.get(source)
+        extra = ", ".join(v for v in ((m.updated, m.url) if m else ()) if v)
+        name = f"{m.title} ({source})" if m and m.title else source
+        out.append(f"{name} [{extra}]" if extra else name)
+    return "; ".join(out) or DASH
+
+
 def fmt_pricing(p: Pricing, a: Assumptions) -> str:
     """The price assumption behind a row's cost per request (harness.pricing), in words."""
 
@@ -165,7 +176,7 @@ def disagreements(results: Results) -> tuple[list[dict], int]:
             label, css = _correct_label(a.score)
             rows.append({"strategy": name, "text": _text(a.text), "verdict": label, "css": css,
                          "format": DASH if a.format_ok is None else ("yes" if a.format_ok else "no"),
-                         "sources": ", ".join(a.sources) or DASH})
+                         "sources": _cite(results, a.sources)})
         items.append({"id": _text(ex.id), "input": _text(ex.input), "expected": _text(ex.expected),
                       "tags": ", ".join(ex.tags) or DASH, "answers": rows})
     return _round_robin(items, MAX_DISAGREEMENTS), len(items)
@@ -206,7 +217,7 @@ def retrieval(results: Results) -> dict:
         want = ex.source
         samples.append({"id": _text(ex.id), "input": _text(ex.input),
                         "expected": DASH if not want else want,
-                        "retrieved": [{"strategy": n, "sources": ", ".join(got[n]) or DASH,
+                        "retrieved": [{"strategy": n, "sources": _cite(results, got[n]),
                                        "hit": DASH if not want else ("yes" if want in got[n] else "no")}
                                       for n in names]})
     return {"rows": rows, "samples": samples}

@@ -259,6 +259,28 @@ class ExampleResult(Record):
 # ---------------------------------------------------------------- the run
 
 
+class DocumentMeta(Record):
+    """What a document says about itself, for citations (front matter, <title>, PDF info, a JSONL row)."""
+
+    OMIT_IF_NONE = ("title", "url", "updated")
+    title: str | None = None
+    url: str | None = None
+    updated: str | None = None
+
+
+class Split(Record):
+    """How one data file was split into train and eval (when the task names no eval file)."""
+
+    model_config = ConfigDict(validate_by_name=True, serialize_by_alias=True)
+    from_: str | dict[str, str] = Field(alias="from", description="the data source that was split")
+    eval_fraction: float
+    seed: int
+    stratified_by: str | None
+    train: int
+    eval: int
+    eval_ids: tuple[str, ...]
+
+
 class TaskSummary(Record):
     name: str
     description: str
@@ -267,6 +289,8 @@ class TaskSummary(Record):
     n_train: int
     n_eval: int
     n_documents: int
+    document_meta: dict[str, DocumentMeta] = Field(default_factory=dict, description="document id -> its metadata")
+    split: Split | None = None
     tags: tuple[str, ...]
     instructions_tokens: int
 

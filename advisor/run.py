@@ -263,6 +263,10 @@ def assemble(task: Task, seed: int, evaluated: list[Evaluation], ctx: Context, s
         "advisor_version": __version__,
         "task": {"name": task.name, "description": task.description, "root": str(task.root.resolve()), "files": task.files,
                  "n_train": len(task.train), "n_eval": len(task.eval), "n_documents": len(task.documents),
+                 # title / url / updated of the documents that carry them: the report cites sources by them
+                 "document_meta": {d.id: m for d in task.documents
+                                   if (m := {k: v for k in ("title", "url", "updated") if (v := getattr(d, k))})},
+                 "split": task.split,
                  "tags": sorted({t for ex in task.eval for t in ex.tags}),
                  "instructions_tokens": ctx.generator.count_tokens(task.instructions)},
         "run": {"seed": seed, "started": started.isoformat(timespec="seconds"), "seconds": seconds, "command": command,

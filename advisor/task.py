@@ -1,42 +1,71 @@
 """The task definition: one YAML file validated at the edge, plain objects inside.
 
-A task folder holds `task.yaml` plus the files it names (train/eval JSONL,
-documents, instructions). Every problem is reported as a TaskError naming the
-file, the field or line, and what is wrong; nothing here executes task content
-(safe YAML only).
+A task folder holds `task.yaml` plus the data it names (train/eval as JSONL, CSV,
+TSV, Parquet or a `datasets` folder, read by advisor/loaders.py; documents;
+instructions). Validation goes on past the first mistake: every problem is
+collected with its file, line or field, what is wrong and what to do, and all of
+them are raised together as one TaskError, so fixing a task takes one pass.
+Nothing here executes task content (safe YAML only, duplicate keys refused).
 """
 from __future__ import annotations
 
-import json
+import dataclasses
+import random
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal, Mapping
+from typing import Collection, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from advisor import plugins
+from advisor import loaders, plugins
 from advisor.cache import hash_file
 
 TASK_FILE = "task.yaml"
-DOC_SUFFIXES = {".txt", ".md", ".jsonl"}
+DOC_SUFFIXES = set(loaders.DOCUMENT_LOADERS)
 BUILTIN_METHODS = ("exact", "contains", "f1", "choice", "regex", "format")  # more come from plug-ins (advisor.plugins)
+SEED_LIMIT = 2**32  # numpy's RandomState takes seeds below this; torch.manual_seed takes them too
+DEFAULT_EVAL_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One mistake in a task: the file, where in it (line and/or field), what is wrong, what to do."""
+
+    file: str
+    where: str
+    message: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.file}: {self.where}: {self.message}" if self.where else f"{self.file}: {self.message}"
+        return f"{text} ({self.fix})" if self.fix else text
 
 
 class TaskError(Exception):
-    """A bad task: says where (file, field or line) and what is wrong."""
+    """A bad task: every problem found, each naming file, line or field, and what is wrong."""
 
-    def __init__(self, file: Path | str, where: str, message: str):
-        self.file, self.where, self.message = str(file), where, message
-        super().__init__(f"{file}: {where}: {message}" if where else f"{file}: {message}")
+    def __init__(self, problems: list[Problem]):
+        assert problems, "a TaskError carries at least one problem"
+        self.problems = list(problems)
+        first = self.problems[0]
+        self.file, self.where, self.message = first.file, first.where, first.message
+        lines = [str(p) for p in self.problems]
+        super().__init__(lines[0] if len(lines) == 1 else f"{len(lines)} problems:\n" + "\n".join(lines))
+
+    @classmethod
+    def one(cls, file: Path | str, where: str, message: str, fix: str = "") -> "TaskError":
+        return cls([Problem(str(file), where, message, fix)])
 
 
 # ---------------------------------------------------------------- schema (edge)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # No infinities or NaN anywhere: a price of .inf would make every cost infinite.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ScoringSpec(_Strict):
@@ -117,15 +146,30 @@ class RagSpec(_Strict):
     approximate_above: int = Field(20000, ge=1, description="chunks above which an HNSW index replaces exact search")
 
 
+# Old advisor names -> the peft / transformers names users know; the old ones still load, with a notice.
+# transformers 5 folded warmup_ratio into warmup_steps (a float below 1 is a ratio), so it is renamed too.
+FINETUNE_RENAMED = {"alpha": "lora_alpha", "dropout": "lora_dropout", "epochs": "num_train_epochs",
+                    "batch_size": "per_device_train_batch_size", "grad_accum": "gradient_accumulation_steps",
+                    "warmup_ratio": "warmup_steps"}
+LORA_CONFIG_NAMES = ("r", "lora_alpha", "lora_dropout", "target_modules")  # peft.LoraConfig
+TRAINING_ARGUMENT_NAMES = ("learning_rate", "num_train_epochs", "per_device_train_batch_size",
+                           "gradient_accumulation_steps", "warmup_steps", "weight_decay")  # transformers.TrainingArguments
+
+
 class FinetuneSpec(_Strict):
+    """LoRA settings under peft's LoraConfig names, training under transformers' TrainingArguments names."""
+
     r: int = Field(16, ge=1, le=512)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    epochs: int = Field(2, ge=1, le=100)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1)
+    num_train_epochs: int = Field(2, ge=1, le=100)
     learning_rate: float = Field(1e-3, gt=0, le=1)
-    batch_size: int = Field(8, ge=1, le=1024)
-    grad_accum: int = Field(1, ge=1, le=1024)
+    per_device_train_batch_size: int = Field(8, ge=1, le=1024)
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
+    warmup_steps: float = Field(0.1, ge=0, description="linear warm-up: below 1 a share of the optimizer steps, "
+                                                       "else a whole number of steps (as in transformers 5)")
+    weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay")
     val_fraction: float = Field(0.1, ge=0, lt=0.9)
     patience: int = Field(1, ge=0)
     max_length: int = Field(512, ge=16)
@@ -135,6 +179,31 @@ class FinetuneSpec(_Strict):
     # lora+rag gets its own adapter trained with retrieved passages in its prompts (as it is used), as a
     # practitioner would deploy it; false reuses the plain adapter (one training run instead of two).
     retrieval_aware: bool = Field(True, description="train a separate lora+rag adapter with retrieved passages in the prompt")
+
+    @field_validator("warmup_steps")
+    @classmethod
+    def _ratio_or_steps(cls, v: float) -> float:
+        if v >= 1 and not float(v).is_integer():
+            raise ValueError("below 1 it is a share of the steps; from 1 up it counts steps, so a whole number")
+        return v
+
+    def warmup(self, total_steps: int) -> int:
+        """Warm-up steps out of `total_steps` (at least 1, so the first step does not divide by zero)."""
+        return max(1, int(total_steps * self.warmup_steps) if self.warmup_steps < 1 else int(self.warmup_steps))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, raw):
+        """`epochs: 2` still means num_train_epochs (load_task says it is deprecated); both at once is an error."""
+        if not isinstance(raw, dict):
+            return raw
+        raw = dict(raw)
+        for old, new in FINETUNE_RENAMED.items():
+            if old in raw:
+                if new in raw:
+                    raise ValueError(f"give {new} or its old name {old}, not both")
+                raw[new] = raw.pop(old)
+        return raw
 
 
 class ConsistencySpec(_Strict):
@@ -147,18 +216,43 @@ class LatencySpec(_Strict):
     requests: int = Field(2, ge=0, le=100)
 
 
+class DataSource(_Strict):
+    """Where examples come from: a file or save_to_disk folder in the task (`path`), or a Hub dataset id (`hf`)."""
+
+    path: str | None = None
+    hf: str | None = Field(None, min_length=1, description="a Hugging Face dataset id, read from the local cache")
+    split: str | None = Field(None, min_length=1, description="which split (a Hub dataset or a saved DatasetDict)")
+    config: str | None = Field(None, min_length=1, description="a Hub dataset's configuration name")
+
+
+class ColumnsSpec(_Strict):
+    """Which column of your data holds each field (`input: question`); unnamed columns are ignored."""
+
+    id: str | None = None
+    input: str | None = None
+    output: str | None = None
+    answers: str | None = None
+    choices: str | None = None
+    tags: str | None = None
+    source: str | None = None
+    paraphrases: str | None = None
+    messages: str | None = None
+
+
 class TaskSpec(_Strict):
     name: str = Field(min_length=1)
     description: str = ""
     instructions: str | None = None
     instructions_file: str | None = None
-    train: str
-    eval: str
+    train: str | DataSource
+    eval: str | DataSource | None = None
+    eval_fraction: float | None = Field(None, gt=0, lt=1, description="when only `train` is given: the share held out")
+    columns: ColumnsSpec | None = None
     documents: list[str] = Field(default_factory=list)
     updated_documents: list[str] = Field(default_factory=list)
-    eval_updated: str | None = None
-    strategies: list[str] | None = None
-    seed: int = 0
+    eval_updated: str | DataSource | None = None
+    strategies: list[str] | None = Field(None, min_length=1)
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT)
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     economics: EconomicsSpec = Field(default_factory=EconomicsSpec)
     models: ModelsSpec = Field(default_factory=ModelsSpec)
@@ -216,6 +310,9 @@ class Example:
 class Document:
     id: str  # path relative to its documents root, or the JSONL row id
     text: str
+    title: str | None = None  # metadata for citations: from front matter, <title>, PDF info or the JSONL row
+    url: str | None = None
+    updated: str | None = None
 
 
 @dataclass
@@ -231,221 +328,505 @@ class Task:
     eval_updated: list[Example]
     spec: TaskSpec
     files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
+    # How eval was held out of a single data file (None when eval is its own file); results record it.
+    split: dict | None = None
+    notices: list[str] = field(default_factory=list)  # deprecations and other things worth saying, not errors
 
 
 # ---------------------------------------------------------------------- loading
 
 
+class _Yaml(yaml.SafeLoader):
+    """Safe YAML that refuses duplicate keys (no silent last-wins) and remembers each key's line.
+
+    `lines` maps a field path such as ("economics", "requests_per_day") to its 1-based line,
+    so a schema error can say where in the file it is; `duplicates` holds (path, line) pairs.
+    """
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.lines: dict[tuple, int] = {}
+        self.duplicates: list[tuple[tuple, int]] = []
+
+    def walk(self, node: yaml.Node, path: tuple = ()) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: set = set()
+            for key_node, value_node in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                if key == "<<":  # a merge key: its keys are checked where they are written
+                    continue
+                here = path + (key,)
+                if key in seen:
+                    self.duplicates.append((here, key_node.start_mark.line + 1))
+                seen.add(key)
+                self.lines.setdefault(here, key_node.start_mark.line + 1)
+                self.walk(value_node, here)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self.lines.setdefault(path + (i,), item.start_mark.line + 1)
+                self.walk(item, path + (i,))
+
+
+def _parse_yaml(text: str, file: Path) -> tuple[object, _Yaml]:
+    loader = None
+    try:
+        loader = _Yaml(text)  # the reader checks for unprintable characters here already
+        node = loader.get_single_node()
+        if node is not None:
+            loader.walk(node)
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise TaskError.one(file, where, f"invalid YAML: {getattr(e, 'problem', None) or e}",
+                            "check indentation and quoting at that line" if mark else "") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    return data, loader
+
+
+class _Collector:
+    """Problems found so far; `where` turns a field path into 'line N, field a.b' using the YAML positions."""
+
+    def __init__(self, file: Path, lines: dict[tuple, int]):
+        self.file, self.lines, self.items = file, lines, []
+
+    def where(self, path: tuple | str) -> str:
+        path = tuple(path.split(".")) if isinstance(path, str) else tuple(path)
+        dotted = ".".join(str(p) for p in path) or "(top level)"
+        for n in range(len(path), 0, -1):
+            if path[:n] in self.lines:
+                return f"line {self.lines[path[:n]]}, field {dotted}"
+        return f"field {dotted}"
+
+    def field(self, path: tuple | str, message: str, fix: str = "") -> None:
+        self.items.append(Problem(str(self.file), self.where(path), message, fix))
+
+    def add(self, problem: Problem) -> None:
+        """Record a problem; one in task.yaml named by field only gets the field's line."""
+        if problem.file == str(self.file) and problem.where.startswith("field "):
+            path = tuple(int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", problem.where[6:]))
+            problem = dataclasses.replace(problem, where=self.where(path))
+        self.items.append(problem)
+
+    def extend(self, e: TaskError | loaders.LoadError) -> None:
+        for p in e.problems if isinstance(e, TaskError) else [Problem(e.path, e.where, e.message, e.fix)]:
+            self.add(p)
+
+
+# pydantic puts the union member it tried into the location (train.str, train.DataSource.path); users never see those.
+_UNION_PARTS = {"str", "int", "float", "bool", "DataSource", "ColumnsSpec", "list[str]"}
+
+
+def _schema_problems(e: ValidationError, out: _Collector, fix_prefix: tuple = ()) -> None:
+    """Every pydantic error as a problem at its YAML line; a union's alternatives become one message."""
+    grouped: dict[tuple, list[str]] = {}
+    for err in e.errors():
+        loc = fix_prefix + tuple(p for p in err["loc"] if p not in _UNION_PARTS)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = _unknown_field_message(loc)
+        elif err["type"] == "finite_number":
+            msg = "must be a finite number (not .inf or .nan)"
+        if msg not in grouped.setdefault(loc, []):
+            grouped[loc].append(msg)
+    for loc, msgs in grouped.items():
+        fix = "see `advisor init` for every field" if any("unknown field" in m for m in msgs) else FIXES.get(loc, "")
+        out.field(loc, " or ".join(msgs), fix)
+
+
+# What to do, for the fields whose schema message alone does not say it.
+FIXES = {
+    ("seed",): f"a seed is a whole number from 0 to {SEED_LIMIT - 1} (what NumPy and torch accept)",
+    ("strategies",): "name at least one strategy, or leave `strategies` out to run every registered one",
+    ("train",): "a path in the task folder, or a mapping {path: ..., split: ...} / {hf: ..., split: ..., config: ...}",
+    ("eval",): "a path in the task folder, or a mapping {path: ..., split: ...} / {hf: ..., split: ..., config: ...}",
+}
+
+
+def _unknown_field_message(loc: tuple) -> str:
+    if len(loc) == 2 and loc[0] == "finetune":
+        known = _library_names()
+        if loc[1] in known:
+            return (f"unknown field: {loc[1]} is a {known[loc[1]]} setting advisor does not use "
+                    f"(it uses {', '.join(LORA_CONFIG_NAMES + TRAINING_ARGUMENT_NAMES)})")
+    return "unknown field (check the spelling)"
+
+
+def _library_names() -> dict[str, str]:
+    """Parameter names of the installed peft.LoraConfig and transformers.TrainingArguments (imported only here)."""
+    import dataclasses
+
+    from peft import LoraConfig
+    from transformers import TrainingArguments
+
+    names = {f.name: "transformers TrainingArguments" for f in dataclasses.fields(TrainingArguments)}
+    return names | {f.name: "peft LoraConfig" for f in dataclasses.fields(LoraConfig)}
+
+
 def _inside(root: Path, rel: str, file: Path, where: str) -> Path:
     if "\x00" in rel:  # the OS cannot take it; say so instead of a ValueError from deep in pathlib
-        raise TaskError(file, where, f"path {rel!r} contains a NUL character")
+        raise TaskError.one(file, where, f"path {rel!r} contains a NUL character")
     path = (root / rel).resolve()
     if not path.is_relative_to(root.resolve()):
-        raise TaskError(file, where, f"path {rel!r} points outside the task folder")
+        raise TaskError.one(file, where, f"path {rel!r} points outside the task folder",
+                            "copy the data into the task folder and name it relative to task.yaml")
     if not path.exists():
-        raise TaskError(file, where, f"{rel!r} does not exist")
+        raise TaskError.one(file, where, f"{rel!r} does not exist")
     return path
 
 
-def _read_text(path: Path, file_for_errors: Path | None = None) -> str:
+def _read_text(path: Path) -> str:
     try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise TaskError(path, "", f"cannot read: {e.strerror}") from None
-    if b"\x00" in data:
-        raise TaskError(path, "", "is a binary file, expected UTF-8 text")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise TaskError(path, f"line {line}", "is not valid UTF-8 text") from None
+        return loaders.read_text(path)
+    except loaders.LoadError as e:
+        raise TaskError([Problem(e.path, e.where, e.message, e.fix)]) from None
 
 
-def _format_validation(e: ValidationError) -> tuple[str, str]:
-    err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown field (check the spelling; see `advisor init` for every field)"
-    more = f" (and {len(e.errors()) - 1} more problem(s))" if len(e.errors()) > 1 else ""
-    return loc, msg + more
+MAX_ROW_PROBLEMS = 20  # per file: enough to see the pattern, not a screenful for a file with a wrong mapping
 
 
-def _jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each non-blank line; a line that is not a JSON object is an error."""
-    for n, line in enumerate(_read_text(path).splitlines(), start=1):
-        if not line.strip():
+def examples_from_rows(rows: loaders.Rows, label: str, id_prefix: str, need_output: bool,
+                       columns: dict[str, str] | None = None) -> tuple[list[Example], list[Problem], list[str]]:
+    """Validated examples, the problems of every bad row, and the system messages of chat rows."""
+    examples: list[Example] = []
+    problems: list[Problem] = []
+    systems: list[str] = []
+    seen: set[str] = set()
+    if columns:
+        names = list(loaders.iter_columns(rows))
+        required = ("messages",) if "messages" in columns else ("input", "output") if need_output else ("input",)
+        columns, missing = loaders.resolve_columns(columns, names, required)
+        if missing:
+            return [], [Problem(label, "", f"has no column {', '.join(map(repr, missing))} named in `columns:`",
+                                f"its columns are: {', '.join(names) or 'none'}")], []
+    for where, raw in rows:
+        if len(problems) >= MAX_ROW_PROBLEMS:
+            problems.append(Problem(label, "", "more rows have problems; fix the ones above first"))
+            break
+        try:
+            fields, system = loaders.to_fields(raw, columns or {})
+        except ValueError as e:
+            problems.append(Problem(label, where, str(e)))
             continue
         try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise TaskError(path, f"line {n}", f"not valid JSON ({e.msg})") from None
-        if not isinstance(raw, dict):
-            raise TaskError(path, f"line {n}", "each line must be a JSON object")
-        yield n, raw
-
-
-def read_examples(path: Path, need_output: bool) -> list[Example]:
-    rows: list[Example] = []
-    seen: set[str] = set()
-    for n, raw in _jsonl_objects(path):
-        try:
-            spec = ExampleSpec.model_validate(raw)
+            spec = ExampleSpec.model_validate(fields)
         except ValidationError as e:
-            loc, msg = _format_validation(e)
-            raise TaskError(path, f"line {n}, field {loc}", msg) from None
+            for err in e.errors():
+                loc = ".".join(str(p) for p in err["loc"])
+                msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+                fix = "name the fields you use in `columns:` (others are then ignored)" \
+                    if err["type"] == "extra_forbidden" else ""
+                problems.append(Problem(label, f"{where}, field {loc}", msg, fix))
+            continue
+        if system:
+            systems.append(system)
         if need_output and not spec.output:
-            raise TaskError(path, f"line {n}, field output", "training examples need an output")
+            problems.append(Problem(label, f"{where}, field output", "training examples need an output"))
+            continue
         if not need_output and not (spec.output or spec.answers):
-            raise TaskError(path, f"line {n}", "an eval example needs `output` or `answers`")
-        ex_id = spec.id or f"{path.stem}-{n}"
+            problems.append(Problem(label, where, "an eval example needs `output` or `answers`"))
+            continue
+        ex_id = spec.id or f"{id_prefix}-{where.split()[-1]}"
         if ex_id in seen:
-            raise TaskError(path, f"line {n}, field id", f"duplicate id {ex_id!r}")
+            problems.append(Problem(label, f"{where}, field id", f"duplicate id {ex_id!r}"))
+            continue
         seen.add(ex_id)
-        rows.append(
-            Example(
-                id=ex_id, input=spec.input, output=spec.output, answers=tuple(spec.answers),
-                choices=tuple(spec.choices), tags=tuple(spec.tags), source=spec.source,
-                paraphrases=tuple(spec.paraphrases),
-            )
-        )
-    if not rows:
-        raise TaskError(path, "", "has no examples")
-    return rows
+        examples.append(Example(
+            id=ex_id, input=spec.input, output=spec.output, answers=tuple(spec.answers),
+            choices=tuple(spec.choices), tags=tuple(spec.tags), source=spec.source,
+            paraphrases=tuple(spec.paraphrases),
+        ))
+    if not examples and not problems:
+        problems.append(Problem(label, "", "has no examples"))
+    return examples, problems, systems
+
+
+def read_examples(path: Path, need_output: bool, columns: dict[str, str] | None = None) -> list[Example]:
+    """Examples of one data file (any format in loaders.LOADERS); all bad rows in one TaskError."""
+    try:
+        rows = loaders.read_rows(path)
+    except loaders.LoadError as e:
+        raise TaskError([Problem(e.path, e.where, e.message, e.fix)]) from None
+    examples, problems, _ = examples_from_rows(rows, str(path), path.stem, need_output, columns)
+    if problems:
+        raise TaskError(problems)
+    return examples
+
+
+def _source(root: Path, src: str | DataSource, file: Path, name: str) -> tuple[loaders.Rows, str, str]:
+    """(rows, label for errors, id prefix) of one data source named in task.yaml."""
+    if isinstance(src, str):
+        src = DataSource(path=src)
+    if (src.path is None) == (src.hf is None):
+        raise TaskError.one(file, f"field {name}", "give exactly one of `path` (a file or folder here) "
+                                                   "or `hf` (a Hugging Face dataset id)")
+    try:
+        if src.hf is not None:
+            rows = loaders.hub_dataset_rows(src.hf, src.split, src.config)
+            return rows, f"{src.hf} ({src.split})", src.split  # default ids: train-1, test-1, ...
+        path = _inside(root, src.path, file, f"field {name}")
+        if src.config is not None:
+            raise TaskError.one(file, f"field {name}.config", "`config` belongs to a Hugging Face dataset (`hf`)")
+        if src.split is not None and not path.is_dir():
+            raise TaskError.one(file, f"field {name}.split", "`split` picks a split of a Hub dataset or a saved "
+                                                             "DatasetDict folder, not of a file")
+        return loaders.read_rows(path, src.split), str(path), src.split or path.stem
+    except loaders.LoadError as e:
+        if src.hf is not None:
+            raise TaskError.one(file, f"field {name}", e.message, e.fix) from None
+        raise TaskError([Problem(e.path, e.where, e.message, e.fix)]) from None
+
+
+def split_examples(rows: list[Example], eval_fraction: float, seed: int) -> tuple[list[Example], list[Example], dict]:
+    """Hold out `eval_fraction` of one data file as eval, seeded, stratified by first tag when rows have tags."""
+    stratified = any(ex.tags for ex in rows)
+    groups: dict[str, list[int]] = {}
+    for i, ex in enumerate(rows):
+        groups.setdefault(ex.tags[0] if (stratified and ex.tags) else "", []).append(i)
+    rng = random.Random(seed)
+    held: set[int] = set()
+    for key in sorted(groups):
+        members = groups[key][:]
+        rng.shuffle(members)
+        held.update(members[: round(len(members) * eval_fraction)])
+    if not held and len(rows) > 1:  # tiny files: at least one eval item
+        held.add(rng.randrange(len(rows)))
+    train = [ex for i, ex in enumerate(rows) if i not in held]
+    eval_rows = [ex for i, ex in enumerate(rows) if i in held]
+    record = {"eval_fraction": eval_fraction, "seed": seed, "stratified_by": "first tag" if stratified else None,
+              "train": len(train), "eval": len(eval_rows), "eval_ids": [ex.id for ex in eval_rows]}
+    return train, eval_rows, record
 
 
 def read_documents(root: Path, entries: list[str], file: Path, field_name: str) -> list[Document]:
     docs: list[Document] = []
+    problems: list[Problem] = []
     for i, rel in enumerate(entries):
-        where = f"{field_name}[{i}]"
-        path = _inside(root, rel, file, where)
+        where = f"field {field_name}[{i}]"
+        try:
+            path = _inside(root, rel, file, where)
+        except TaskError as e:
+            problems.extend(e.problems)
+            continue
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in DOC_SUFFIXES)
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in DOC_SUFFIXES)
             base = path
         else:
             files, base = [path], path.parent
         if not files:
-            raise TaskError(file, where, f"{rel!r} holds no .txt, .md or .jsonl documents")
+            problems.append(Problem(str(file), where, f"{rel!r} holds no documents",
+                                    f"documents are {', '.join(sorted(DOC_SUFFIXES))} files"))
+            continue
         for f in files:
             if not f.resolve().is_relative_to(root.resolve()):
-                raise TaskError(file, where, f"{f} points outside the task folder")
-            if f.suffix == ".jsonl":
-                docs.extend(_jsonl_documents(f, base))
-            else:
-                docs.append(Document(id=f.relative_to(base).as_posix(), text=_read_text(f)))
-    ids = [d.id for d in docs]
-    dup = {i for i in ids if ids.count(i) > 1}
+                problems.append(Problem(str(file), where, f"{f} points outside the task folder"))
+                continue
+            reader = loaders.DOCUMENT_LOADERS.get(f.suffix.lower())
+            if reader is None:
+                problems.append(Problem(str(f), "", f"unknown document type {f.suffix!r}",
+                                        f"use {', '.join(sorted(DOC_SUFFIXES))}"))
+                continue
+            try:
+                records = reader(f)
+            except loaders.LoadError as e:
+                problems.append(Problem(e.path, e.where, e.message, e.fix))
+                continue
+            rel_id = f.relative_to(base).as_posix()
+            for row_id, text, meta in records:
+                doc_id = rel_id if row_id is None else (f"{rel_id}{row_id}" if row_id.startswith("#") else row_id)
+                docs.append(Document(id=doc_id, text=text, **meta))
+    ids = Counter(d.id for d in docs)
+    dup = sorted(i for i, n in ids.items() if n > 1)
     if dup:
-        raise TaskError(file, field_name, f"duplicate document ids: {sorted(dup)}")
+        problems.append(Problem(str(file), f"field {field_name}", f"duplicate document ids: {dup}",
+                                "give each document line a unique `id`"))
+    if problems:
+        raise TaskError(problems)
     return docs
 
 
-def _jsonl_documents(path: Path, base: Path) -> list[Document]:
-    out = []
-    for n, raw in _jsonl_objects(path):
-        if not isinstance(raw.get("text"), str):
-            raise TaskError(path, f"line {n}", "a document line needs a string field `text`")
-        doc_id = str(raw.get("id") or f"{path.relative_to(base).as_posix()}#{n}")
-        out.append(Document(id=doc_id, text=raw["text"]))
-    return out
-
-
-def _check_models(models: ModelsSpec, file: Path, known: Mapping[str, str] | None) -> None:
-    """Named generators are complete, `use` names known strategies and generators, LoRA runs locally.
-
-    `known` maps strategy name -> family; None (library use without the registry) skips the name check.
-    """
+def _check_models(models: ModelsSpec, out: _Collector, strategies: Mapping[str, str] | None) -> None:
+    """Named generators are complete, `use` names known strategies and generators, LoRA runs locally."""
     for name, g in models.generators.items():
-        where = f"field models.generators.{name}"
+        where = ("models", "generators", name)
         if (g.hf is None) == (g.endpoint is None):
-            raise TaskError(file, where, "give exactly one of `hf` (a local model) or `endpoint` (an API base URL)")
+            out.field(where, "give exactly one of `hf` (a local model) or `endpoint` (an API base URL)")
         if g.endpoint is not None:
             if not re.match(r"^https?://", g.endpoint):
-                raise TaskError(file, f"{where}.endpoint", f"{g.endpoint!r} is not an http(s) URL")
+                out.field(where + ("endpoint",), f"{g.endpoint!r} is not an http(s) URL")
             if not g.model:
-                raise TaskError(file, f"{where}.model", "an endpoint needs the model name it serves")
+                out.field(where + ("model",), "an endpoint needs the model name it serves")
             if g.hardware_price_per_hour is not None:
-                raise TaskError(file, f"{where}.hardware_price_per_hour",
-                                "an endpoint is priced per token (input/output_price_per_mtok)")
+                out.field(where + ("hardware_price_per_hour",),
+                          "an endpoint is priced per token (input/output_price_per_mtok)")
         elif g.model or g.api_key_env:
-            raise TaskError(file, where, "`model` and `api_key_env` belong to an endpoint; a local model names `hf`")
+            out.field(where, "`model` and `api_key_env` belong to an endpoint; a local model names `hf`")
         if (g.input_price_per_mtok is None) != (g.output_price_per_mtok is None):
-            raise TaskError(file, where, "give both input_price_per_mtok and output_price_per_mtok, or neither")
+            out.field(where, "give both input_price_per_mtok and output_price_per_mtok, or neither")
     for strategy, name in models.use.items():
-        where = f"field models.use.{strategy}"
-        if known is not None and strategy not in known:
-            raise TaskError(file, where, f"unknown strategy {strategy!r}; known: {', '.join(known)}")
+        where = ("models", "use", strategy)
+        if strategies is not None and strategy not in strategies:
+            out.field(where, f"unknown strategy {strategy!r}", f"known: {', '.join(strategies)}")
+            continue
         if name != "default" and name not in models.generators:
-            raise TaskError(file, where, f"{name!r} is not in models.generators "
-                                         f"(named: {', '.join(models.generators) or 'none'})")
-        trains = "finetune" in str((known or {}).get(strategy, ""))
-        if trains and models.for_strategy(strategy)[1].is_endpoint:
-            raise TaskError(file, where, f"{strategy} trains a LoRA adapter, so it needs a local model (`hf`), "
-                                         "not an endpoint")
+            out.field(where, f"{name!r} is not in models.generators",
+                      f"named: {', '.join(models.generators) or 'none'}")
+            continue
+        family = (strategies or {}).get(strategy, "")
+        if family.startswith("finetune") and models.for_strategy(strategy)[1].is_endpoint:
+            out.field(where, f"{strategy} trains a LoRA adapter, so it needs a local model (`hf`), not an endpoint")
 
 
-def load_task(path: str | Path, strategies: Mapping[str, str] | None = None) -> Task:
-    """Load and validate a task folder (or its task.yaml).
-
-    `strategies` maps each known strategy name to its family (the CLI passes the
-    registry's); names in the task are checked against it. None skips that check.
-    """
-    path = Path(path)
-    file = path / TASK_FILE if path.is_dir() else path
-    if not file.exists():
-        raise TaskError(file, "", "no such task file (a task is a folder with task.yaml)")
-    root = file.parent
-    try:
-        raw = yaml.safe_load(_read_text(file))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise TaskError(file, where, f"invalid YAML: {getattr(e, 'problem', None) or e}") from None
-    if not isinstance(raw, dict):
-        raise TaskError(file, "", "must be a YAML mapping of fields (name, train, eval, ...)")
-    try:
-        spec = TaskSpec.model_validate(raw)
-    except ValidationError as e:
-        loc, msg = _format_validation(e)
-        raise TaskError(file, f"field {loc}", msg) from None
-
-    if spec.instructions_file:
-        instructions = _read_text(_inside(root, spec.instructions_file, file, "instructions_file"))
-    else:
-        instructions = spec.instructions or ""
-    train = read_examples(_inside(root, spec.train, file, "train"), need_output=True)
-    eval_rows = read_examples(_inside(root, spec.eval, file, "eval"), need_output=False)
-    documents = read_documents(root, spec.documents, file, "documents")
-    updated = read_documents(root, spec.updated_documents, file, "updated_documents")
-    eval_updated = (
-        read_examples(_inside(root, spec.eval_updated, file, "eval_updated"), need_output=False)
-        if spec.eval_updated else []
-    )
-    methods = {"scoring.method": spec.scoring.method} | {f"scoring.by_tag.{t}": m for t, m in spec.scoring.by_tag.items()}
-    plugin_methods = plugins.names(plugins.SCORER_GROUP)
+def _check_scoring(spec: TaskSpec, out: _Collector, scorers: Collection[str]) -> None:
+    methods = {("scoring", "method"): spec.scoring.method}
+    methods |= {("scoring", "by_tag", t): m for t, m in spec.scoring.by_tag.items()}
     for where, m in methods.items():
-        if m not in BUILTIN_METHODS and m not in plugin_methods:
-            raise TaskError(file, f"field {where}", f"unknown scoring method {m!r}; built in: {', '.join(BUILTIN_METHODS)}"
-                            f"; plug-ins: {', '.join(plugin_methods) or 'none installed'}")
+        if m not in scorers:
+            plugin_methods = [s for s in scorers if s not in BUILTIN_METHODS]
+            out.field(where, f"unknown scoring method {m!r}", f"built in: {', '.join(BUILTIN_METHODS)}; "
+                                                              f"plug-ins: {', '.join(plugin_methods) or 'none installed'}")
     for m in set(methods.values()):
         if m == "regex" and not spec.scoring.regex:
-            raise TaskError(file, "field scoring.regex", "method `regex` needs a pattern in scoring.regex")
+            out.field("scoring.regex", "method `regex` needs a pattern in scoring.regex")
         if m == "format" and not spec.scoring.format:
-            raise TaskError(file, "field scoring.format", "method `format` needs a pattern in scoring.format")
+            out.field("scoring.format", "method `format` needs a pattern in scoring.format")
     for pattern_field in ("regex", "format"):
         pattern = getattr(spec.scoring, pattern_field)
         if pattern:
             try:
                 re.compile(pattern)
             except re.error as e:
-                raise TaskError(file, f"field scoring.{pattern_field}", f"invalid regex: {e}") from None
+                out.field(("scoring", pattern_field), f"invalid regex: {e}")
+
+
+def _without(raw: dict, locs: list[tuple]) -> dict:
+    """A copy of the task mapping without the fields that failed validation (at most two levels deep)."""
+    import copy
+
+    raw = copy.deepcopy(raw)
+    for loc in locs:
+        loc = tuple(p for p in loc if p not in _UNION_PARTS)
+        if len(loc) >= 2 and isinstance(raw.get(loc[0]), dict) and loc[1] in raw[loc[0]]:
+            del raw[loc[0]][loc[1]]
+        elif loc and loc[0] in raw:
+            del raw[loc[0]]
+    return raw
+
+
+def load_task(path: str | Path, strategies: Mapping[str, str] | None = None,
+              scorers: Collection[str] | None = None) -> Task:
+    """Load and validate a task folder (or its task.yaml); every problem at once in one TaskError.
+
+    `strategies` maps each known strategy name to its family (prompting, rag, finetune,
+    finetune+rag); the CLI passes the registry's. Without it (library use) strategy names
+    are not checked. `scorers` defaults to the built-in methods and installed plug-ins.
+    """
+    path = Path(path)
+    file = path / TASK_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise TaskError.one(file, "", "no such task file", "a task is a folder with task.yaml (advisor init makes one)")
+    root = file.parent
+    raw, yml = _parse_yaml(_read_text(file), file)
+    if not isinstance(raw, dict):
+        raise TaskError.one(file, "", "must be a YAML mapping of fields (name, train, eval, ...)",
+                            "see `advisor init` for an example")
+    out = _Collector(file, yml.lines)
+    notices: list[str] = []
+    for key_path, line in yml.duplicates:
+        out.add(Problem(str(file), f"line {line}, field {'.'.join(map(str, key_path))}",
+                        "duplicate key (YAML would silently keep only the last one)", "keep one of them"))
+    if isinstance(raw.get("finetune"), dict):
+        raw["finetune"] = dict(raw["finetune"])
+        for old, new in FINETUNE_RENAMED.items():
+            if old not in raw["finetune"]:
+                continue
+            if new in raw["finetune"]:
+                out.field(("finetune", old), f"give {new} or its old name {old}, not both", f"keep {new}")
+                del raw["finetune"][old]  # so the section's other fields are still checked
+            else:
+                notices.append(f"{file}: {out.where(('finetune', old))}: `{old}` is deprecated; "
+                               f"use `{new}` (the peft / transformers name)")
+    try:
+        spec = TaskSpec.model_validate(raw)
+    except ValidationError as e:
+        _schema_problems(e, out)
+        # Go on with the bad fields at their defaults, so the other checks (files, names) still report.
+        try:
+            spec = TaskSpec.model_validate(_without(raw, [err["loc"] for err in e.errors()]))
+        except ValidationError:  # a required field (name, train) is bad: nothing more can be checked
+            raise TaskError(out.items) from None
+
+    if spec.instructions is not None and spec.instructions_file is not None:
+        out.field("instructions_file", "give `instructions` or `instructions_file`, not both")
+    if spec.eval is not None and spec.eval_fraction is not None:
+        out.field("eval_fraction", "`eval_fraction` splits a single `train` file; this task names `eval` too",
+                  "remove one of them")
+    if spec.strategies is not None and strategies is not None:
+        for i, name in enumerate(spec.strategies):
+            if name not in strategies:
+                out.field(("strategies", i), f"unknown strategy {name!r}", f"known: {', '.join(strategies)}")
     if spec.rag.chunk_overlap >= spec.rag.chunk_tokens:
-        raise TaskError(file, "field rag.chunk_overlap", "must be smaller than rag.chunk_tokens")
-    _check_models(spec.models, file, strategies)
+        out.field("rag.chunk_overlap", "must be smaller than rag.chunk_tokens")
+    _check_models(spec.models, out, strategies)
+    _check_scoring(spec, out, BUILTIN_METHODS + tuple(plugins.names(plugins.SCORER_GROUP)) if scorers is None
+                   else scorers)
+
+    instructions = spec.instructions or ""
+    if spec.instructions_file:
+        try:
+            instructions = _read_text(_inside(root, spec.instructions_file, file, "field instructions_file"))
+        except TaskError as e:
+            out.extend(e)
+    columns = spec.columns.model_dump(exclude_none=True) if spec.columns else {}
+
+    def examples(name: str, src, need_output: bool) -> tuple[list[Example], list[str]]:
+        try:
+            rows, label, prefix = _source(root, src, file, name)
+        except TaskError as e:
+            out.extend(e)
+            return [], []
+        rows_out, problems, systems = examples_from_rows(rows, label, prefix, need_output, columns)
+        for p in problems:
+            out.add(p)
+        return rows_out, systems
+
+    train, systems = examples("train", spec.train, need_output=True)
+    split = None
+    if spec.eval is None:
+        fraction = spec.eval_fraction or DEFAULT_EVAL_FRACTION
+        if len(train) >= 2:
+            train, eval_rows, split = split_examples(train, fraction, spec.seed)
+            split = {"from": spec.train if isinstance(spec.train, str) else spec.train.model_dump(exclude_none=True)} | split
+        else:
+            eval_rows = []
+            if train:
+                out.field("train", "one data file is split into train and eval, so it needs at least 2 examples")
+    else:
+        eval_rows, _ = examples("eval", spec.eval, need_output=False)
+    eval_updated = examples("eval_updated", spec.eval_updated, need_output=False)[0] if spec.eval_updated else []
+    if systems and not instructions:
+        common, count = Counter(systems).most_common(1)[0]
+        instructions = common
+        notices.append(f"{file}: instructions taken from the system message of {count} of {len(systems)} chat rows"
+                       + ("" if count == len(systems) else " (the others differ; set `instructions` to choose)"))
+    documents: list[Document] = []
+    updated: list[Document] = []
+    for name, entries in (("documents", spec.documents), ("updated_documents", spec.updated_documents)):
+        try:
+            docs = read_documents(root, entries, file, name)
+        except TaskError as e:
+            out.extend(e)
+            continue
+        documents, updated = (docs, updated) if name == "documents" else (documents, docs)
     doc_ids = {d.id for d in documents}
     for ex in eval_rows:
         if ex.source and documents and ex.source not in doc_ids:
-            raise TaskError(file, "field eval", f"example {ex.id!r} names source {ex.source!r}, which is not a document")
+            out.field("eval", f"example {ex.id!r} names source {ex.source!r}, which is not a document",
+                      "use a document id: its path under the documents folder, or its JSONL `id`")
+    if out.items:
+        raise TaskError(out.items)
 
     files = {}
     for p in sorted(root.rglob("*")):
@@ -454,5 +835,5 @@ def load_task(path: str | Path, strategies: Mapping[str, str] | None = None) -> 
     return Task(
         name=spec.name, description=spec.description, root=root, instructions=instructions.strip(),
         train=train, eval=eval_rows, documents=documents, updated_documents=updated,
-        eval_updated=eval_updated, spec=spec, files=files,
+        eval_updated=eval_updated, spec=spec, files=files, split=split, notices=notices,
     )

@@ -175,19 +175,21 @@ def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec,
     # cpu=True on a machine without CUDA lets `torchrun` start several CPU processes (gloo); alone it changes nothing.
     # split_batches: the processes split each batch (below), so the schedule takes one step per batch, not N.
     accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no",
-                              cpu=not torch.cuda.is_available(), gradient_accumulation_steps=spec.grad_accum,
+                              cpu=not torch.cuda.is_available(), gradient_accumulation_steps=spec.gradient_accumulation_steps,
                               dataloader_config=DataLoaderConfiguration(split_batches=True))
     train_rows = [encode_example(gen, u, a, spec.max_length) for u, a in pairs]
     val_rows = [encode_example(gen, u, a, spec.max_length) for u, a in val_pairs]
-    config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
+    config = LoraConfig(r=spec.r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
                         target_modules=list(spec.target_modules), task_type="CAUSAL_LM")
     peft_model = get_peft_model(gen.model, config)
     loss_fn = AnswerOnlyLoss(peft_model)
-    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=spec.learning_rate)
-    steps_per_epoch = -(-len(train_rows) // spec.batch_size)
-    total = max(1, steps_per_epoch * spec.epochs // spec.grad_accum)
+    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=spec.learning_rate,
+                                  weight_decay=spec.weight_decay)
+    steps_per_epoch = -(-len(train_rows) // spec.per_device_train_batch_size)
+    total = max(1, steps_per_epoch * spec.num_train_epochs // spec.gradient_accumulation_steps)
+    warmup = spec.warmup(total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / max(1, total // 10)) * max(0.0, 1 - s / total))
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, 1 - s / total))
     loss_fn, optimizer, scheduler = accelerator.prepare(loss_fn, optimizer, scheduler)
     pad = gen.tokenizer.pad_token_id
 
@@ -204,15 +206,15 @@ def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec,
         own_tokens = shares[accelerator.process_index] if len(shares) == accelerator.num_processes else 0
         best_state = meta["best_state"]
         start_epoch = meta["epoch"] + 1
-        log.info("training: resuming from the checkpoint after epoch %d of %d", meta["epoch"], spec.epochs)
-    log.info("training: %d examples, epochs %d..%d, %d process(es)", len(train_rows), start_epoch, spec.epochs,
+        log.info("training: resuming from the checkpoint after epoch %d of %d", meta["epoch"], spec.num_train_epochs)
+    log.info("training: %d examples, epochs %d..%d, %d process(es)", len(train_rows), start_epoch, spec.num_train_epochs,
              accelerator.num_processes)
     t0 = time.perf_counter() - done_seconds  # a resumed run counts the time its earlier attempt measured
     try:
-        for epoch in range(start_epoch, spec.epochs + 1):
+        for epoch in range(start_epoch, spec.num_train_epochs + 1):
             loss_fn.train()
             losses = []
-            for batch in length_batches(train_rows, spec.batch_size, rng):
+            for batch in length_batches(train_rows, spec.per_device_train_batch_size, rng):
                 with accelerator.accumulate(loss_fn):
                     losses.append(_backward_batch(loss_fn, batch, pad, accelerator, spec.micro_batch_tokens))
                     optimizer.step()
@@ -222,7 +224,7 @@ def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec,
                 own_tokens += sum(len(r.input_ids) for r in batch[accelerator.process_index::accelerator.num_processes])
                 if progress:
                     progress()
-            val = _evaluate(loss_fn, val_rows, spec.batch_size, pad, accelerator.device) if val_rows else None
+            val = _evaluate(loss_fn, val_rows, spec.per_device_train_batch_size, pad, accelerator.device) if val_rows else None
             history.append({"epoch": epoch, "train_loss": sum(losses) / len(losses), "val_loss": val})
             score = val if val is not None else history[-1]["train_loss"]
             if score < best - 1e-4:
@@ -232,7 +234,7 @@ def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec,
                 bad_epochs += 1
                 if val is not None and bad_epochs > spec.patience:
                     break  # early stopping on validation loss
-            if epoch < spec.epochs:
+            if epoch < spec.num_train_epochs:
                 shares = _tokens_per_process(accelerator, own_tokens)  # every process takes part
                 if main:
                     _save_checkpoint(partial, epoch, peft_model, optimizer, scheduler, rng, best_state,

@@ -27,11 +27,11 @@ def baseline_trainer(gen, rows, spec, epochs: int, seed: int) -> tuple[float, fl
     from peft import LoraConfig, get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
-    model = get_peft_model(gen.model, LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
+    model = get_peft_model(gen.model, LoraConfig(r=spec.r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
                                                  target_modules=list(spec.target_modules), task_type="CAUSAL_LM"))
-    steps = -(-len(rows) // spec.batch_size) * epochs
+    steps = -(-len(rows) // spec.per_device_train_batch_size) * epochs
     data = [{"input_ids": r.input_ids, "labels": r.labels} for r in rows]
-    args = TrainingArguments(output_dir=tempfile.mkdtemp(prefix="bench-trainer-"), per_device_train_batch_size=spec.batch_size,
+    args = TrainingArguments(output_dir=tempfile.mkdtemp(prefix="bench-trainer-"), per_device_train_batch_size=spec.per_device_train_batch_size,
                              num_train_epochs=epochs, learning_rate=spec.learning_rate, warmup_steps=max(1, steps // 10),
                              lr_scheduler_type="linear", save_strategy="no", logging_strategy="no", report_to=[],
                              disable_tqdm=True, use_cpu=not torch.cuda.is_available(), seed=seed,
@@ -64,7 +64,7 @@ def main():
     quiet()
     print(machine())
     task = load_task(args.task)
-    spec = task.spec.finetune.model_copy(update={"epochs": args.epochs})
+    spec = task.spec.finetune.model_copy(update={"num_train_epochs": args.epochs})
     train, _ = split_train_val(task.train, spec.val_fraction, task.spec.seed)
     pairs = [(e.input, e.output) for e in train[: args.limit]]
     gen = Generator(task.spec.models.generator)
@@ -78,13 +78,13 @@ def main():
 
     order = list(range(len(rows)))
     random.Random(0).shuffle(order)
-    pad_base = padded_tokens(rows, [[rows[i] for i in order[s : s + spec.batch_size]]
-                                    for s in range(0, len(rows), spec.batch_size)]) * args.epochs
-    pieces = [p for b in length_batches(rows, spec.batch_size, None) for p in split_pieces(b, spec.micro_batch_tokens)]
+    pad_base = padded_tokens(rows, [[rows[i] for i in order[s : s + spec.per_device_train_batch_size]]
+                                    for s in range(0, len(rows), spec.per_device_train_batch_size)]) * args.epochs
+    pieces = [p for b in length_batches(rows, spec.per_device_train_batch_size, None) for p in split_pieces(b, spec.micro_batch_tokens)]
     pad_ours = padded_tokens(rows, pieces) * args.epochs
     answer = sum(sum(1 for t in r.labels if t != -100) for r in rows) * args.epochs
     print_table(
-        f"LoRA training, {len(rows)} examples x {args.epochs} epoch(s), batch {spec.batch_size}, r={spec.r}, "
+        f"LoRA training, {len(rows)} examples x {args.epochs} epoch(s), batch {spec.per_device_train_batch_size}, r={spec.r}, "
         f"{real:,} real tokens ({answer:,} answer tokens)",
         ["path", "seconds", "padded tokens", "tokens/s", "mean train loss", "speed-up"],
         [["naive: HF Trainer + peft, default collator", base_s, pad_base, real / base_s, base_loss, "1.0x"],

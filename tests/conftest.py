@@ -75,7 +75,7 @@ def write_task(root: Path, **overrides) -> Path:
         "generation": {"max_new_tokens": 16, "batch_size": 8},
         "prompting": {"few_shot_k": 2},
         "rag": {"chunk_tokens": 32, "chunk_overlap": 8, "top_k": 2},
-        "finetune": {"epochs": 1, "batch_size": 4, "r": 4, "alpha": 8, "learning_rate": 0.002, "val_fraction": 0.0},
+        "finetune": {"num_train_epochs": 1, "per_device_train_batch_size": 4, "r": 4, "lora_alpha": 8, "learning_rate": 0.002, "val_fraction": 0.0},
         "consistency": {"samples": 2, "items": 2},
         "latency": {"requests": 1},
     }

@@ -235,6 +235,9 @@ def test_unset_key_variable_is_named_never_its_value(tmp_path, server):
     assert "Traceback" not in r.stderr and not (tmp_path / "out").exists()
 
 
+FAMILIES = {"few-shot": "prompting", "rag": "rag", "lora": "finetune", "lora+rag": "finetune+rag"}  # what the CLI passes
+
+
 def test_models_section_is_validated_at_load(tmp_path):
     base = {"generators": {"hosted": {"endpoint": "http://127.0.0.1:9/v1", "model": "m"}}}
     for models, field in (
@@ -244,7 +247,7 @@ def test_models_section_is_validated_at_load(tmp_path):
         ({"generators": {"hosted": {"endpoint": "http://127.0.0.1:9/v1"}}}, "models.generators.hosted.model"),
     ):
         with pytest.raises(TaskError) as e:
-            load_task(write_task(tmp_path / field, models=models))
+            load_task(write_task(tmp_path / field, models=models), strategies=FAMILIES)
         assert f"field {field}" in str(e.value) and "task.yaml" in str(e.value)
 
 
@@ -313,5 +316,5 @@ def test_serving_never_trains_a_missing_adapter(generator, tmp_path, monkeypatch
 
     monkeypatch.setenv("ADVISOR_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(AdapterMissing, match="not in the cache"):
-        train_lora(generator, [("Hi", "Hi! Bye.")], FinetuneSpec(epochs=1), seed=0, reuse_only=True)
+        train_lora(generator, [("Hi", "Hi! Bye.")], FinetuneSpec(num_train_epochs=1), seed=0, reuse_only=True)
     assert not (tmp_path / "empty-cache" / "adapters").exists() or not any((tmp_path / "empty-cache" / "adapters").iterdir())

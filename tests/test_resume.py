@@ -88,7 +88,7 @@ def _all_from_cache(attempt: str, strategy: str) -> bool:
 def task(tmp_path_factory) -> Path:
     # Three epochs and no validation split, so the kill lands between epochs, not after training.
     return write_task(tmp_path_factory.mktemp("resume") / "task", finetune={
-        "epochs": 3, "batch_size": 4, "r": 4, "alpha": 8, "learning_rate": 0.002, "val_fraction": 0.0})
+        "num_train_epochs": 3, "per_device_train_batch_size": 4, "r": 4, "lora_alpha": 8, "learning_rate": 0.002, "val_fraction": 0.0})
 
 
 @pytest.fixture(scope="module")

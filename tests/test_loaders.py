@@ -1,0 +1,232 @@
+"""Data as users hold it: the same tiny task from JSONL, CSV, Parquet, a `datasets` folder and chat rows.
+
+Every format must give the same examples; column mappings, one-file splits and
+documents in .html/.md/.jsonl/.pdf with their metadata are loaded for real.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from advisor import loaders
+from advisor.task import TaskError, load_task, split_examples
+from tests.conftest import EVAL, TRAIN, write_task
+
+INSTRUCTIONS = "You are the shop assistant. Reply in one line that starts with 'Hi!' and ends with 'Bye.'"
+TRAIN_ROWS = [{"input": i, "output": o} for i, o in TRAIN]
+ALL_FIELDS = ["id", "input", "output", "answers", "tags", "source", "paraphrases"]
+
+
+def _set(root: Path, **changes) -> Path:
+    spec = yaml.safe_load((root / "task.yaml").read_text())
+    for k, v in changes.items():
+        if v is None:
+            spec.pop(k, None)
+        else:
+            spec[k] = v
+    (root / "task.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return root
+
+
+def _full(rows: list[dict]) -> list[dict]:
+    """Every row with every column (None where absent), as a table needs."""
+    return [{k: r.get(k) for k in ALL_FIELDS} for r in rows]
+
+
+def _write_csv(path: Path, rows: list[dict], rename: dict[str, str], sep: str = ",") -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, delimiter=sep)
+        w.writerow([rename.get(k, k) for k in ALL_FIELDS] + ["category"])  # an extra column an export carries
+        for r in _full(rows):
+            cells = ["" if v is None else json.dumps(v) if isinstance(v, list) else v for v in r.values()]
+            w.writerow(cells + ["misc"])
+
+
+def _chat(row: dict, system: bool) -> dict:
+    messages = [{"role": "system", "content": INSTRUCTIONS}] if system else []
+    messages.append({"role": "user", "content": row["input"]})
+    if row.get("output"):
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": row["output"]}]})  # OpenAI parts
+    return {k: v for k, v in row.items() if k not in ("input", "output")} | {"messages": messages}
+
+
+def _same(a, b) -> None:
+    assert a.train == b.train and a.eval == b.eval and a.instructions == b.instructions
+
+
+def test_same_task_from_every_format(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    from datasets import Dataset, DatasetDict
+
+    reference = load_task(write_task(tmp_path / "jsonl"))
+    assert len(reference.train) == 12 and len(reference.eval) == 4
+
+    # CSV with the export's own column names, mapped in task.yaml; the extra `category` column is ignored.
+    root = write_task(tmp_path / "csv")
+    _write_csv(root / "train.csv", TRAIN_ROWS, {"input": "question", "output": "answer"})
+    _write_csv(root / "eval.csv", EVAL, {"input": "question", "output": "answer"})
+    _set(root, train="train.csv", eval="eval.csv", columns={"input": "question", "output": "answer"})
+    _same(load_task(root), reference)
+
+    root = write_task(tmp_path / "tsv")
+    _write_csv(root / "train.tsv", TRAIN_ROWS, {}, sep="\t")
+    _write_csv(root / "eval.tsv", EVAL, {}, sep="\t")
+    _set(root, train="train.tsv", eval="eval.tsv", columns={"input": "input", "output": "output"})
+    _same(load_task(root), reference)
+
+    root = write_task(tmp_path / "parquet")
+    pq.write_table(pa.Table.from_pylist(_full(TRAIN_ROWS)), root / "train.parquet")
+    pq.write_table(pa.Table.from_pylist(_full(EVAL)), root / "eval.parquet")
+    _set(root, train="train.parquet", eval="eval.parquet")
+    _same(load_task(root), reference)
+
+    root = write_task(tmp_path / "datasets")
+    DatasetDict({"train": Dataset.from_list(_full(TRAIN_ROWS)), "eval": Dataset.from_list(_full(EVAL))}).save_to_disk(
+        str(root / "shop"))
+    _set(root, train={"path": "shop", "split": "train"}, eval={"path": "shop", "split": "eval"})
+    _same(load_task(root), reference)
+
+    # Chat rows: the system message becomes the instructions, the last assistant turn the output.
+    root = write_task(tmp_path / "chat")
+    (root / "train.jsonl").write_text("".join(json.dumps(_chat(r, True)) + "\n" for r in TRAIN_ROWS))
+    (root / "eval.jsonl").write_text("".join(json.dumps(_chat(r, False)) + "\n" for r in EVAL))
+    chat = load_task(_set(root, instructions=None))
+    _same(chat, reference)
+    assert any("system message of 12 of 12" in n for n in chat.notices)
+
+
+def test_multi_turn_chat_and_hugging_face_style():
+    fields, system = loaders.to_fields({"conversations": [
+        {"from": "system", "value": "Be brief."}, {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"},
+        {"from": "human", "value": "Price of the kettle?"}, {"from": "gpt", "value": "$73"}]},
+        {"messages": "conversations"})
+    assert system == "Be brief." and fields["output"] == "$73"
+    assert fields["input"] == "User: Hi\nAssistant: Hello\nUser: Price of the kettle?"
+    with pytest.raises(ValueError, match="must end with a user turn"):
+        loaders.to_fields({"messages": [{"role": "assistant", "content": "x"}]}, {})
+
+
+def test_mapping_names_a_missing_column_and_bad_rows_are_all_reported(tmp_path):
+    root = write_task(tmp_path / "t")
+    _write_csv(root / "train.csv", TRAIN_ROWS, {"input": "question", "output": "answer"})
+    _set(root, train="train.csv", columns={"input": "prompt", "output": "answer"})
+    with pytest.raises(TaskError) as e:
+        load_task(root)
+    (p,) = [p for p in e.value.problems if p.file.endswith("train.csv")]
+    assert "no column 'prompt'" in p.message and "question" in p.fix  # names the columns that exist
+    rows = TRAIN_ROWS[:3] + [{"input": "no answer"}, {"output": "no question"}, TRAIN_ROWS[3]]
+    _write_csv(root / "train.csv", rows, {"input": "question", "output": "answer"})
+    _set(root, columns={"input": "question", "output": "answer"})
+    with pytest.raises(TaskError) as e:
+        load_task(root)
+    found = [(p.where, p.message) for p in e.value.problems if p.file.endswith("train.csv")]
+    assert found == [("row 4, field output", "training examples need an output"), ("row 5, field input", "Field required")]
+
+
+def test_hub_id_offline_is_a_clear_error(tmp_path, monkeypatch):
+    pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "empty-datasets-cache"))
+    root = _set(write_task(tmp_path / "t"), train={"hf": "no-such-org/no-such-dataset", "split": "train"})
+    with pytest.raises(TaskError) as e:
+        load_task(root)
+    p = e.value.problems[0]
+    assert p.file.endswith("task.yaml") and p.where.endswith("field train")
+    assert "cannot load this Hugging Face dataset" in p.message and "local datasets cache" in p.fix
+    root = _set(root, train={"hf": "no-such-org/x"})
+    with pytest.raises(TaskError, match="needs `split`"):
+        load_task(root)
+
+
+def test_one_file_is_split_with_seed_and_ratio_stratified_by_tag(tmp_path):
+    rows = [{"id": f"r{i}", "input": f"question number {i}", "output": f"answer {i}", "tags": [tag]}
+            for i, tag in enumerate(["a"] * 20 + ["b"] * 10)]
+    root = write_task(tmp_path / "t")
+    (root / "all.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _set(root, train="all.jsonl", eval=None, eval_fraction=0.2)
+    t = load_task(root)
+    assert len(t.eval) == 6 and len(t.train) == 24
+    assert sorted(t for ex in t.eval for t in ex.tags) == ["a"] * 4 + ["b"] * 2  # stratified
+    assert t.split["from"] == "all.jsonl" and t.split["seed"] == 0 and t.split["eval_ids"] == [e.id for e in t.eval]
+    assert not {e.id for e in t.eval} & {e.id for e in t.train}
+    assert load_task(root).split == t.split  # same seed, same split
+    other = load_task(_set(root, seed=1)).split["eval_ids"]
+    assert other != t.split["eval_ids"]
+    # The function itself: without tags it is a plain seeded hold-out.
+    train, held, record = split_examples(load_task(root).train[:5], 0.5, 3)
+    assert len(train) + len(held) == 5 and record["stratified_by"] == "first tag"
+
+
+def _pdf_bytes(text: str) -> bytes:
+    """A one-page PDF with `text` in Helvetica, written by hand (no PDF writer needed for the test)."""
+    stream = f"BT /F1 12 Tf 72 712 Td ({text}) Tj ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Title (Kettle manual) >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for n, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % n + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R /Info 6 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def test_documents_in_every_format_carry_their_metadata(tmp_path):
+    pytest.importorskip("pypdf")
+    root = write_task(tmp_path / "t")
+    docs = root / "docs"
+    (docs / "kettle.md").write_text("---\ntitle: Zephyr Kettle\nurl: https://shop.example/kettle\nupdated: 2026-11-02\n"
+                                    "---\n" + (docs / "kettle.md").read_text())
+    (docs / "faq.html").write_text("<html><head><title>Shop FAQ</title><style>p {color: red}</style></head><body>"
+                                   "<h1>FAQ</h1><p>Delivery takes <b>3 days</b>.</p><script>alert('x')</script>"
+                                   "<p>Tom &amp; Jerry&#39;s</p></body></html>")
+    (docs / "passages.jsonl").write_text(json.dumps({"id": "p1", "text": "Gift cards never expire.", "title": "Gift cards",
+                                                     "url": "https://shop.example/gift"}) + "\n")
+    (docs / "manual.pdf").write_bytes(_pdf_bytes("Descale the kettle monthly."))
+    by_id = {d.id: d for d in load_task(root).documents}
+    kettle = by_id["kettle.md"]
+    assert (kettle.title, kettle.url, kettle.updated) == ("Zephyr Kettle", "https://shop.example/kettle", "2026-11-02")
+    assert kettle.text.startswith("# Zephyr Kettle") and "---" not in kettle.text
+    faq = by_id["faq.html"]
+    assert faq.title == "Shop FAQ" and "Delivery takes 3 days." in faq.text and "Tom & Jerry's" in faq.text
+    assert "<" not in faq.text and "alert" not in faq.text and "color" not in faq.text
+    assert by_id["p1"].title == "Gift cards" and by_id["p1"].url == "https://shop.example/gift"
+    assert "Descale the kettle monthly." in by_id["manual.pdf"].text and by_id["manual.pdf"].title == "Kettle manual"
+
+
+def test_byte_order_mark_is_handled_the_same_in_every_text_file(tmp_path):
+    root = write_task(tmp_path / "t")
+    for name in ("task.yaml", "train.jsonl", "eval.jsonl", "docs/kettle.md"):
+        (root / name).write_bytes(b"\xef\xbb\xbf" + (root / name).read_bytes())
+    _write_csv(root / "more.csv", TRAIN_ROWS, {})
+    (root / "more.csv").write_bytes(b"\xef\xbb\xbf" + (root / "more.csv").read_bytes())
+    t = load_task(root)
+    assert t.name == "tiny" and t.train[0].input == TRAIN[0][0] and t.documents
+    assert load_task(_set(root, train="more.csv", columns={"input": "input", "output": "output"})).train[0].input == TRAIN[0][0]
+
+
+def test_report_cites_documents_by_their_metadata():
+    from advisor import report
+
+    results = {"task": {"document_meta": {"kettle.md": {"title": "Zephyr <Kettle>", "updated": "2026-11-02",
+                                                        "url": "https://shop.example/kettle"}}},
+               "strategies": [{"name": "rag", "retrieval": {"k": 2, "n": 1, "hit_at_k": 1.0, "mrr": 1.0}}],
+               "examples": [{"id": "k1", "input": "Kettle price?", "source": "kettle.md",
+                             "answers": {"rag": {"text": "$73", "score": 1.0, "sources": ["kettle.md", "returns.md"]}}}]}
+    (sample,) = report.retrieval(results)["samples"]
+    cited = sample["retrieved"][0]["sources"]
+    assert cited == "Zephyr <Kettle> (kettle.md) [2026-11-02, https://shop.example/kettle]; returns.md"
+    assert sample["retrieved"][0]["hit"] == "yes"
