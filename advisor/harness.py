@@ -406,7 +406,9 @@ def assemble(task: Task, evaluated: list[dict], ctx: Context, started, seconds: 
                                {"name": g.display_name, "fingerprint": g.fingerprint}
                                for name, g in _generators(task, ctx).items()},
                            "embedder": {"name": embedder.display_name, "fingerprint": embedder.fingerprint} if embedder else None},
-                "versions": _versions(), "hardware": _hardware()},
+                "versions": _versions(), "hardware": _hardware(),
+                # Endpoint requests sent again after 408/429/5xx or a dropped connection (history shows flaky APIs).
+                "retries": sum(getattr(g, "retries", 0) for g in _generators(task, ctx).values())},
         "scoring": task.spec.scoring.model_dump(),
         "strategies": strategies,
         "comparisons": comparisons,
