@@ -1,4 +1,9 @@
-"""Command line: init, validate, run, train, report, roi, serve."""
+"""Command line: init, validate, run, train, report, roi, serve, history, compare, cache.
+
+Exit codes (README "In CI"): 0 ok, 1 a gate failed, 2 bad input, 3 a model, endpoint
+or hardware failure, 130 interrupted, 4 an internal error (a bug; the traceback is
+printed). Typed exceptions become exit codes in one place, `EXIT_CODES`, applied by `main`.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,6 +11,8 @@ import os
 import shlex
 import shutil
 import sys
+import traceback
+from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 from typing import Optional
@@ -13,24 +20,87 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from advisor import __version__
 from advisor.task import TaskError, load_task
 
+EXIT_OK, EXIT_GATE, EXIT_INPUT, EXIT_MODEL, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Measure prompting vs RAG vs LoRA fine-tuning on your task, and get a recommendation.")
+                  help="Measure prompting vs RAG vs LoRA fine-tuning on your task, and get a recommendation. "
+                       "Exit codes: 0 ok, 1 a gate failed, 2 bad input, 3 model/endpoint/hardware failure, "
+                       "4 internal error, 130 interrupted.")
 err = Console(stderr=True, soft_wrap=True)  # error lines stay whole, for grep and logs
 out = Console()
 
 
+class InputError(Exception):
+    """Bad input found by the CLI itself (an option, a folder)."""
+
+
+def exit_codes() -> list[tuple[type[BaseException], int]]:
+    """Exception type -> exit code, first match wins: the one place errors become exit codes."""
+    from advisor.compare import CompareError
+    from advisor.gates import GateSpecError
+    from advisor.harness import RunError
+    from advisor.history import HistoryError
+    from advisor.models import ModelError
+    from advisor.serve import ServeError
+    from advisor.tracking import TrackingError
+    from strategies.base import ContextTooLong
+
+    hardware: list[type[BaseException]] = [MemoryError]
+    try:
+        import torch
+
+        hardware.append(torch.OutOfMemoryError)
+    except (ImportError, AttributeError):
+        pass
+    return ([(t, EXIT_INPUT) for t in (InputError, TaskError, RunError, ContextTooLong, GateSpecError, HistoryError,
+                                       CompareError, TrackingError, ServeError)]
+            + [(t, EXIT_MODEL) for t in (ModelError, *hardware)])
+
+
 def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/bold red] {message}", highlight=False)
-    raise typer.Exit(2)
+    raise InputError(message)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; every failure leaves as its documented exit code with a one-line error."""
+    try:
+        rv = app(args=argv, standalone_mode=False)  # typer turns Ctrl-C into exit 130 itself
+    except (KeyboardInterrupt, typer.Abort):
+        rv = EXIT_INTERRUPTED
+    except typer.TyperException as e:  # a usage error: unknown option, bad value, no arguments
+        e.show()
+        return EXIT_INPUT
+    except Exception as e:
+        for kind, code in exit_codes():
+            if isinstance(e, kind):
+                err.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+                return code
+        traceback.print_exc()
+        err.print(f"[bold red]internal error[/bold red] (a bug in advisor, exit {EXIT_BUG}): {type(e).__name__}: {e}",
+                  highlight=False)
+        return EXIT_BUG
+    if rv == EXIT_INTERRUPTED:
+        err.print("[bold red]interrupted[/bold red]; run the same command again to resume from the cache")
+    return rv if isinstance(rv, int) else EXIT_OK
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"advisor {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")):
+    """Measure prompting vs RAG vs LoRA fine-tuning on your task, and get a recommendation."""
 
 
 def _load(task: Path):
-    try:
-        return load_task(task)
-    except TaskError as e:
-        _fail(str(e))
+    return load_task(task)
 
 
 @app.command()
@@ -63,28 +133,71 @@ def run(
     freshness: bool = typer.Option(True, help="re-answer after the task's updated_documents replace the originals"),
     forgetting: bool = typer.Option(True, help="general-ability probe with and without each adapter"),
     data_curve: Optional[str] = typer.Option(None, help="fine-tune on growing train sizes, e.g. 25,50,100 (all is added)"),
+    limit: Optional[int] = typer.Option(None, min=1, help="only the first N eval items (smoke runs)"),
+    fail_under: Optional[list[str]] = typer.Option(
+        None, "--fail-under", help="gate: exit 1 if ROW's accuracy is below X, e.g. few-shot=0.70 (repeatable)"),
+    expect: Optional[str] = typer.Option(None, help="gate: exit 1 unless the recommendation is this row"),
+    max_cost_per_request: Optional[float] = typer.Option(
+        None, min=0, help="gate: exit 1 if the recommended row costs more than this many USD per request"),
+    junit_xml: Optional[Path] = typer.Option(None, help="write the gates as JUnit test cases to this file"),
+    history_file: Optional[Path] = typer.Option(
+        None, "--history", help="run history store (default $ADVISOR_HISTORY or the user cache)"),
+    no_history: bool = typer.Option(False, "--no-history", help="do not record this run in the history"),
+    report_to: Optional[list[str]] = typer.Option(
+        None, help="also log the run to an experiment tracker: mlflow (at $MLFLOW_TRACKING_URI)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="estimate tokens, time and cost without running"),
 ):
-    """Run every strategy on the task, score, cost, recommend, and write the report."""
-    from advisor import harness, report
-    from advisor.models import ModelError
-    from strategies.base import ContextTooLong
+    """Run every strategy on the task, score, cost, recommend, and write the report.
+
+    Exit codes: 0 ok, 1 a gate (--fail-under, --expect, --max-cost-per-request) failed,
+    2 bad input, 3 model/endpoint/hardware failure, 4 internal error, 130 interrupted.
+    """
+    from advisor import gates as gating, harness, history, report, tracking
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         _fail("advisor run is one process; under accelerate launch or torchrun use `advisor train` "
               "(it trains the adapters on every process), then `advisor run` once to evaluate")
     t = _load(task)
+    if limit is not None:
+        t.eval = t.eval[:limit]
     try:
         sizes = [int(x) for x in data_curve.split(",")] if data_curve else []
     except ValueError:
         _fail(f"--data-curve takes comma-separated numbers of examples, got {data_curve!r}")
+    gates = gating.Gates(gating.parse_fail_under(fail_under or []), expect, max_cost_per_request)
+    rows = [c.name for c in harness.select_strategies(t, strategies)]
+    gating.check_rows(gates, rows)
+    tracking.check(report_to or [])
+    if dry_run:
+        from advisor.estimate import estimate, terminal as show_estimate
+
+        show_estimate(estimate(t, rows, history.history_path(history_file)), out)
+        return
     command = "advisor " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     experiments = harness.Experiments(freshness=freshness, forgetting=forgetting, data_curve=sizes)
-    try:
-        results = harness.run(t, out_dir, strategies, seed, console=err, command=command, experiments=experiments)
-    except (ModelError, harness.RunError, ContextTooLong) as e:
-        _fail(str(e))
+    results = harness.run(t, out_dir, strategies, seed, console=err, command=command, experiments=experiments)
     report.terminal(results, out)
     out.print(f"wrote {out_dir}/results.json, examples.csv, report.md, report.html")
+
+    checked = gating.evaluate(gates, results)
+    run_id = None
+    if not no_history:
+        task_file = task / "task.yaml" if task.is_dir() else task
+        record = history.record_from_results(results, task_file.read_text(encoding="utf-8"), out_dir.resolve(),
+                                             [asdict(g) for g in checked])
+        path = history.history_path(history_file)
+        run_id = history.record(path, record)
+        out.print(f"recorded as run {run_id} in {path} (advisor history, advisor compare)", highlight=False)
+    settings = t.spec.model_dump(include={"generation", "prompting", "rag", "finetune", "consistency"})
+    for name, tracker_id in tracking.report(report_to or [], results, out_dir, settings, run_id).items():
+        out.print(f"logged to {name}: run {tracker_id}", highlight=False)
+    if junit_xml is not None:
+        gating.write_junit(junit_xml, checked, t.name)
+    for g in checked:
+        out.print(f"{'[green]pass[/green]' if g.passed else '[bold red]FAIL[/bold red]'} {g.name}: {g.message}",
+                  highlight=False)
+    if not all(g.passed for g in checked):
+        raise typer.Exit(EXIT_GATE)
 
 
 @app.command()
@@ -100,16 +213,12 @@ def train(
     `advisor run TASK` reuses the adapters and evaluates.
     """
     from advisor import harness
-    from advisor.models import ModelError
 
     t = _load(task)
     main = int(os.environ.get("RANK", "0")) == 0
     if main:  # training progress (epochs, checkpoints, resume) on stderr, once
         harness.log_to(logging.StreamHandler(sys.stderr))
-    try:
-        trained = harness.train(t, strategies, seed)
-    except (ModelError, harness.RunError) as e:
-        _fail(str(e))
+    trained = harness.train(t, strategies, seed)
     if main:
         for name, m in trained.items():
             how = "reused from the cache" if m["reused"] else (
@@ -124,10 +233,7 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="a finished run's folder
     """Re-render the reports from results.json without running any model."""
     from advisor import harness, report
 
-    try:
-        results = harness.load_results(run_dir)
-    except harness.RunError as e:
-        _fail(str(e))
+    results = harness.load_results(run_dir)
     report.write_reports(results, run_dir)
     report.terminal(results, out)
 
@@ -147,10 +253,7 @@ def roi(
     from advisor import harness, report
     from advisor.task import EconomicsSpec
 
-    try:
-        results = harness.load_results(run_dir)
-    except harness.RunError as e:
-        _fail(str(e))
+    results = harness.load_results(run_dir)
     changes = {k: v for k, v in dict(
         requests_per_day=requests_per_day, horizon_days=horizon_days,
         knowledge_changes_per_month=knowledge_changes_per_month, input_price_per_mtok=input_price_per_mtok,
@@ -175,7 +278,6 @@ def serve(
 ):
     """Serve a run's strategy (or a plain model) as an OpenAI-compatible chat-completions API."""
     from advisor import serve as srv
-    from advisor.models import ModelError
 
     def say(line: str) -> None:
         err.print(line, highlight=False)
@@ -184,20 +286,107 @@ def serve(
         _fail("give a run folder (advisor serve RUN_DIR [--strategy NAME]) or --model NAME, not both")
     if model is not None and strategy is not None:
         _fail("--strategy needs a run folder; --model serves the model as is")
-    try:
-        if model is not None:
-            say(f"loading {model} ...")
-            served = srv.plain_model(model, model_name)
-        else:
-            served = srv.run_strategy(run_dir, strategy, model_name, say)
-        srv.serve(served, host, port, api_key_env, say)
-    except (srv.ServeError, ModelError) as e:
-        _fail(str(e))
+    if model is not None:
+        say(f"loading {model} ...")
+        served = srv.plain_model(model, model_name)
+    else:
+        served = srv.run_strategy(run_dir, strategy, model_name, say)
+    srv.serve(served, host, port, api_key_env, say)
 
 
-def main():  # pragma: no cover
-    app()
+@app.command("history")
+def history_cmd(
+    task: Optional[str] = typer.Argument(None, help="only runs of this task (its name)"),
+    history_file: Optional[Path] = typer.Option(None, "--history", help="default $ADVISOR_HISTORY or the user cache"),
+):
+    """List recorded runs: when, task, models, seed, verdict, best accuracy, cost per request."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    from advisor import history
+
+    path = history.history_path(history_file)
+    runs = history.list_runs(path, task)
+    if not runs:
+        out.print(f"no runs recorded in {path}" + (f" for task {task!r}" if task else ""), highlight=False)
+        return
+    t = Table(title=f"advisor history: {path}", box=box.SIMPLE_HEAD, title_justify="left")
+    for col in ("id", "when", "task", "models", "seed", "verdict", "best acc", "$/req", "retries"):
+        t.add_column(col, justify="right" if col in ("id", "seed", "best acc", "$/req", "retries") else "left")
+    for r in runs:
+        pick = r.row(r.verdict) if r.verdict else None
+        cost = pick.cost_per_request if pick else None
+        best = r.best_accuracy
+        t.add_row(str(r.id), Text(r.created), Text(r.task_name), Text(", ".join(sorted(set(r.models.values())))),
+                  str(r.seed), Text(str(r.verdict)), "–" if best is None else f"{best:.0%}",
+                  "–" if cost is None else f"${cost:.6f}", str(r.retries))
+    out.print(t)
+
+
+@app.command("compare")
+def compare_cmd(
+    a: str = typer.Argument(..., help="run id (advisor history) or run folder"),
+    b: str = typer.Argument(..., help="run id (advisor history) or run folder"),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="also write a self-contained HTML page here"),
+    history_file: Optional[Path] = typer.Option(None, "--history", help="default $ADVISOR_HISTORY or the user cache"),
+):
+    """What changed between two runs, per-row paired accuracy deltas, cost deltas and the verdict."""
+    from advisor import compare, history
+    from advisor.cache import atomic_write_text
+
+    path = history.history_path(history_file)
+    (ra, la), (rb, lb) = compare.load(a, path), compare.load(b, path)
+    c = compare.compare(ra, rb, la, lb)
+    compare.terminal(c, out)
+    if html_out is not None:
+        atomic_write_text(html_out, compare.html(c))
+        out.print(f"wrote {html_out}", highlight=False)
+
+
+cache_app = typer.Typer(no_args_is_help=True, help="The user cache: converted weights, embeddings, indexes, "
+                                                    "adapters, generations ($ADVISOR_CACHE overrides).")
+app.add_typer(cache_app, name="cache")
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+@cache_app.command("info")
+def cache_info():
+    """Where the cache is and what takes space in it."""
+    from advisor.cache import cache_dir
+
+    root = cache_dir()
+    entries = sorted(((_size(p), p.name) for p in root.iterdir()), reverse=True)
+    out.print(f"{root}: {sum(n for n, _ in entries) / 2**20:.1f} MiB", highlight=False)
+    for n, name in entries:
+        out.print(f"  {n / 2**20:10.1f} MiB  {name}", highlight=False)
+
+
+@cache_app.command("clear")
+def cache_clear(
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask"),
+    include_history: bool = typer.Option(False, help="also delete the run history kept in the cache"),
+):
+    """Delete everything the cache holds (it is rebuilt on the next run); the run history stays unless asked."""
+    from advisor import history
+    from advisor.cache import cache_dir
+
+    root = cache_dir()
+    keep = set() if include_history else {history.FILE, f"{history.FILE}-wal", f"{history.FILE}-shm"}
+    doomed = [p for p in root.iterdir() if p.name not in keep]
+    size = sum(_size(p) for p in doomed) / 2**20
+    if not yes and not typer.confirm(f"delete {len(doomed)} entries ({size:.1f} MiB) in {root}?"):
+        raise typer.Exit(EXIT_OK)
+    for p in doomed:
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+    out.print(f"deleted {size:.1f} MiB from {root}" + ("" if include_history else "; the run history is kept"),
+              highlight=False)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    sys.exit(main())
