@@ -1,11 +1,14 @@
 """Command line: init, validate, run, train, report, roi, serve, history, compare, cache.
 
 Exit codes (README "In CI"): 0 ok, 1 a gate failed, 2 bad input, 3 a model, endpoint
-or hardware failure, 130 interrupted, 4 an internal error (a bug; the traceback is
-printed). Typed exceptions become exit codes in one place, `EXIT_CODES`, applied by `main`.
+or hardware failure, 4 an internal error (a bug; the traceback is printed), 130
+interrupted. Every command is wrapped by `exits`, the one place where exception types
+become exit codes (`exit_code`), so `advisor ...`, `python -m advisor.cli` and a
+CliRunner all see the same codes.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shlex
@@ -15,7 +18,7 @@ import traceback
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 from rich.console import Console
@@ -37,8 +40,8 @@ class InputError(Exception):
     """Bad input found by the CLI itself (an option, a folder)."""
 
 
-def exit_codes() -> list[tuple[type[BaseException], int]]:
-    """Exception type -> exit code, first match wins: the one place errors become exit codes."""
+def exit_code(e: BaseException) -> int | None:
+    """The exit code for a failure of this type; None for an unexpected one (a bug)."""
     from advisor.compare import CompareError
     from advisor.gates import GateSpecError
     from advisor.harness import RunError
@@ -48,43 +51,46 @@ def exit_codes() -> list[tuple[type[BaseException], int]]:
     from advisor.tracking import TrackingError
     from strategies.base import ContextTooLong
 
-    hardware: list[type[BaseException]] = [MemoryError]
-    try:
-        import torch
+    if isinstance(e, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(e, (InputError, TaskError, RunError, ContextTooLong, GateSpecError, HistoryError, CompareError,
+                      TrackingError, ServeError)):
+        return EXIT_INPUT
+    out_of_memory = getattr(sys.modules.get("torch"), "OutOfMemoryError", MemoryError)
+    if isinstance(e, (ModelError, MemoryError, out_of_memory)):
+        return EXIT_MODEL
+    return None
 
-        hardware.append(torch.OutOfMemoryError)
-    except (ImportError, AttributeError):
-        pass
-    return ([(t, EXIT_INPUT) for t in (InputError, TaskError, RunError, ContextTooLong, GateSpecError, HistoryError,
-                                       CompareError, TrackingError, ServeError)]
-            + [(t, EXIT_MODEL) for t in (ModelError, *hardware)])
+
+def exits(command: Callable) -> Callable:
+    """Run a command; a failure leaves as a one-line error and its exit code (a bug: traceback, exit 4)."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except BaseException as e:
+            code = exit_code(e)
+            if code == EXIT_INTERRUPTED:
+                err.print("[bold red]interrupted[/bold red]; run the same command again to resume from the cache")
+            elif code is not None:
+                err.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+            elif isinstance(e, Exception):
+                traceback.print_exc()
+                err.print(f"[bold red]internal error[/bold red] (a bug in advisor, exit {EXIT_BUG}): "
+                          f"{type(e).__name__}: {e}", highlight=False)
+                code = EXIT_BUG
+            else:
+                raise  # SystemExit and the like keep their own meaning
+            raise typer.Exit(code) from None
+
+    return run
 
 
 def _fail(message: str) -> None:
     raise InputError(message)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; every failure leaves as its documented exit code with a one-line error."""
-    try:
-        rv = app(args=argv, standalone_mode=False)  # typer turns Ctrl-C into exit 130 itself
-    except (KeyboardInterrupt, typer.Abort):
-        rv = EXIT_INTERRUPTED
-    except typer.TyperException as e:  # a usage error: unknown option, bad value, no arguments
-        e.show()
-        return EXIT_INPUT
-    except Exception as e:
-        for kind, code in exit_codes():
-            if isinstance(e, kind):
-                err.print(f"[bold red]error:[/bold red] {e}", highlight=False)
-                return code
-        traceback.print_exc()
-        err.print(f"[bold red]internal error[/bold red] (a bug in advisor, exit {EXIT_BUG}): {type(e).__name__}: {e}",
-                  highlight=False)
-        return EXIT_BUG
-    if rv == EXIT_INTERRUPTED:
-        err.print("[bold red]interrupted[/bold red]; run the same command again to resume from the cache")
-    return rv if isinstance(rv, int) else EXIT_OK
 
 
 def _version(value: bool) -> None:
@@ -104,6 +110,7 @@ def _load(task: Path):
 
 
 @app.command()
+@exits
 def init(folder: Path = typer.Argument(..., help="new task folder to create")):
     """Scaffold a commented, valid example task."""
     if folder.exists() and any(folder.iterdir()):
@@ -117,6 +124,7 @@ def init(folder: Path = typer.Argument(..., help="new task folder to create")):
 
 
 @app.command()
+@exits
 def validate(task: Path = typer.Argument(..., help="task folder or task.yaml")):
     """Check a task file and everything it names."""
     t = _load(task)
@@ -125,6 +133,7 @@ def validate(task: Path = typer.Argument(..., help="task folder or task.yaml")):
 
 
 @app.command()
+@exits
 def run(
     task: Path = typer.Argument(..., help="task folder or task.yaml"),
     out_dir: Path = typer.Option(Path("runs/latest"), "--out", help="where results and reports go"),
@@ -201,6 +210,7 @@ def run(
 
 
 @app.command()
+@exits
 def train(
     task: Path = typer.Argument(..., help="task folder or task.yaml"),
     strategies: Optional[list[str]] = typer.Option(None, "--strategy", "-s", help="train only these rows (repeatable)"),
@@ -229,6 +239,7 @@ def train(
 
 
 @app.command("report")
+@exits
 def report_cmd(run_dir: Path = typer.Argument(..., help="a finished run's folder")):
     """Re-render the reports from results.json without running any model."""
     from advisor import harness, report
@@ -239,6 +250,7 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="a finished run's folder
 
 
 @app.command()
+@exits
 def roi(
     run_dir: Path = typer.Argument(..., help="a finished run's folder"),
     requests_per_day: Optional[float] = typer.Option(None, min=0.001),
@@ -267,6 +279,7 @@ def roi(
 
 
 @app.command()
+@exits
 def serve(
     run_dir: Optional[Path] = typer.Argument(None, help="a finished run's folder (or use --model)"),
     strategy: Optional[str] = typer.Option(None, "--strategy", "-s", help="default: the run's recommended strategy"),
@@ -295,6 +308,7 @@ def serve(
 
 
 @app.command("history")
+@exits
 def history_cmd(
     task: Optional[str] = typer.Argument(None, help="only runs of this task (its name)"),
     history_file: Optional[Path] = typer.Option(None, "--history", help="default $ADVISOR_HISTORY or the user cache"),
@@ -311,20 +325,22 @@ def history_cmd(
     if not runs:
         out.print(f"no runs recorded in {path}" + (f" for task {task!r}" if task else ""), highlight=False)
         return
-    t = Table(title=f"advisor history: {path}", box=box.SIMPLE_HEAD, title_justify="left")
-    for col in ("id", "when", "task", "models", "seed", "verdict", "best acc", "$/req", "retries"):
-        t.add_column(col, justify="right" if col in ("id", "seed", "best acc", "$/req", "retries") else "left")
+    t = Table(title=f"advisor history: {path}", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    for col in ("id", "when", "task", "models", "seed", "verdict", "best acc", "$/req"):
+        t.add_column(col, justify="right" if col in ("id", "seed", "best acc", "$/req") else "left",
+                     overflow="fold")  # a narrow terminal wraps the cells instead of cutting them
     for r in runs:
         pick = r.row(r.verdict) if r.verdict else None
         cost = pick.cost_per_request if pick else None
         best = r.best_accuracy
-        t.add_row(str(r.id), Text(r.created), Text(r.task_name), Text(", ".join(sorted(set(r.models.values())))),
+        t.add_row(str(r.id), Text(r.created[:16].replace("T", " ")), Text(r.task_name), Text(", ".join(sorted(set(r.models.values())))),
                   str(r.seed), Text(str(r.verdict)), "–" if best is None else f"{best:.0%}",
-                  "–" if cost is None else f"${cost:.6f}", str(r.retries))
+                  "–" if cost is None else f"${cost:.6f}")
     out.print(t)
 
 
 @app.command("compare")
+@exits
 def compare_cmd(
     a: str = typer.Argument(..., help="run id (advisor history) or run folder"),
     b: str = typer.Argument(..., help="run id (advisor history) or run folder"),
@@ -356,6 +372,7 @@ def _size(path: Path) -> int:
 
 
 @cache_app.command("info")
+@exits
 def cache_info():
     """Where the cache is and what takes space in it."""
     from advisor.cache import cache_dir
@@ -368,6 +385,7 @@ def cache_info():
 
 
 @cache_app.command("clear")
+@exits
 def cache_clear(
     yes: bool = typer.Option(False, "--yes", "-y", help="do not ask"),
     include_history: bool = typer.Option(False, help="also delete the run history kept in the cache"),
@@ -389,4 +407,4 @@ def cache_clear(
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    app()
