@@ -147,6 +147,7 @@ def test_mlflow_store_holds_params_metrics_verdict_and_report(measured):
         assert f"{s['name']}/latency_p50_s" in run.data.metrics
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"report.html", "results.json"} <= names
+    (root / "dl").mkdir()
     local = client.download_artifacts(run.info.run_id, "report.html", str(root / "dl"))
     assert Path(local).read_text() == (root / "out" / "report.html").read_text()
 
@@ -167,3 +168,24 @@ def test_ctrl_c_exits_130(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err[-2000:]
+
+
+def test_cache_info_and_clear_keep_the_history_unless_asked(tmp_path):
+    from advisor import history
+
+    cache = tmp_path / "cache"
+    (cache / "adapters" / "abc").mkdir(parents=True)
+    (cache / "adapters" / "abc" / "adapter.safetensors").write_bytes(b"\0" * 3 * 2**20)
+    (cache / "generations.sqlite").write_bytes(b"\0" * 1024)
+    history.connect(cache / history.FILE).close()  # a real (empty) history store
+    env = {"ADVISOR_CACHE": str(cache)}
+    info = advisor("cache", "info", env=env)
+    assert info.returncode == 0 and "adapters" in info.stdout and "3.0 MiB" in info.stdout, info.stdout
+    refused = subprocess.run([sys.executable, "-m", "advisor.cli", "cache", "clear"], input="n\n", text=True,
+                             capture_output=True, env=os.environ | env)
+    assert refused.returncode == 0 and (cache / "adapters").exists()
+    cleared = advisor("cache", "clear", "--yes", env=env)
+    assert cleared.returncode == 0 and "history is kept" in cleared.stdout
+    assert sorted(p.name for p in cache.iterdir()) == [history.FILE]
+    advisor("cache", "clear", "--yes", "--include-history", env=env)
+    assert list(cache.iterdir()) == []

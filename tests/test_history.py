@@ -68,7 +68,7 @@ def test_every_run_is_recorded_with_its_answers_and_task_snapshot(two_runs):
     for ex in ra["examples"]:
         for name, ans in ex["answers"].items():
             assert first.scores[name][ex["id"]] == ans["score"] and first.answers[name][ex["id"]] == ans["text"]
-    assert "generator" in first.models and first.retries == 0
+    assert first.models and all(first.models.values()) and first.retries == 0
 
 
 def test_history_command_lists_both_runs(two_runs):
