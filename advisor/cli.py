@@ -333,7 +333,7 @@ def history_cmd(
         pick = r.row(r.verdict) if r.verdict else None
         cost = pick.cost_per_request if pick else None
         best = r.best_accuracy
-        t.add_row(str(r.id), Text(r.created[:16].replace("T", " ")), Text(r.task_name), Text(", ".join(sorted(set(r.models.values())))),
+        t.add_row(str(r.id), Text(r.created[:16].replace("T", " ")), Text(r.task_name), Text(", ".join(sorted({m.split(" @")[0] for m in r.models.values()}))),
                   str(r.seed), Text(str(r.verdict)), "–" if best is None else f"{best:.0%}",
                   "–" if cost is None else f"${cost:.6f}")
     out.print(t)

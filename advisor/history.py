@@ -79,7 +79,7 @@ class RunRecord:
     task_hash: str  # sha256 over the task folder's file hashes
     task_yaml: str  # the task file's text at run time ('' when unknown)
     task_files: dict[str, str]  # relative path -> sha256
-    models: dict[str, str]  # role -> model name
+    models: dict[str, str]  # role -> "model name @fingerprint"
     seed: int | None
     advisor_version: str | None
     n_eval: int | None
@@ -135,7 +135,9 @@ def record_from_results(results: dict, task_yaml: str, out_dir: Path | str | Non
         for name, a in ex["answers"].items():
             scores.setdefault(name, {})[str(ex["id"])] = a["score"]
             answers.setdefault(name, {})[str(ex["id"])] = a["text"]
-    models = {role: (m or {}).get("name", "") for role, m in (run.get("models") or {}).items() if m}
+    # "name @fingerprint": a model revised under the same name still shows as a change in `advisor compare`.
+    models = {role: m.get("name", "") + (f" @{m['fingerprint'][:12]}" if m.get("fingerprint") else "")
+              for role, m in (run.get("models") or {}).items() if m}
     rec = results.get("recommendation") or {}
     files = task.get("files") or {}
     return RunRecord(
