@@ -24,7 +24,7 @@ import typer
 from rich.console import Console
 
 from advisor import __version__
-from advisor.task import TaskError, load_task
+from advisor.task import TASK_FILE, TaskError, load_task
 
 EXIT_OK, EXIT_GATE, EXIT_INPUT, EXIT_MODEL, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
@@ -167,6 +167,7 @@ def run(
         _fail("advisor run is one process; under accelerate launch or torchrun use `advisor train` "
               "(it trains the adapters on every process), then `advisor run` once to evaluate")
     t = _load(task)
+    task_yaml = (task / TASK_FILE if task.is_dir() else task).read_text(encoding="utf-8")  # as this run read it
     if limit is not None:
         t.eval = t.eval[:limit]
     try:
@@ -191,9 +192,7 @@ def run(
     checked = gating.evaluate(gates, results)
     run_id = None
     if not no_history:
-        task_file = task / "task.yaml" if task.is_dir() else task
-        record = history.record_from_results(results, task_file.read_text(encoding="utf-8"), out_dir.resolve(),
-                                             [asdict(g) for g in checked])
+        record = history.record_from_results(results, task_yaml, out_dir.resolve(), [asdict(g) for g in checked])
         path = history.history_path(history_file)
         run_id = history.record(path, record)
         out.print(f"recorded as run {run_id} in {path} (advisor history, advisor compare)", highlight=False)

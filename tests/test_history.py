@@ -22,8 +22,9 @@ from tests.conftest import write_task
 
 # Small enough for a busy 2-core machine; the same in test_ci.py and test_history.py, so one test session
 # answers each prompt once (the generation cache) and later runs mostly reuse it.
+# Token F1 scoring: 8 tokens rarely hold a whole right answer, but F1 still gives graded, non-zero scores.
 SMALL = {"consistency": {"samples": 0, "items": 0}, "latency": {"requests": 1},
-         "generation": {"max_new_tokens": 8, "batch_size": 8}}
+         "generation": {"max_new_tokens": 8, "batch_size": 8}, "scoring": {"method": "f1"}}
 ROWS = ["-s", "zero-shot", "-s", "few-shot", "--no-freshness", "--no-forgetting"]
 EDITED = "You are the <b>shop</b> assistant. Answer in one short line, starting 'Hi!' and ending 'Bye.'"
 
@@ -56,7 +57,8 @@ def test_every_run_is_recorded_with_its_answers_and_task_snapshot(two_runs):
     runs = history.list_runs(store, "tiny")
     assert [r.id for r in runs] == [1, 2]
     first = history.get_run(store, 1)
-    assert first.task_yaml == original and EDITED in history.get_run(store, 2).task_yaml
+    assert first.task_yaml == original
+    assert yaml.safe_load(history.get_run(store, 2).task_yaml)["instructions"] == EDITED
     assert first.task_hash != runs[1].task_hash  # the content hash follows the edit
     assert first.out_dir == str((root / "a").resolve()) and first.seed == ra["run"]["seed"]
     assert first.verdict == ra["recommendation"]["strategy"] and list(first.reasons) == ra["recommendation"]["reasons"]
