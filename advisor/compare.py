@@ -24,6 +24,7 @@ from rich.text import Text
 from advisor import history
 from advisor.cache import hash_file
 from advisor.scoring import paired_compare
+from advisor.task import TASK_FILE
 
 DASH = "–"
 
@@ -101,8 +102,8 @@ def _read_results(folder: Path) -> dict:
 def _task_yaml_if_unchanged(results: dict) -> str:
     """A folder without a history record: the task.yaml it ran on, if the file is still as it was."""
     root, files = results.get("task", {}).get("root"), results.get("task", {}).get("files") or {}
-    path = Path(root or "") / "task.yaml"
-    if root and path.is_file() and files.get("task.yaml") == hash_file(path):
+    path = Path(root or "") / TASK_FILE
+    if root and path.is_file() and files.get(TASK_FILE) == hash_file(path):
         return path.read_text(encoding="utf-8")
     return ""
 
@@ -139,7 +140,7 @@ def changes(a: history.RunRecord, b: history.RunRecord) -> list[Change]:
                 out.append(Change(f"field {k}", fa.get(k, DASH), fb.get(k, DASH)))
     for name in sorted(a.task_files.keys() | b.task_files.keys()):
         ha, hb = a.task_files.get(name), b.task_files.get(name)
-        if ha != hb and not (name == "task.yaml" and fa is not None and fb is not None):
+        if ha != hb and not (name == TASK_FILE and fa is not None and fb is not None):  # its fields are listed
             out.append(Change(f"file {name}", "absent" if ha is None else ha[:12], "absent" if hb is None else hb[:12]))
     for role in sorted(a.models.keys() | b.models.keys()):
         if a.models.get(role) != b.models.get(role):
