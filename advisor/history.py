@@ -156,27 +156,32 @@ def connect(path: Path) -> sqlite3.Connection:
     """Open (creating or migrating) the store; autocommit mode, transactions are explicit."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     try:
-        con = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         con.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         con.execute("PRAGMA journal_mode = WAL")
         con.execute("PRAGMA foreign_keys = ON")
         _migrate(con, path)
     except sqlite3.DatabaseError as e:
+        con.close()
         raise HistoryError(f"{path}: not a usable advisor history store ({e}); "
                            f"point --history or ${ENV} at another file") from None
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
 def _migrate(con: sqlite3.Connection, path: Path) -> None:
-    if con.execute("PRAGMA user_version").fetchone()[0] >= len(MIGRATIONS):
+    version = con.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise HistoryError(f"{path}: schema version {version} is newer than this advisor knows "
+                           f"({len(MIGRATIONS)}); upgrade advisor or use another --history")
+    if version == len(MIGRATIONS):
         return
     con.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then see the new version
     try:
         version = con.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise HistoryError(f"{path}: schema version {version} is newer than this advisor knows "
-                               f"({len(MIGRATIONS)}); upgrade advisor or use another --history")
         for step in MIGRATIONS[version:]:
             for statement in step:
                 con.execute(statement)
