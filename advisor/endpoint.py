@@ -16,10 +16,10 @@ import os
 import random
 import threading
 import time
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Iterator
 
