@@ -1,32 +1,112 @@
-"""Command line: init, validate, run, train, report, roi, serve."""
+"""Command line: init, validate, run, train, report, roi, serve, history, compare, cache.
+
+Exit codes (README "In CI"): 0 ok, 1 a gate failed, 2 bad input, 3 a model, endpoint
+or hardware failure, 4 an internal error (a bug; the traceback is printed), 130
+interrupted. Every command is wrapped by `exits`, the one place where exception types
+become exit codes (`exit_code`), so `advisor ...`, `python -m advisor.cli` and a
+CliRunner all see the same codes.
+"""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import shlex
 import shutil
 import sys
+import traceback
+from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from advisor.task import SEED_LIMIT, TaskError, load_task
+from advisor import __version__
+from advisor.task import SEED_LIMIT, TASK_FILE, TaskError, load_task
+
+EXIT_OK, EXIT_GATE, EXIT_INPUT, EXIT_MODEL, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Measure prompting vs RAG vs LoRA fine-tuning on your task, and get a recommendation.")
+                  help="Measure prompting vs RAG vs LoRA fine-tuning on your task, and get a recommendation. "
+                       "Exit codes: 0 ok, 1 a gate failed, 2 bad input, 3 model/endpoint/hardware failure, "
+                       "4 internal error, 130 interrupted.")
 err = Console(stderr=True, soft_wrap=True)  # error lines stay whole, for grep and logs
 out = Console()
 
 
+class InputError(Exception):
+    """Bad input found by the CLI itself (an option, a folder)."""
+
+
+def exit_code(e: BaseException) -> int | None:
+    """The exit code for a failure of this type; None for an unexpected one (a bug)."""
+    from advisor.compare import CompareError
+    from advisor.gates import GateSpecError
+    from advisor.history import HistoryError
+    from advisor.models import ModelError
+    from advisor.results import ResultsError
+    from advisor.run import RunError
+    from advisor.serve import ServeError
+    from advisor.tracking import TrackingError
+    from strategies.base import ContextTooLong
+
+    if isinstance(e, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(e, (InputError, TaskError, RunError, ResultsError, ContextTooLong, GateSpecError, HistoryError,
+                      CompareError, TrackingError, ServeError)):
+        return EXIT_INPUT
+    out_of_memory = getattr(sys.modules.get("torch"), "OutOfMemoryError", MemoryError)
+    if isinstance(e, (ModelError, MemoryError, out_of_memory)):
+        return EXIT_MODEL
+    return None
+
+
+def exits(command: Callable) -> Callable:
+    """Run a command; a failure leaves as a one-line error and its exit code (a bug: traceback, exit 4)."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except BaseException as e:
+            code = exit_code(e)
+            if code == EXIT_INTERRUPTED:
+                err.print("[bold red]interrupted[/bold red]; run the same command again to resume from the cache")
+            elif code is not None:
+                # Messages quote task data (field names like documents[0], file text): never read as rich markup.
+                err.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False)
+            elif isinstance(e, Exception):
+                traceback.print_exc()
+                err.print(f"[bold red]internal error[/bold red] (a bug in advisor, exit {EXIT_BUG}): "
+                          f"{type(e).__name__}: {e}", highlight=False)
+                code = EXIT_BUG
+            else:
+                raise  # SystemExit and the like keep their own meaning
+            raise typer.Exit(code) from None
+
+    return run
+
+
 def _fail(message: str) -> None:
-    # Messages quote task data (field names like documents[0], file text): never read as rich markup.
-    err.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False)
-    raise typer.Exit(2)
+    raise InputError(message)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"advisor {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")):
+    """Measure prompting vs RAG vs LoRA fine-tuning on your task, and get a recommendation."""
 
 
 def _load(task: Path, strict: bool = False, embeddings: bool = False):
@@ -43,7 +123,7 @@ def _load(task: Path, strict: bool = False, embeddings: bool = False):
                   highlight=False)
         for p in e.problems:
             err.print(f"  - {p}", highlight=False, markup=False)
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_INPUT)
     for note in t.notices:
         err.print(f"note: {note}", highlight=False, markup=False)
     overlaps = leakage.check_task(t)
@@ -77,6 +157,7 @@ SEED = typer.Option(None, min=0, max=SEED_LIMIT - 1, help="overrides the task's 
 
 
 @app.command()
+@exits
 def init(
     folder: Path = typer.Argument(..., help="new task folder to create"),
     from_file: Optional[Path] = typer.Option(None, "--from", help="build the task around this CSV, TSV, Parquet, "
@@ -164,6 +245,7 @@ seed: 0
 
 
 @app.command()
+@exits
 def validate(
     task: Path = typer.Argument(..., help="task folder or task.yaml"),
     strict: bool = STRICT,
@@ -176,6 +258,7 @@ def validate(
 
 
 @app.command()
+@exits
 def run(
     task: Path = typer.Argument(..., help="task folder or task.yaml"),
     out_dir: Path = typer.Option(Path("runs/latest"), "--out", help="where results and reports go"),
@@ -185,33 +268,76 @@ def run(
     freshness: bool = typer.Option(True, help="re-answer after the task's updated_documents replace the originals"),
     forgetting: bool = typer.Option(True, help="general-ability probe with and without each adapter"),
     data_curve: Optional[str] = typer.Option(None, help="fine-tune on growing train sizes, e.g. 25,50,100 (all is added)"),
+    limit: Optional[int] = typer.Option(None, min=1, help="only the first N eval items (smoke runs)"),
+    fail_under: Optional[list[str]] = typer.Option(
+        None, "--fail-under", help="gate: exit 1 if ROW's accuracy is below X, e.g. few-shot=0.70 (repeatable)"),
+    expect: Optional[str] = typer.Option(None, help="gate: exit 1 unless the recommendation is this row"),
+    max_cost_per_request: Optional[float] = typer.Option(
+        None, min=0, help="gate: exit 1 if the recommended row costs more than this many USD per request"),
+    junit_xml: Optional[Path] = typer.Option(None, help="write the gates as JUnit test cases to this file"),
+    history_file: Optional[Path] = typer.Option(
+        None, "--history", help="run history store (default $ADVISOR_HISTORY or the user cache)"),
+    no_history: bool = typer.Option(False, "--no-history", help="do not record this run in the history"),
+    report_to: Optional[list[str]] = typer.Option(
+        None, help="also log the run to an experiment tracker: mlflow (at $MLFLOW_TRACKING_URI)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="estimate tokens, time and cost without running"),
 ):
-    """Run every strategy on the task, score, cost, recommend, and write the report."""
-    from advisor import report
+    """Run every strategy on the task, score, cost, recommend, and write the report.
+
+    Exit codes: 0 ok, 1 a gate (--fail-under, --expect, --max-cost-per-request) failed,
+    2 bad input, 3 model/endpoint/hardware failure, 4 internal error, 130 interrupted.
+    """
+    from advisor import gates as gating, history, report, tracking
     from advisor import run as runner
-    from advisor.models import ModelError
-    from strategies.base import ContextTooLong
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         _fail("advisor run is one process; under accelerate launch or torchrun use `advisor train` "
               "(it trains the adapters on every process), then `advisor run` once to evaluate")
     t = _load(task, strict)
+    task_yaml = (task / TASK_FILE if task.is_dir() else task).read_text(encoding="utf-8")  # as this run read it
+    if limit is not None:
+        t.eval = t.eval[:limit]
     try:
         sizes = [int(x) for x in data_curve.split(",")] if data_curve else []
     except ValueError:
         _fail(f"--data-curve takes comma-separated numbers of examples, got {data_curve!r}")
+    gates = gating.Gates(gating.parse_fail_under(fail_under or []), expect, max_cost_per_request)
+    rows = [c.name for c in runner.select_strategies(t, strategies)]
+    gating.check_rows(gates, rows)
+    tracking.check(report_to or [])
+    if dry_run:
+        from advisor.estimate import estimate, terminal as show_estimate
+
+        show_estimate(estimate(t, rows, history.history_path(history_file)), out)
+        return
     command = "advisor " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     experiments = runner.Experiments(freshness=freshness, forgetting=forgetting, data_curve=sizes)
     seed = t.spec.seed if seed is None else seed
-    try:
-        results = runner.run(t, out_dir, seed, strategies, console=err, command=command, experiments=experiments)
-    except (ModelError, runner.RunError, ContextTooLong) as e:
-        _fail(str(e))
+    results = runner.run(t, out_dir, seed, strategies, console=err, command=command, experiments=experiments)
     report.terminal(results, out)
     out.print(f"wrote {out_dir}/results.json, examples.csv, report.md, report.html")
 
+    checked = gating.evaluate(gates, results)
+    run_id = None
+    if not no_history:
+        record = history.record_from_results(results, task_yaml, out_dir.resolve(), [asdict(g) for g in checked])
+        path = history.history_path(history_file)
+        run_id = history.record(path, record)
+        out.print(f"recorded as run {run_id} in {path} (advisor history, advisor compare)", highlight=False)
+    settings = t.spec.model_dump(include={"generation", "prompting", "rag", "finetune", "consistency"})
+    for name, tracker_id in tracking.report(report_to or [], results, out_dir, settings, run_id).items():
+        out.print(f"logged to {name}: run {tracker_id}", highlight=False)
+    if junit_xml is not None:
+        gating.write_junit(junit_xml, checked, t.name)
+    for g in checked:
+        out.print(f"{'[green]pass[/green]' if g.passed else '[bold red]FAIL[/bold red]'} {g.name}: {g.message}",
+                  highlight=False)
+    if not all(g.passed for g in checked):
+        raise typer.Exit(EXIT_GATE)
+
 
 @app.command()
+@exits
 def train(
     task: Path = typer.Argument(..., help="task folder or task.yaml"),
     strategies: Optional[list[str]] = typer.Option(None, "--strategy", "-s", help="train only these rows (repeatable)"),
@@ -224,16 +350,12 @@ def train(
     `advisor run TASK` reuses the adapters and evaluates.
     """
     from advisor import run as runner
-    from advisor.models import ModelError
 
     t = _load(task)
     main = int(os.environ.get("RANK", "0")) == 0
     if main:  # training progress (epochs, checkpoints, resume) on stderr, once
         runner.log_to(logging.StreamHandler(sys.stderr))
-    try:
-        trained = runner.train(t, t.spec.seed if seed is None else seed, strategies)
-    except (ModelError, runner.RunError) as e:
-        _fail(str(e))
+    trained = runner.train(t, t.spec.seed if seed is None else seed, strategies)
     if main:
         for name, m in trained.items():
             how = "reused from the cache" if m["reused"] else (
@@ -244,20 +366,19 @@ def train(
 
 
 @app.command("report")
+@exits
 def report_cmd(run_dir: Path = typer.Argument(..., help="a finished run's folder")):
     """Re-render the reports from results.json without running any model."""
     from advisor import report
-    from advisor.results import ResultsError, load_results
+    from advisor.results import load_results
 
-    try:
-        results = load_results(run_dir)
-    except ResultsError as e:
-        _fail(str(e))
+    results = load_results(run_dir)
     report.write_reports(results, run_dir)
     report.terminal(results, out)
 
 
 @app.command()
+@exits
 def roi(
     run_dir: Path = typer.Argument(..., help="a finished run's folder"),
     requests_per_day: Optional[float] = typer.Option(None, min=0.001),
@@ -273,13 +394,10 @@ def roi(
 
     from advisor import report
     from advisor import run as runner
-    from advisor.results import ResultsError, load_results
+    from advisor.results import load_results
     from advisor.task import EconomicsSpec
 
-    try:
-        results = load_results(run_dir)
-    except ResultsError as e:
-        _fail(str(e))
+    results = load_results(run_dir)
     changes = {k: v for k, v in dict(
         requests_per_day=requests_per_day, horizon_days=horizon_days,
         knowledge_changes_per_month=knowledge_changes_per_month, input_price_per_mtok=input_price_per_mtok,
@@ -296,6 +414,7 @@ def roi(
 
 
 @app.command()
+@exits
 def serve(
     run_dir: Optional[Path] = typer.Argument(None, help="a finished run's folder (or use --model)"),
     strategy: Optional[str] = typer.Option(None, "--strategy", "-s", help="default: the run's recommended strategy"),
@@ -307,7 +426,6 @@ def serve(
 ):
     """Serve a run's strategy (or a plain model) as an OpenAI-compatible chat-completions API."""
     from advisor import serve as srv
-    from advisor.models import ModelError
 
     def say(line: str) -> None:
         err.print(line, highlight=False)
@@ -316,20 +434,112 @@ def serve(
         _fail("give a run folder (advisor serve RUN_DIR [--strategy NAME]) or --model NAME, not both")
     if model is not None and strategy is not None:
         _fail("--strategy needs a run folder; --model serves the model as is")
-    try:
-        if model is not None:
-            say(f"loading {model} ...")
-            served = srv.plain_model(model, model_name)
-        else:
-            served = srv.run_strategy(run_dir, strategy, model_name, say)
-        srv.serve(served, host, port, api_key_env, say)
-    except (srv.ServeError, ModelError) as e:
-        _fail(str(e))
+    if model is not None:
+        say(f"loading {model} ...")
+        served = srv.plain_model(model, model_name)
+    else:
+        served = srv.run_strategy(run_dir, strategy, model_name, say)
+    srv.serve(served, host, port, api_key_env, say)
 
 
-def main():  # pragma: no cover
-    app()
+@app.command("history")
+@exits
+def history_cmd(
+    task: Optional[str] = typer.Argument(None, help="only runs of this task (its name)"),
+    history_file: Optional[Path] = typer.Option(None, "--history", help="default $ADVISOR_HISTORY or the user cache"),
+):
+    """List recorded runs: when, task, models, seed, verdict, best accuracy, cost per request."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    from advisor import history
+
+    path = history.history_path(history_file)
+    runs = history.list_runs(path, task)
+    if not runs:
+        out.print(f"no runs recorded in {path}" + (f" for task {task!r}" if task else ""), highlight=False)
+        return
+    t = Table(title=f"advisor history: {path}", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    for col in ("id", "when", "task", "models", "seed", "verdict", "best acc", "$/req"):
+        t.add_column(col, justify="right" if col in ("id", "seed", "best acc", "$/req") else "left",
+                     overflow="fold")  # a narrow terminal wraps the cells instead of cutting them
+    for r in runs:
+        pick = r.row(r.verdict) if r.verdict else None
+        cost = pick.cost_per_request if pick else None
+        best = r.best_accuracy
+        t.add_row(str(r.id), Text(r.created[:16].replace("T", " ")), Text(r.task_name), Text(", ".join(sorted({m.split(" @")[0] for m in r.models.values()}))),
+                  str(r.seed), Text(str(r.verdict)), "–" if best is None else f"{best:.0%}",
+                  "–" if cost is None else f"${cost:.6f}")
+    out.print(t)
+
+
+@app.command("compare")
+@exits
+def compare_cmd(
+    a: str = typer.Argument(..., help="run id (advisor history) or run folder"),
+    b: str = typer.Argument(..., help="run id (advisor history) or run folder"),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="also write a self-contained HTML page here"),
+    history_file: Optional[Path] = typer.Option(None, "--history", help="default $ADVISOR_HISTORY or the user cache"),
+):
+    """What changed between two runs, per-row paired accuracy deltas, cost deltas and the verdict."""
+    from advisor import compare, history
+    from advisor.cache import atomic_write_text
+
+    path = history.history_path(history_file)
+    (ra, la), (rb, lb) = compare.load(a, path), compare.load(b, path)
+    c = compare.compare(ra, rb, la, lb)
+    compare.terminal(c, out)
+    if html_out is not None:
+        atomic_write_text(html_out, compare.html(c))
+        out.print(f"wrote {html_out}", highlight=False)
+
+
+cache_app = typer.Typer(no_args_is_help=True, help="The user cache: converted weights, embeddings, indexes, "
+                                                    "adapters, generations ($ADVISOR_CACHE overrides).")
+app.add_typer(cache_app, name="cache")
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+@cache_app.command("info")
+@exits
+def cache_info():
+    """Where the cache is and what takes space in it."""
+    from advisor.cache import cache_dir
+
+    root = cache_dir()
+    entries = sorted(((_size(p), p.name) for p in root.iterdir()), reverse=True)
+    out.print(f"{root}: {sum(n for n, _ in entries) / 2**20:.1f} MiB", highlight=False)
+    for n, name in entries:
+        out.print(f"  {n / 2**20:10.1f} MiB  {name}", highlight=False)
+
+
+@cache_app.command("clear")
+@exits
+def cache_clear(
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask"),
+    include_history: bool = typer.Option(False, help="also delete the run history kept in the cache"),
+):
+    """Delete everything the cache holds (it is rebuilt on the next run); the run history stays unless asked."""
+    from advisor import history
+    from advisor.cache import cache_dir
+
+    root = cache_dir()
+    keep = set() if include_history else {history.FILE, f"{history.FILE}-wal", f"{history.FILE}-shm"}
+    doomed = [p for p in root.iterdir() if p.name not in keep]
+    size = sum(_size(p) for p in doomed) / 2**20
+    if not yes and not typer.confirm(f"delete {len(doomed)} entries ({size:.1f} MiB) in {root}?"):
+        raise typer.Exit(EXIT_OK)
+    for p in doomed:
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+    out.print(f"deleted {size:.1f} MiB from {root}" + ("" if include_history else "; the run history is kept"),
+              highlight=False)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    app()

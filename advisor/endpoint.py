@@ -4,7 +4,8 @@ Hosted APIs, a vLLM or TGI server, or another machine's `advisor serve`: the
 prompting and RAG strategies send their chat messages here instead of to a local
 model. The API key is read from the environment variable the task names (never
 from a file, never printed). Requests run with bounded concurrency, each with a
-timeout and retries with backoff on 429, 5xx, timeouts and dropped connections.
+timeout and retries with backoff on 408, 429, 5xx, timeouts and dropped connections
+(honouring Retry-After, in seconds or as a date); the retries are counted for the run record.
 Every completed answer is stored as it arrives, keyed by model, URL, messages,
 parameters, seed and sample index, so a rerun after a failure pays only for what
 is missing and no sample is ever served for another.
@@ -13,9 +14,12 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Iterator
 
@@ -28,6 +32,7 @@ from advisor.task import GeneratorSpec
 
 BACKOFF_S = 0.5  # first retry waits about this long, doubling each time (capped at BACKOFF_MAX_S)
 BACKOFF_MAX_S = 30.0
+RETRY_STATUS = (408, 429)  # and every 5xx
 
 
 class EndpointError(ModelError):
@@ -36,6 +41,22 @@ class EndpointError(ModelError):
 
 def _short(text: str, n: int = 200) -> str:
     return " ".join(text.split())[:n]
+
+
+def retry_after_s(value: str) -> float | None:
+    """Retry-After as seconds to wait: a number of seconds or an HTTP date; None when absent or unreadable."""
+    value = value.strip()
+    if not value:
+        return None
+    if value.replace(".", "", 1).isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 class EndpointGenerator:
@@ -60,6 +81,8 @@ class EndpointGenerator:
         self.cache = GenerationCache(cache_dir() / "generations.sqlite")
         self._tokenizer = None
         self.requests_sent = 0  # HTTP requests, retries included (tests check cached answers are not paid again)
+        self.retries = 0  # requests sent again after a 408/429/5xx, a timeout or a dropped connection
+        self._count = threading.Lock()
 
     # -- before any expensive work
 
@@ -182,12 +205,14 @@ class EndpointGenerator:
                 if r.status_code in (401, 403):
                     raise EndpointError(self._rejected(url, r))
                 why = f"HTTP {r.status_code}: {_short(r.text)}"
-                if r.status_code != 429 and r.status_code < 500:
+                if r.status_code not in RETRY_STATUS and r.status_code < 500:
                     raise EndpointError(f"endpoint {url}: {why}")
-                retry_after = r.headers.get("retry-after", "")
-                if retry_after.replace(".", "", 1).isdigit():
-                    wait_s = min(BACKOFF_MAX_S, float(retry_after))
+                asked = retry_after_s(r.headers.get("retry-after", ""))
+                if asked is not None:
+                    wait_s = min(BACKOFF_MAX_S, asked)
             if attempt + 1 < attempts:
+                with self._count:
+                    self.retries += 1
                 time.sleep(wait_s)
         raise EndpointError(f"endpoint {url}: failed after {attempts} attempt(s): {why}")
 

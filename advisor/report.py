@@ -103,7 +103,7 @@ def _cite(results: Results, sources: tuple[str, ...] | list[str]) -> str:
 
 
 def fmt_pricing(p: Pricing, a: Assumptions) -> str:
-    """The price assumption behind a row's cost per request (harness.pricing), in words."""
+    """The price assumption behind a row's cost per request (advisor.economics.pricing), in words."""
 
     def tokens(inp: float | None, out: float | None) -> str:
         inp, out = num(inp), num(out)

@@ -317,6 +317,7 @@ class RunInfo(Record):
         description="`generator`, `generator NAME` for named generators, and `embedder` (null when none was used)")
     versions: dict[str, str]
     hardware: Hardware
+    retries: int = Field(0, description="endpoint requests sent again after 408/429/5xx or a dropped connection")
 
 
 class Scoring(ScoringSpec):

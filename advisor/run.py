@@ -270,7 +270,9 @@ def assemble(task: Task, seed: int, evaluated: list[Evaluation], ctx: Context, s
                  "tags": sorted({t for ex in task.eval for t in ex.tags}),
                  "instructions_tokens": ctx.generator.count_tokens(task.instructions)},
         "run": {"seed": seed, "started": started.isoformat(timespec="seconds"), "seconds": seconds, "command": command,
-                "models": _models_used(task, ctx), "versions": _versions(), "hardware": _hardware()},
+                "models": _models_used(task, ctx), "versions": _versions(), "hardware": _hardware(),
+                # Endpoint requests sent again after 408/429/5xx or a dropped connection (history shows flaky APIs).
+                "retries": sum(getattr(g, "retries", 0) for g in {id(g): g for g in ctx.generators.values()}.values())},
         "scoring": task.spec.scoring.model_dump(),
         "strategies": [e.summary for e in evaluated],
         "comparisons": compare_rows(evaluated, seed),

@@ -76,7 +76,8 @@ def server():
 class FaultProxy:
     """Forwards to the real server, except that the first requests get the queued faults.
 
-    A fault is an HTTP status (answered with an error body) or "hang" (no answer for `hang_s`).
+    A fault is an HTTP status (answered with an error body), a (status, headers) pair,
+    or "hang" (no answer for `hang_s`).
     """
 
     def __init__(self, upstream: str, faults: list, hang_s: float = 3.0):
@@ -91,6 +92,9 @@ class FaultProxy:
                 proxy.requests += 1
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 fault = proxy.faults.pop(0) if proxy.faults else None
+                headers = {}
+                if isinstance(fault, tuple):
+                    fault, headers = fault
                 if fault == "hang":
                     time.sleep(proxy.hang_s)
                     return
@@ -105,6 +109,8 @@ class FaultProxy:
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
+                for k, v in headers.items():
+                    self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -174,7 +180,31 @@ def test_429_then_500_are_retried(proxy, key):
     gen = EndpointGenerator(spec(p.url))
     out = gen.complete([ask("Retry me: what is 2 + 2?")], max_new_tokens=6)
     assert out[0].text and out[0].completion_tokens > 0
-    assert p.requests == 3 and gen.requests_sent == 3
+    assert p.requests == 3 and gen.requests_sent == 3 and gen.retries == 2
+
+
+def test_408_is_retried_and_retry_after_is_honoured(proxy, key):
+    p = proxy([408, (429, {"retry-after": "1.5"})])
+    gen = EndpointGenerator(spec(p.url))
+    t0 = time.perf_counter()
+    out = gen.complete([ask("Retry me after a pause: what is 3 + 3?")], max_new_tokens=6)
+    waited = time.perf_counter() - t0
+    assert out[0].text and p.requests == 3 and gen.retries == 2
+    assert waited >= 1.5  # the server's Retry-After, not the ~0.5 s first backoff
+
+
+def test_retry_after_reads_seconds_and_http_dates():
+    from datetime import datetime, timedelta, timezone
+    from email.utils import format_datetime
+
+    from advisor.endpoint import retry_after_s
+
+    assert retry_after_s("2") == 2.0 and retry_after_s(" 0.5 ") == 0.5
+    assert retry_after_s("") is None and retry_after_s("soon") is None
+    later = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=20), usegmt=True)
+    assert 15 <= retry_after_s(later) <= 20
+    earlier = format_datetime(datetime.now(timezone.utc) - timedelta(seconds=20), usegmt=True)
+    assert retry_after_s(earlier) == 0.0
 
 
 def test_check_without_a_model_list_sends_one_token(proxy, key):
@@ -224,14 +254,14 @@ def test_server_down_is_a_clear_error_before_anything_is_written(tmp_path):
     url = f"http://127.0.0.1:{free_port()}/v1"
     task = hosted_task(tmp_path / "task", url)
     r = advisor("run", str(task), "--out", str(tmp_path / "out"), "-s", "few-shot", env={KEY_ENV: KEY})
-    assert r.returncode == 2 and f"{url}/models: cannot connect" in r.stderr, r.stderr
+    assert r.returncode == 3 and f"{url}/models: cannot connect" in r.stderr, r.stderr  # 3: endpoint failure
     assert "Traceback" not in r.stderr and not (tmp_path / "out").exists()
 
 
 def test_unset_key_variable_is_named_never_its_value(tmp_path, server):
     task = hosted_task(tmp_path / "task", server, key_env="ADVISOR_NO_SUCH_KEY_VAR")
     r = advisor("run", str(task), "--out", str(tmp_path / "out"), "-s", "few-shot")
-    assert r.returncode == 2 and "ADVISOR_NO_SUCH_KEY_VAR" in r.stderr and server in r.stderr, r.stderr
+    assert r.returncode == 3 and "ADVISOR_NO_SUCH_KEY_VAR" in r.stderr and server in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "out").exists()
 
 

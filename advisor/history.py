@@ -1,0 +1,274 @@
+"""Run history: every finished `advisor run` as one record in an embedded SQLite store.
+
+Teams edit the prompt, add documents, retrain and ask "did that help?"; the output
+folder is overwritten, the history is not. One record holds what `advisor compare`
+needs: the task's content hash and a diff-able snapshot of task.yaml, the models,
+seed and version, every row's numbers and every answer's score, and the verdict.
+
+Safe under concurrent runs: WAL journal, a busy timeout, and each run written in one
+`BEGIN IMMEDIATE` transaction (all of it or none of it). The schema is versioned by
+`PRAGMA user_version`; `MIGRATIONS[i]` takes version i to i + 1, applied on open.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from advisor.cache import cache_dir, hash_json
+from advisor.results import Results
+
+ENV = "ADVISOR_HISTORY"
+FILE = "history.sqlite"
+BUSY_TIMEOUT_MS = 60_000
+
+MIGRATIONS: list[list[str]] = [
+    [  # 0 -> 1
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            created TEXT NOT NULL, task_name TEXT NOT NULL, task_hash TEXT NOT NULL,
+            task_yaml TEXT NOT NULL, task_files TEXT NOT NULL, models TEXT NOT NULL,
+            seed INTEGER, advisor_version TEXT, n_eval INTEGER, verdict TEXT, reasons TEXT NOT NULL,
+            out_dir TEXT, command TEXT, retries INTEGER NOT NULL DEFAULT 0, gates TEXT NOT NULL DEFAULT '[]')""",
+        """CREATE TABLE rows (
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, position INTEGER NOT NULL,
+            strategy TEXT NOT NULL, family TEXT, model TEXT,
+            accuracy REAL, accuracy_low REAL, accuracy_high REAL,
+            cost_per_request REAL, total_cost REAL, prompt_tokens REAL, completion_tokens REAL,
+            latency_p50_s REAL, generation_seconds REAL, setup_seconds REAL,
+            PRIMARY KEY (run_id, strategy))""",
+        """CREATE TABLE answers (
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, example_id TEXT NOT NULL,
+            strategy TEXT NOT NULL, score REAL, answer TEXT, PRIMARY KEY (run_id, example_id, strategy))""",
+        "CREATE INDEX runs_task ON runs(task_name)",
+        "CREATE INDEX runs_out ON runs(out_dir)",
+    ],
+]
+
+
+class HistoryError(Exception):
+    """A history store that cannot be read or a run that is not in it (bad input)."""
+
+
+@dataclass(frozen=True)
+class RowRecord:
+    strategy: str
+    family: str | None
+    model: str | None
+    accuracy: float | None
+    accuracy_low: float | None
+    accuracy_high: float | None
+    cost_per_request: float | None
+    total_cost: float | None
+    prompt_tokens: float | None
+    completion_tokens: float | None
+    latency_p50_s: float | None
+    generation_seconds: float | None  # answering the eval set once (batched), what --dry-run scales
+    setup_seconds: float | None  # training + indexing, 0 when reused from the cache
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run as history keeps it; also built straight from a results.json (id None)."""
+
+    id: int | None
+    created: str
+    task_name: str
+    task_hash: str  # sha256 over the task folder's file hashes
+    task_yaml: str  # the task file's text at run time ('' when unknown)
+    task_files: dict[str, str]  # relative path -> sha256
+    models: dict[str, str]  # role -> "model name @fingerprint"
+    seed: int | None
+    advisor_version: str | None
+    n_eval: int | None
+    verdict: str | None
+    reasons: tuple[str, ...]
+    out_dir: str | None
+    command: str | None
+    retries: int
+    rows: tuple[RowRecord, ...]
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)  # strategy -> example id -> score
+    answers: dict[str, dict[str, str]] = field(default_factory=dict)  # strategy -> example id -> answer
+    gates: tuple[dict, ...] = ()
+
+    def row(self, strategy: str) -> RowRecord | None:
+        return next((r for r in self.rows if r.strategy == strategy), None)
+
+    @property
+    def best_accuracy(self) -> float | None:
+        values = [r.accuracy for r in self.rows if r.accuracy is not None]
+        return max(values) if values else None
+
+
+def history_path(override: Path | None = None) -> Path:
+    """--history, else $ADVISOR_HISTORY, else history.sqlite in the user cache."""
+    if override is not None:
+        return Path(override)
+    env = os.environ.get(ENV)
+    return Path(env) if env else cache_dir() / FILE
+
+
+# ------------------------------------------------------------ results.json -> record
+
+
+def record_from_results(results: Results, task_yaml: str, out_dir: Path | str | None,
+                        gates: list[dict] | None = None) -> RunRecord:
+    """A run's record from its results (advisor.results): what the store keeps of it."""
+    rows = []
+    for s in results.strategies:
+        setup = s.setup.train_seconds + s.setup.index_seconds
+        rows.append(RowRecord(
+            strategy=s.name, family=str(s.family), model=s.model, accuracy=s.accuracy.mean,
+            accuracy_low=s.accuracy.low, accuracy_high=s.accuracy.high,
+            cost_per_request=s.economics.cost_per_request if s.economics else None,
+            total_cost=s.economics.total_cost if s.economics else None,
+            prompt_tokens=s.tokens.prompt_mean, completion_tokens=s.tokens.completion_mean,
+            latency_p50_s=s.latency.p50_seconds, generation_seconds=s.throughput.generation_seconds,
+            setup_seconds=setup))
+    scores: dict[str, dict[str, float]] = {r.strategy: {} for r in rows}
+    answers: dict[str, dict[str, str]] = {r.strategy: {} for r in rows}
+    for ex in results.examples:
+        for name, a in ex.answers.items():
+            scores.setdefault(name, {})[ex.id] = a.score
+            answers.setdefault(name, {})[ex.id] = a.text
+    # "name @fingerprint": a model revised under the same name still shows as a change in `advisor compare`.
+    models = {role: m.name + (f" @{m.fingerprint[:12]}" if m.fingerprint else "")
+              for role, m in results.run.models.items() if m}
+    rec, task, run = results.recommendation, results.task, results.run
+    return RunRecord(
+        id=None, created=run.started, task_name=task.name, task_hash=hash_json(task.files),
+        task_yaml=task_yaml, task_files=dict(task.files), models=models, seed=run.seed,
+        advisor_version=results.advisor_version, n_eval=task.n_eval, verdict=rec.strategy,
+        reasons=tuple(rec.reasons), out_dir=str(out_dir) if out_dir is not None else None,
+        command=run.command, retries=run.retries, rows=tuple(rows), scores=scores,
+        answers=answers, gates=tuple(gates or ()))
+
+
+# ------------------------------------------------------------------- the store
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating or migrating) the store; autocommit mode, transactions are explicit."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    try:
+        con.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        con.execute("PRAGMA journal_mode = WAL")
+        con.execute("PRAGMA foreign_keys = ON")
+        _migrate(con, path)
+    except sqlite3.DatabaseError as e:
+        con.close()
+        raise HistoryError(f"{path}: not a usable advisor history store ({e}); "
+                           f"point --history or ${ENV} at another file") from None
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _migrate(con: sqlite3.Connection, path: Path) -> None:
+    version = con.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise HistoryError(f"{path}: schema version {version} is newer than this advisor knows "
+                           f"({len(MIGRATIONS)}); upgrade advisor or use another --history")
+    if version == len(MIGRATIONS):
+        return
+    con.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then see the new version
+    try:
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        for step in MIGRATIONS[version:]:
+            for statement in step:
+                con.execute(statement)
+        con.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def record(path: Path, rec: RunRecord) -> int:
+    """Write one run in one transaction; returns its id."""
+    con = connect(path)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            created = rec.created or datetime.now(timezone.utc).isoformat(timespec="seconds")
+            cur = con.execute(
+                "INSERT INTO runs (created, task_name, task_hash, task_yaml, task_files, models, seed, advisor_version,"
+                " n_eval, verdict, reasons, out_dir, command, retries, gates) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (created, rec.task_name, rec.task_hash, rec.task_yaml, json.dumps(rec.task_files),
+                 json.dumps(rec.models), rec.seed, rec.advisor_version, rec.n_eval, rec.verdict,
+                 json.dumps(list(rec.reasons)), rec.out_dir, rec.command, rec.retries, json.dumps(list(rec.gates))))
+            run_id = cur.lastrowid
+            con.executemany(
+                "INSERT INTO rows VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(run_id, i, r.strategy, r.family, r.model, r.accuracy, r.accuracy_low, r.accuracy_high,
+                  r.cost_per_request, r.total_cost, r.prompt_tokens, r.completion_tokens, r.latency_p50_s,
+                  r.generation_seconds, r.setup_seconds)
+                 for i, r in enumerate(rec.rows)])
+            con.executemany(
+                "INSERT INTO answers VALUES (?,?,?,?,?)",
+                [(run_id, ex_id, strategy, s, rec.answers.get(strategy, {}).get(ex_id))
+                 for strategy, by_id in rec.scores.items() for ex_id, s in by_id.items()])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return run_id
+    finally:
+        con.close()
+
+
+def _run_from_row(con: sqlite3.Connection, r: sqlite3.Row, with_answers: bool) -> RunRecord:
+    rows = tuple(RowRecord(*x) for x in con.execute(
+        "SELECT strategy, family, model, accuracy, accuracy_low, accuracy_high, cost_per_request, total_cost,"
+        " prompt_tokens, completion_tokens, latency_p50_s, generation_seconds, setup_seconds FROM rows WHERE run_id = ? ORDER BY position", (r["id"],)))
+    scores: dict[str, dict[str, float]] = {}
+    answers: dict[str, dict[str, str]] = {}
+    if with_answers:
+        for ex_id, strategy, s, text in con.execute(
+                "SELECT example_id, strategy, score, answer FROM answers WHERE run_id = ? ORDER BY rowid", (r["id"],)):
+            scores.setdefault(strategy, {})[ex_id] = s
+            answers.setdefault(strategy, {})[ex_id] = text
+    return RunRecord(
+        id=r["id"], created=r["created"], task_name=r["task_name"], task_hash=r["task_hash"], task_yaml=r["task_yaml"],
+        task_files=json.loads(r["task_files"]), models=json.loads(r["models"]), seed=r["seed"],
+        advisor_version=r["advisor_version"], n_eval=r["n_eval"], verdict=r["verdict"],
+        reasons=tuple(json.loads(r["reasons"])), out_dir=r["out_dir"], command=r["command"], retries=r["retries"],
+        rows=rows, scores=scores, answers=answers, gates=tuple(json.loads(r["gates"])))
+
+
+def _query(path: Path, sql: str, args: tuple, with_answers: bool) -> list[RunRecord]:
+    if not Path(path).exists():
+        return []
+    con = connect(path)
+    con.row_factory = sqlite3.Row
+    try:
+        return [_run_from_row(con, r, with_answers) for r in con.execute(sql, args).fetchall()]
+    finally:
+        con.close()
+
+
+def list_runs(path: Path, task: str | None = None) -> list[RunRecord]:
+    """Oldest first; `task` filters by task name."""
+    if task:
+        return _query(path, "SELECT * FROM runs WHERE task_name = ? ORDER BY id", (task,), False)
+    return _query(path, "SELECT * FROM runs ORDER BY id", (), False)
+
+
+def get_run(path: Path, run_id: int) -> RunRecord:
+    found = _query(path, "SELECT * FROM runs WHERE id = ?", (run_id,), True)
+    if not found:
+        raise HistoryError(f"{path}: no run {run_id} in the history (see `advisor history`)")
+    return found[0]
+
+
+def latest_for_out_dir(path: Path, out_dir: Path) -> RunRecord | None:
+    """The newest recorded run written to this folder, if any (its task.yaml snapshot is there)."""
+    found = _query(path, "SELECT * FROM runs WHERE out_dir = ? ORDER BY id DESC LIMIT 1",
+                   (str(Path(out_dir).resolve()),), True)
+    return found[0] if found else None
