@@ -5,7 +5,6 @@ second after an edit of the instructions, record into a history store in a temp 
 """
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import subprocess
@@ -17,7 +16,8 @@ import pytest
 import yaml
 
 from advisor import compare, history
-from advisor.scoring import paired_compare
+from advisor.results import load_results
+from advisor.stats import paired_compare
 from tests.conftest import write_task
 
 # Small enough for a busy 2-core machine; the same in test_ci.py and test_history.py, so one test session
@@ -48,7 +48,7 @@ def two_runs(tmp_path_factory):
     (task / "task.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     b = advisor("run", str(task), "--out", str(root / "b"), "--history", str(store), *ROWS)
     assert b.returncode == 0, b.stderr[-3000:]
-    results = [json.loads((root / x / "results.json").read_text()) for x in ("a", "b")]
+    results = [load_results(root / x) for x in ("a", "b")]
     return root, store, original, results
 
 
@@ -112,7 +112,7 @@ def test_compare_shows_the_edit_paired_tests_and_the_verdict(two_runs, tmp_path)
 def test_compare_pairs_only_the_items_both_runs_answered(two_runs):
     _, _, original, (ra, _) = two_runs
     full = history.record_from_results(ra, original, None)
-    fewer = dict(ra, examples=ra["examples"][:2])
+    fewer = ra.model_copy(update={"examples": ra.examples[:2]})
     part = history.record_from_results(fewer, original, None)
     c = compare.compare(full, part)
     assert all(r.shared == 2 for r in c.rows)
@@ -129,7 +129,8 @@ def test_two_processes_recording_at_once_keep_every_record(two_runs, tmp_path):
         import json, sys, time
         from pathlib import Path
         from advisor import history
-        results = json.loads(Path({str(root / 'a' / 'results.json')!r}).read_text())
+        from advisor.results import load_results
+        results = load_results(Path({str(root / 'a')!r}))
         while not Path({str(go)!r}).exists():
             time.sleep(0.01)
         for k in range(20):
@@ -144,7 +145,7 @@ def test_two_processes_recording_at_once_keep_every_record(two_runs, tmp_path):
         assert p.returncode == 0, err
     runs = history.list_runs(store)
     assert sorted(r.out_dir for r in runs) == sorted(f"writer-{w}-{k}" for w in (1, 2) for k in range(20))
-    n_answers = sum(len(ex["answers"]) for ex in json.loads((root / "a" / "results.json").read_text())["examples"])
+    n_answers = sum(len(ex.answers) for ex in load_results(root / "a").examples)
     with sqlite3.connect(store) as con:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
