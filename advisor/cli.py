@@ -1,4 +1,4 @@
-"""Command line: init, validate, run, train, report, roi, serve."""
+"""Command line: init, validate, run, train, report, roi, serve, export."""
 from __future__ import annotations
 
 import logging
@@ -171,7 +171,12 @@ def serve(
     model_name: Optional[str] = typer.Option(None, help="the model id clients send (default: the strategy or model)"),
     host: str = typer.Option("127.0.0.1", help="interface to bind; the default is this machine only"),
     port: int = typer.Option(8000, min=1, max=65535),
-    api_key_env: Optional[str] = typer.Option(None, help="require `Authorization: Bearer $NAME` from clients"),
+    api_key_env: Optional[str] = typer.Option(None, help="require `Authorization: Bearer $NAME` from clients "
+                                                          "(needed with a --host other than loopback)"),
+    max_tokens_cap: int = typer.Option(1024, min=1, help="the most tokens one request may ask for"),
+    max_batch: int = typer.Option(32, min=1, help="requests generated together in one batch"),
+    batch_wait_ms: float = typer.Option(5.0, min=0, help="how long a batch waits for more requests to join"),
+    max_queue: int = typer.Option(256, min=1, help="requests waiting beyond this get 503 (retry later)"),
 ):
     """Serve a run's strategy (or a plain model) as an OpenAI-compatible chat-completions API."""
     from advisor import serve as srv
@@ -184,14 +189,34 @@ def serve(
         _fail("give a run folder (advisor serve RUN_DIR [--strategy NAME]) or --model NAME, not both")
     if model is not None and strategy is not None:
         _fail("--strategy needs a run folder; --model serves the model as is")
+    limits = srv.Limits(max_tokens=max_tokens_cap, max_batch=max_batch, max_wait_ms=batch_wait_ms, max_queue=max_queue)
     try:
+        srv.check_exposure(host, api_key_env)  # before minutes of model loading
         if model is not None:
             say(f"loading {model} ...")
             served = srv.plain_model(model, model_name)
         else:
             served = srv.run_strategy(run_dir, strategy, model_name, say)
-        srv.serve(served, host, port, api_key_env, say)
+        srv.serve(served, host, port, api_key_env, say, limits)
     except (srv.ServeError, ModelError) as e:
+        _fail(str(e))
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="a finished run's folder"),
+    out_dir: Path = typer.Argument(..., help="new folder for the export"),
+    to: str = typer.Option(..., "--to", help="vllm: base model + peft adapter + chat template + `vllm serve` line; "
+                                             "merged: the adapter merged into safetensors weights"),
+    strategy: Optional[str] = typer.Option(None, "--strategy", "-s", help="default: the run's recommended strategy"),
+):
+    """Export a run's strategy for a production engine (vLLM, TGI, or any engine that loads a model)."""
+    from advisor import export as exp
+    from advisor.models import ModelError
+
+    try:
+        exp.export(run_dir, strategy, to, out_dir, lambda line: err.print(line, highlight=False))
+    except (exp.ExportError, ModelError) as e:
         _fail(str(e))
 
 

@@ -24,6 +24,7 @@ from strategies.prompting import fixed_shots
 # Measured on clustered 384-dim vectors, 2 cores (benchmarks/README.md): at 1M, build 167 s, recall@10 0.958,
 # 91x exact search's queries/s one query at a time; at 100k, build 10 s, recall 0.994 (32/200/128: 72 s, 0.999).
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 16, 40, 256
+MEMO_LIMIT = 10_000  # retrieved passages kept per question; a long-running server must not grow without end
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,8 @@ class Rag(Strategy):
 
     def retrieve(self, text: str) -> list[Chunk]:
         if text not in self._hits:
+            if len(self._hits) >= MEMO_LIMIT:  # a server sees endless new questions
+                self._hits.clear()
             self._hits[text] = self.index.search([text], self.ctx.task.spec.rag.top_k)[0]
         return self._hits[text]
 
