@@ -149,7 +149,6 @@ def build_app(served: Served, api_key: str | None = None, on_stop: Callable[[], 
             on_stop()
 
     app = FastAPI(title="advisor serve", docs_url=None, redoc_url=None, lifespan=lifespan)
-    app.state.batcher = batcher
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
