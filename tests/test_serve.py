@@ -157,7 +157,7 @@ def test_full_queue_is_503_and_limits_are_400_413(plain):
     limits = Limits(max_tokens=64, max_body_bytes=2000, max_batch=1, max_queue=1)
     with running(plain, limits) as base:
         url = f"{base}/v1/chat/completions"
-        big = httpx.post(url, json={"messages": ask("Hi"), "max_tokens": 65})
+        big = httpx.post(url, json={"messages": ask("Hi"), "max_tokens": 65}, timeout=60)
         assert big.status_code == 400 and "max_tokens 65 is over this server's limit of 64" in big.text
         long_body = {"messages": ask("x" * 3000)}
         assert httpx.post(url, json=long_body).status_code == 413
@@ -166,7 +166,7 @@ def test_full_queue_is_503_and_limits_are_400_413(plain):
 
         # One generating, one queued: the others are turned away with 503 and Retry-After.
         def post(i):
-            return httpx.post(url, json={"messages": ask(f"Tell me story number {i}."), "max_tokens": 48}, timeout=300)
+            return httpx.post(url, json={"messages": ask(f"Tell me story number {i}."), "max_tokens": 24}, timeout=1800)
 
         with ThreadPoolExecutor(5) as pool:
             replies = list(pool.map(post, range(5)))
