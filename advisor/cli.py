@@ -1,4 +1,4 @@
-"""Command line: init, validate, run, train, report, roi, serve, history, compare, cache.
+"""Command line: init, validate, run, train, report, roi, serve, export, history, compare, cache.
 
 Exit codes (README "In CI"): 0 ok, 1 a gate failed, 2 bad input, 3 a model, endpoint
 or hardware failure, 4 an internal error (a bug; the traceback is printed), 130
@@ -45,6 +45,7 @@ class InputError(Exception):
 def exit_code(e: BaseException) -> int | None:
     """The exit code for a failure of this type; None for an unexpected one (a bug)."""
     from advisor.compare import CompareError
+    from advisor.export import ExportError
     from advisor.gates import GateSpecError
     from advisor.history import HistoryError
     from advisor.models import ModelError
@@ -57,7 +58,7 @@ def exit_code(e: BaseException) -> int | None:
     if isinstance(e, KeyboardInterrupt):
         return EXIT_INTERRUPTED
     if isinstance(e, (InputError, TaskError, RunError, ResultsError, ContextTooLong, GateSpecError, HistoryError,
-                      CompareError, TrackingError, ServeError)):
+                      CompareError, TrackingError, ServeError, ExportError)):
         return EXIT_INPUT
     out_of_memory = getattr(sys.modules.get("torch"), "OutOfMemoryError", MemoryError)
     if isinstance(e, (ModelError, MemoryError, out_of_memory)):
@@ -422,7 +423,12 @@ def serve(
     model_name: Optional[str] = typer.Option(None, help="the model id clients send (default: the strategy or model)"),
     host: str = typer.Option("127.0.0.1", help="interface to bind; the default is this machine only"),
     port: int = typer.Option(8000, min=1, max=65535),
-    api_key_env: Optional[str] = typer.Option(None, help="require `Authorization: Bearer $NAME` from clients"),
+    api_key_env: Optional[str] = typer.Option(None, help="require `Authorization: Bearer $NAME` from clients "
+                                                          "(needed with a --host other than loopback)"),
+    max_tokens_cap: int = typer.Option(1024, min=1, help="the most tokens one request may ask for"),
+    max_batch: int = typer.Option(32, min=1, help="requests generated together in one batch"),
+    batch_wait_ms: float = typer.Option(5.0, min=0, help="how long a batch waits for more requests to join"),
+    max_queue: int = typer.Option(256, min=1, help="requests waiting beyond this get 503 (retry later)"),
 ):
     """Serve a run's strategy (or a plain model) as an OpenAI-compatible chat-completions API."""
     from advisor import serve as srv
@@ -434,12 +440,29 @@ def serve(
         _fail("give a run folder (advisor serve RUN_DIR [--strategy NAME]) or --model NAME, not both")
     if model is not None and strategy is not None:
         _fail("--strategy needs a run folder; --model serves the model as is")
+    limits = srv.Limits(max_tokens=max_tokens_cap, max_batch=max_batch, max_wait_ms=batch_wait_ms, max_queue=max_queue)
+    srv.check_exposure(host, api_key_env)  # before minutes of model loading
     if model is not None:
         say(f"loading {model} ...")
         served = srv.plain_model(model, model_name)
     else:
         served = srv.run_strategy(run_dir, strategy, model_name, say)
-    srv.serve(served, host, port, api_key_env, say)
+    srv.serve(served, host, port, api_key_env, say, limits)
+
+
+@app.command()
+@exits
+def export(
+    run_dir: Path = typer.Argument(..., help="a finished run's folder"),
+    out_dir: Path = typer.Argument(..., help="new folder for the export"),
+    to: str = typer.Option(..., "--to", help="vllm: base model + peft adapter + chat template + `vllm serve` line; "
+                                             "merged: the adapter merged into safetensors weights"),
+    strategy: Optional[str] = typer.Option(None, "--strategy", "-s", help="default: the run's recommended strategy"),
+):
+    """Export a run's strategy for a production engine (vLLM, TGI, or any engine that loads a model)."""
+    from advisor import export as exp
+
+    exp.export(run_dir, strategy, to, out_dir, lambda line: err.print(line, highlight=False))
 
 
 @app.command("history")

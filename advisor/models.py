@@ -194,36 +194,53 @@ class Generator:
         keys = [hash_json([self.fingerprint, self._adapter, p, params]) for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
         results: list[Generation | None] = [self.cache.get(k) if use_cache else None for k in keys]
-        pad = self.tokenizer.pad_token_id
         fresh = 0  # answers generated now (the rest were served from the cache)
         for b, start in enumerate(range(0, len(order), batch_size)):
             idx = order[start : start + batch_size]
             if all(results[i] is not None for i in idx):
                 continue
-            kwargs = dict(do_sample=False)
-            if temperature > 0:
-                torch.manual_seed(int(hash_bytes(str(seed), str(sample_index), str(b))[:8], 16))
-                kwargs = dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
-            t0 = time.perf_counter()
-            out, width = self._generate_batch([prompts[i] for i in idx], max_new_tokens, kwargs)
-            seconds = time.perf_counter() - t0
+            sampling_seed = int(hash_bytes(str(seed), str(sample_index), str(b))[:8], 16)
+            gens = self.generate_batch([prompts[i] for i in idx], max_new_tokens, temperature, sampling_seed)
             fresh += len(idx)
-            for row, i in enumerate(idx):
-                new = out[row, width:].tolist()
-                n = len(new)
-                for j, t in enumerate(new):
-                    if t == self.tokenizer.eos_token_id or t == pad:
-                        n = j + 1 if t == self.tokenizer.eos_token_id else j
-                        break
-                text = self.tokenizer.decode(new[:n], skip_special_tokens=True).strip()
-                g = Generation(text=text, prompt_tokens=len(prompts[i]), completion_tokens=n,
-                               seconds=seconds / len(idx))
+            for g, i in zip(gens, idx):
                 results[i] = g
                 if use_cache:
                     self.cache.put(keys[i], g)
         if use_cache:
             log.info("answered %d prompts: %d generated, %d from the cache", len(prompts), fresh, len(prompts) - fresh)
         return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def generate_batch(self, batch: list[list[int]], max_new_tokens: int, temperature: float = 0.0,
+                       sampling_seed: int = 0, streamer=None, stopping_criteria=None) -> list[Generation]:
+        """One batch, in the order given, never cached: `generate`'s step, and what a server calls.
+
+        `streamer` (a transformers BaseStreamer) sees each step's tokens, one per row;
+        `stopping_criteria` can end rows early (a row's own token limit, a client gone).
+        """
+        kwargs: dict = dict(do_sample=False)
+        if temperature > 0:
+            torch.manual_seed(sampling_seed)
+            kwargs = dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
+        if streamer is not None:
+            kwargs["streamer"] = streamer
+        if stopping_criteria is not None:
+            kwargs["stopping_criteria"] = stopping_criteria
+        t0 = time.perf_counter()
+        out, width = self._generate_batch(batch, max_new_tokens, kwargs)
+        seconds = time.perf_counter() - t0
+        gens = []
+        for row, prompt in enumerate(batch):
+            new = out[row, width:].tolist()
+            n = len(new)
+            for j, t in enumerate(new):
+                if t == self.tokenizer.eos_token_id or t == self.tokenizer.pad_token_id:
+                    n = j + 1 if t == self.tokenizer.eos_token_id else j
+                    break
+            text = self.tokenizer.decode(new[:n], skip_special_tokens=True).strip()
+            gens.append(Generation(text=text, prompt_tokens=len(prompt), completion_tokens=n,
+                                   seconds=seconds / len(batch)))
+        return gens
 
     def _generate_batch(self, batch: list[list[int]], max_new_tokens: int, kwargs: dict):
         """One batch through `generate`; returns (output ids, width of the prompt part).

@@ -13,6 +13,7 @@ out=${OUT:-"benchmarks/results/$(date -u +%Y-%m-%dT%H%M).txt"}
 ALL=(
   "bench_model_load"
   "bench_generation"
+  "bench_serve"                        # batched server vs one request at a time, 1/4/16 clients
   "bench_retrieval"                    # encode, and FAISS at 10k and 100k
   "bench_retrieval --sizes 1000000 --skip-encode --hnsw-max 2000000 --ef-search 128 256 512 --ivf-lists 0"
   "bench_finetune"

@@ -154,6 +154,10 @@ class Strategy:
                 )
             drop += 1
 
+    def prompt(self, text: str) -> list[dict[str, str]]:
+        """The chat messages this strategy sends for one input, fitted to the window (what a server sends)."""
+        return self._fit(text)[0]
+
     def answer(self, inputs: list[str], temperature: float = 0.0, sample_index: int = 0,
                seed: int | None = None, max_new_tokens: int | None = None, use_cache: bool = True) -> list[Answer]:
         spec = self.ctx.task.spec

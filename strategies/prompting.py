@@ -64,6 +64,8 @@ class DynamicFewShot(Strategy):
 
     def _for(self, text: str) -> list[Example]:
         if text not in self._shots:
+            if len(self._shots) >= 10_000:  # a server sees endless new questions: keep the memo bounded
+                self._shots.clear()
             self._shots[text] = nearest_examples(self.ctx, [text], self.k)[0]
         return self._shots[text]
 

@@ -6,6 +6,7 @@ from advisor.retrieval import Chunk, RagIndex, rag_user_message
 from strategies.base import Strategy, fewshot_messages
 from strategies.prompting import fixed_shots
 
+MEMO_LIMIT = 10_000  # retrieved passages kept per question; a long-running server must not grow without end
 
 class Rag(Strategy):
     name = "rag"
@@ -43,6 +44,8 @@ class Rag(Strategy):
 
     def retrieve(self, text: str) -> list[Chunk]:
         if text not in self._hits:
+            if len(self._hits) >= MEMO_LIMIT:  # a server sees endless new questions
+                self._hits.clear()
             self._hits[text] = self.index.search(self.search_queries([text]), self.ctx.task.spec.rag.top_k)[0]
         return self._hits[text]
 

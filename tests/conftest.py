@@ -122,3 +122,16 @@ def finished_run(tmp_path_factory) -> FinishedRun:
                        env=os.environ | PLANTED_SECRETS)
     assert r.returncode == 0, r.stderr[-3000:]
     return FinishedRun(out, r, json.loads((out / "results.json").read_text()))
+
+
+@pytest.fixture(scope="session")
+def serve_run(tmp_path_factory) -> Path:
+    """A small finished run for serving and exporting: a prompting, a RAG and a (rank 2) LoRA row."""
+    root = tmp_path_factory.mktemp("serve-run")
+    task = write_task(root / "task", finetune={"epochs": 1, "batch_size": 4, "r": 2, "alpha": 4,
+                                               "learning_rate": 0.002, "val_fraction": 0.0})
+    out = root / "out"
+    r = subprocess.run([sys.executable, "-m", "advisor.cli", "run", str(task), "--out", str(out), "-s", "few-shot",
+                        "-s", "rag", "-s", "lora", "--no-freshness", "--no-forgetting"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out

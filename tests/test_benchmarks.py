@@ -19,6 +19,8 @@ CASES = {
                          "single vs exact"]),
     "bench_generation": (["--n", "2", "--max-new-tokens", "4"], ["naive: one generate() per prompt", "speed-up"]),
     "bench_finetune": (["--limit", "8"], ["naive: HF Trainer + peft", "advisor: train_lora", "speed-up"]),
+    "bench_serve": (["--concurrency", "1", "2", "--requests-per-client", "1", "--max-tokens", "2"],
+                    ["advisor serve, ", "ratio"]),
     "bench_scale": (["--docs", "1", "2", "--evals", "1", "2"], ["indexing", "answering, rag", "t doubles at n ="]),
 }
 

