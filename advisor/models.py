@@ -269,7 +269,7 @@ class Generator:
         if n:
             cache = self._prefix_cache(batch[0][:n])
             cache.batch_repeat_interleave(len(batch))
-            extra["past_key_values"] = cache
+            extra["cache"] = cache  # transformers >= 5.24 names it `cache` (`past_key_values` is deprecated)
         out = self.model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
                                   pad_token_id=pad, **extra, **kwargs)
         return out, width
@@ -285,7 +285,7 @@ class Generator:
         key = (self._adapter, tuple(prefix))
         if self._prefix_kv is None or self._prefix_kv[0] != key:
             cache = DynamicCache()
-            self.model(input_ids=torch.tensor([prefix], device=self.model.device), past_key_values=cache, use_cache=True)
+            self.model(input_ids=torch.tensor([prefix], device=self.model.device), cache=cache, use_cache=True)
             self._prefix_kv = (key, cache)
         return copy.deepcopy(self._prefix_kv[1])
 
