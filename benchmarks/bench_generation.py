@@ -30,7 +30,7 @@ def main():
     quiet_libraries()
     task = load_task(args.task)
     gen = Generator(task.spec.models.generator)
-    shots = fixed_shots(task)
+    shots = fixed_shots(task, task.spec.seed)
     prompts = [gen.chat_ids(fewshot_messages(task.instructions, shots, ex.input)) for ex in task.eval[: args.n]]
 
     t0 = time.perf_counter()

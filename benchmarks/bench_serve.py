@@ -79,7 +79,7 @@ def main():
     quiet()
     task = load_task(args.task)
     gen = Generator(task.spec.models.generator)
-    shots = fixed_shots(task)
+    shots = fixed_shots(task, task.spec.seed)
     served = Served("few-shot", gen.display_name, gen,
                     lambda messages: fewshot_messages(task.instructions, shots, messages[-1]["content"]), args.max_tokens)
     questions = [ex.input for ex in task.eval]
