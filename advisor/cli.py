@@ -477,6 +477,7 @@ def history_cmd(
     from rich.text import Text
 
     from advisor import history
+    from advisor.formatting import money
 
     path = history.history_path(history_file)
     runs = history.list_runs(path, task)
@@ -493,7 +494,7 @@ def history_cmd(
         best = r.best_accuracy
         t.add_row(str(r.id), Text(r.created[:16].replace("T", " ")), Text(r.task_name), Text(", ".join(sorted({m.split(" @")[0] for m in r.models.values()}))),
                   str(r.seed), Text(str(r.verdict)), "–" if best is None else f"{best:.0%}",
-                  "–" if cost is None else f"${cost:.6f}")
+                  "–" if cost is None else money(cost))
     out.print(t)
 
 
@@ -550,6 +551,7 @@ def cache_clear(
 ):
     """Delete everything the cache holds (it is rebuilt on the next run); the run history stays unless asked."""
     from advisor import history
+    from advisor.formatting import money
     from advisor.cache import cache_dir
 
     root = cache_dir()

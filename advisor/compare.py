@@ -23,6 +23,7 @@ from rich.text import Text
 
 from advisor import history
 from advisor.cache import hash_file
+from advisor.formatting import money, pct
 from advisor.results import Results, ResultsError, load_results
 from advisor.stats import paired_compare
 from advisor.task import TASK_FILE
@@ -182,7 +183,7 @@ def compare(a: history.RunRecord, b: history.RunRecord, label_a: str = "A", labe
 
 
 def _pct(x: float | None) -> str:
-    return DASH if x is None else f"{100 * x:.0f}%"
+    return DASH if x is None else pct(x)
 
 
 def _pp(x: float | None) -> str:
@@ -190,13 +191,14 @@ def _pp(x: float | None) -> str:
 
 
 def _usd(x: float | None) -> str:
-    return DASH if x is None else f"${x:.6f}"
+    return DASH if x is None else money(x)
 
 
 def _usd_delta(a: float | None, b: float | None) -> str:
     if a is None or b is None:
         return DASH
-    return f"{b - a:+.6f}" + (f" ({(b - a) / a:+.0%})" if a else "")
+    sign = "+" if b >= a else "-"
+    return sign + money(abs(b - a)) + (f" ({(b - a) / a:+.0%})" if a else "")
 
 
 def _short(s: str, n: int = 60) -> str:
