@@ -551,7 +551,6 @@ def cache_clear(
 ):
     """Delete everything the cache holds (it is rebuilt on the next run); the run history stays unless asked."""
     from advisor import history
-    from advisor.formatting import money
     from advisor.cache import cache_dir
 
     root = cache_dir()
