@@ -60,16 +60,16 @@ def test_every_run_is_recorded_with_its_answers_and_task_snapshot(two_runs):
     assert first.task_yaml == original
     assert yaml.safe_load(history.get_run(store, 2).task_yaml)["instructions"] == EDITED
     assert first.task_hash != runs[1].task_hash  # the content hash follows the edit
-    assert first.out_dir == str((root / "a").resolve()) and first.seed == ra["run"]["seed"]
-    assert first.verdict == ra["recommendation"]["strategy"] and list(first.reasons) == ra["recommendation"]["reasons"]
+    assert first.out_dir == str((root / "a").resolve()) and first.seed == ra.run.seed
+    assert first.verdict == ra.recommendation.strategy and list(first.reasons) == list(ra.recommendation.reasons)
     assert [r.strategy for r in first.rows] == ["zero-shot", "few-shot"]
-    for s in ra["strategies"]:
-        row = first.row(s["name"])
-        assert row.accuracy == s["accuracy"]["mean"]
-        assert row.cost_per_request == s["economics"]["cost_per_request"]
-    for ex in ra["examples"]:
-        for name, ans in ex["answers"].items():
-            assert first.scores[name][ex["id"]] == ans["score"] and first.answers[name][ex["id"]] == ans["text"]
+    for s in ra.strategies:
+        row = first.row(s.name)
+        assert row.accuracy == s.accuracy.mean
+        assert row.cost_per_request == s.economics.cost_per_request
+    for ex in ra.examples:
+        for name, ans in ex.answers.items():
+            assert first.scores[name][ex.id] == ans.score and first.answers[name][ex.id] == ans.text
     assert first.models and all(first.models.values()) and first.retries == 0
 
 
@@ -80,8 +80,8 @@ def test_history_command_lists_both_runs(two_runs):
     lines = [line for line in r.stdout.splitlines() if " tiny " in f" {line} "]
     assert len(lines) == 2, r.stdout
     for line, res in zip(lines, (ra, rb)):
-        best = max(s["accuracy"]["mean"] for s in res["strategies"])
-        assert res["recommendation"]["strategy"] in line and f"{best:.0%}" in line
+        best = max(s.accuracy.mean for s in res.strategies)
+        assert res.recommendation.strategy in line and f"{best:.0%}" in line
     other = advisor("history", "no-such-task", "--history", str(store))
     assert other.returncode == 0 and "no runs recorded" in other.stdout
 
@@ -94,12 +94,12 @@ def test_compare_shows_the_edit_paired_tests_and_the_verdict(two_runs, tmp_path)
     out = " ".join(r.stdout.split())
     assert "field instructions" in out and "<b>shop</b>" in out  # the terminal shows the edit as text
     for name in ("zero-shot", "few-shot"):
-        a = {ex["id"]: ex["answers"][name]["score"] for ex in ra["examples"]}
-        b = {ex["id"]: ex["answers"][name]["score"] for ex in rb["examples"]}
-        expected = paired_compare("B", [b[i] for i in a], "A", [a[i] for i in a], rb["run"]["seed"])
+        a = {ex.id: ex.answers[name].score for ex in ra.examples}
+        b = {ex.id: ex.answers[name].score for ex in rb.examples}
+        expected = paired_compare("B", [b[i] for i in a], "A", [a[i] for i in a], rb.run.seed)
         row = next(line for line in r.stdout.splitlines() if line.strip().startswith(name + " "))
         assert f"{expected.p_value:.3g}" in row and expected.test.split(" (")[0] in " ".join(r.stdout.split())
-    va, vb = ra["recommendation"]["strategy"], rb["recommendation"]["strategy"]
+    va, vb = ra.recommendation.strategy, rb.recommendation.strategy
     assert (f"verdict changed: {va} -> {vb}" if va != vb else f"verdict unchanged: {va}") in out
     html = page.read_text()
     assert "&lt;b&gt;shop&lt;/b&gt;" in html and "<b>shop</b>" not in html and "<script" not in html
