@@ -218,15 +218,20 @@ def test_byte_order_mark_is_handled_the_same_in_every_text_file(tmp_path):
     assert load_task(_set(root, train="more.csv", columns={"input": "input", "output": "output"})).train[0].input == TRAIN[0][0]
 
 
-def test_report_cites_documents_by_their_metadata():
+def test_report_cites_documents_by_their_metadata(finished_run):
+    """Retrieved sources are cited by the title, date and URL a document carries (escaped in HTML)."""
     from advisor import report
+    from advisor.results import DocumentMeta, load_results
 
-    results = {"task": {"document_meta": {"kettle.md": {"title": "Zephyr <Kettle>", "updated": "2026-11-02",
-                                                        "url": "https://shop.example/kettle"}}},
-               "strategies": [{"name": "rag", "retrieval": {"k": 2, "n": 1, "hit_at_k": 1.0, "mrr": 1.0}}],
-               "examples": [{"id": "k1", "input": "Kettle price?", "source": "kettle.md",
-                             "answers": {"rag": {"text": "$73", "score": 1.0, "sources": ["kettle.md", "returns.md"]}}}]}
-    (sample,) = report.retrieval(results)["samples"]
-    cited = sample["retrieved"][0]["sources"]
-    assert cited == "Zephyr <Kettle> (kettle.md) [2026-11-02, https://shop.example/kettle]; returns.md"
-    assert sample["retrieved"][0]["hit"] == "yes"
+    results = load_results(finished_run.out)
+    meta = {"kettle.md": DocumentMeta(title="Zephyr <Kettle>", updated="2026-11-02", url="https://shop.example/kettle")}
+    results = results.model_copy(update={"task": results.task.model_copy(update={"document_meta": meta})})
+    sample = next(s for s in report.retrieval(results)["samples"] if s["id"] == "k1")
+    rag = next(r for r in sample["retrieved"] if r["strategy"] == "rag")
+    got = list(results.examples[0].answers["rag"].sources)
+    assert results.examples[0].id == "k1" and got
+    cite = {"kettle.md": "Zephyr <Kettle> (kettle.md) [2026-11-02, https://shop.example/kettle]"}
+    assert rag["sources"] == "; ".join(cite.get(g, g) for g in got)
+    assert rag["hit"] == ("yes" if "kettle.md" in got else "no")
+    page = report.html(results)
+    assert ("Zephyr &lt;Kettle&gt;" in page) == ("kettle.md" in got) and "Zephyr <Kettle>" not in page
