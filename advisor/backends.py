@@ -10,7 +10,7 @@ from advisor.models import EMBEDDED, Generator
 from advisor.task import GeneratorSpec, ModelsSpec
 
 
-def load_generator(spec: GeneratorSpec, name: str = "default") -> Generator | EndpointGenerator:
+def load_generator(spec: GeneratorSpec, name: str = "default", dtype: str = "auto") -> Generator | EndpointGenerator:
     """A local Generator for `hf`, an EndpointGenerator (checked reachable) for `endpoint`.
 
     Either fails with a ModelError naming the model and the reason, before any expensive work starts.
@@ -19,7 +19,7 @@ def load_generator(spec: GeneratorSpec, name: str = "default") -> Generator | En
         gen = EndpointGenerator(spec, name)
         gen.check()
         return gen
-    return Generator(spec.hf or EMBEDDED)
+    return Generator(spec.hf or EMBEDDED, dtype)
 
 
 def load_generators(models: ModelsSpec, strategies: list[str], endpoints: bool) -> dict[str, object]:
@@ -38,5 +38,5 @@ def load_generators(models: ModelsSpec, strategies: list[str], endpoints: bool) 
         if spec.is_endpoint:
             out[name] = load_generator(spec, name)
         else:
-            out[name] = local[spec.hf] = local.get(spec.hf) or load_generator(spec, name)
+            out[name] = local[spec.hf] = local.get(spec.hf) or load_generator(spec, name, models.dtype)
     return out

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from advisor import __version__
+from advisor.budget import DEFAULT as DEFAULT_BUDGET, BudgetName
 from advisor.task import SEED_LIMIT, TASK_FILE, TaskError, load_task
 
 EXIT_OK, EXIT_GATE, EXIT_INPUT, EXIT_MODEL, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -155,6 +156,10 @@ def _load(task: Path, strict: bool = False, embeddings: bool = False):
 
 STRICT = typer.Option(False, "--strict", help="refuse (exit 2) when eval items duplicate train items")
 SEED = typer.Option(None, min=0, max=SEED_LIMIT - 1, help="overrides the task's seed")
+BUDGET = typer.Option(
+    DEFAULT_BUDGET, "--budget",
+    help="fast: the first run in minutes (the report says what it measured less deeply); full: every measurement "
+         "at full depth. Either only fills settings the task file leaves unset")
 
 
 @app.command()
@@ -282,6 +287,7 @@ def run(
     report_to: Optional[list[str]] = typer.Option(
         None, help="also log the run to an experiment tracker: mlflow (at $MLFLOW_TRACKING_URI)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="estimate tokens, time and cost without running"),
+    budget: BudgetName = BUDGET,
 ):
     """Run every strategy on the task, score, cost, recommend, and write the report.
 
@@ -314,7 +320,8 @@ def run(
     command = "advisor " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     experiments = runner.Experiments(freshness=freshness, forgetting=forgetting, data_curve=sizes)
     seed = t.spec.seed if seed is None else seed
-    results = runner.run(t, out_dir, seed, strategies, console=err, command=command, experiments=experiments)
+    results = runner.run(t, out_dir, seed, strategies, console=err, command=command, experiments=experiments,
+                         budget=budget)
     report.terminal(results, out)
     out.print(f"wrote {out_dir}/results.json, examples.csv, report.md, report.html")
 
@@ -343,6 +350,7 @@ def train(
     task: Path = typer.Argument(..., help="task folder or task.yaml"),
     strategies: Optional[list[str]] = typer.Option(None, "--strategy", "-s", help="train only these rows (repeatable)"),
     seed: Optional[int] = SEED,
+    budget: BudgetName = BUDGET,
 ):
     """Train the fine-tuning rows' adapters into the cache, on one process or several.
 
@@ -356,7 +364,7 @@ def train(
     main = int(os.environ.get("RANK", "0")) == 0
     if main:  # training progress (epochs, checkpoints, resume) on stderr, once
         runner.log_to(logging.StreamHandler(sys.stderr))
-    trained = runner.train(t, t.spec.seed if seed is None else seed, strategies)
+    trained = runner.train(t, t.spec.seed if seed is None else seed, strategies, budget)
     if main:
         for name, m in trained.items():
             how = "reused from the cache" if m["reused"] else (

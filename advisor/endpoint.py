@@ -21,10 +21,11 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import httpx
 
+from advisor import progress
 from advisor.cache import cache_dir, hash_bytes, hash_json
 from advisor.models import (Generation, GenerationCache, ModelError, chat_template_ids, count_tokens,
                            embedded_generator_dir)
@@ -142,23 +143,28 @@ class EndpointGenerator:
         yield
 
     def complete(self, conversations: list[list[dict[str, str]]], max_new_tokens: int, batch_size: int = 16,
-                 temperature: float = 0.0, seed: int = 0, sample_index: int = 0,
+                 temperature: float = 0.0, seed: int = 0, sample_index: int | Sequence[int] = 0,
                  use_cache: bool = True) -> list[Generation]:
-        """Answer every conversation; cached ones cost nothing, the rest run `max_concurrency` at a time."""
+        """Answer every conversation; cached ones cost nothing, the rest run `max_concurrency` at a time.
+
+        `sample_index` is one for all conversations or one per conversation (as for a local Generator).
+        """
         sampled = temperature > 0
+        indices = [sample_index] * len(conversations) if isinstance(sample_index, int) else list(sample_index)
         # A distinct request seed per sample, so repeated samples differ on servers that honour `seed`.
-        request_seed = int(hash_bytes(str(seed), str(sample_index))[:8], 16) if sampled else seed
-        params = {"max_tokens": max_new_tokens, "temperature": temperature, "seed": request_seed}
-        keys = [hash_json(["endpoint", self.base, self.model_name, m, params, seed if sampled else None,
-                           sample_index if sampled else None]) for m in conversations]
+        params = [{"max_tokens": max_new_tokens, "temperature": temperature,
+                   "seed": int(hash_bytes(str(seed), str(k))[:8], 16) if sampled else seed} for k in indices]
+        keys = [hash_json(["endpoint", self.base, self.model_name, m, p, seed if sampled else None,
+                           k if sampled else None]) for m, p, k in zip(conversations, params, indices, strict=True)]
         results: list[Generation | None] = [self.cache.get(k) if use_cache else None for k in keys]
         missing = [i for i, g in enumerate(results) if g is None]
+        progress.advance(len(results) - len(missing))
         if not missing:
             return results  # type: ignore[return-value]
         t0 = time.perf_counter()
         error: Exception | None = None
         with ThreadPoolExecutor(self.spec.max_concurrency) as pool:
-            futures = {pool.submit(self._post, conversations[i], params): i for i in missing}
+            futures = {pool.submit(self._post, conversations[i], params[i]): i for i in missing}
             for f in as_completed(futures):
                 try:
                     g = f.result()
@@ -171,6 +177,7 @@ class EndpointGenerator:
                             other.cancel()
                     continue
                 results[futures[f]] = g
+                progress.advance()
                 if use_cache:  # stored as it arrives, so a rerun after a failure does not pay for it again
                     self.cache.put(keys[futures[f]], g)
         if error is not None:

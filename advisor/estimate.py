@@ -19,6 +19,7 @@ from rich.text import Text
 
 from advisor import history
 from advisor.cache import hash_json
+from advisor.evaluate import requests_per_row
 from advisor.task import Task
 
 
@@ -38,14 +39,6 @@ class Estimate:
     task: str
     basis: str  # which run the numbers come from, in words
     rows: tuple[RowEstimate, ...]
-
-
-def requests_per_row(task: Task) -> int:
-    """Generation requests one row sends: eval, paraphrases, consistency samples, latency probes."""
-    spec = task.spec
-    paraphrases = sum(len(ex.paraphrases) for ex in task.eval)
-    items = min(spec.consistency.items, len(task.eval)) if spec.consistency.samples >= 2 else 0
-    return len(task.eval) + paraphrases + spec.consistency.samples * items + min(spec.latency.requests, len(task.eval))
 
 
 def estimate(task: Task, rows: list[str], history_file: Path) -> Estimate:

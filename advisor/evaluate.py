@@ -41,17 +41,23 @@ def probe_items(n_eval: int, n_items: int) -> list[int]:
     return sorted({round(k * n_eval / n_items) for k in range(n_items)}) if n_items else []
 
 
-def self_agreement(strategy: Strategy, task: Task, seed: int) -> tuple[dict | None, int]:
-    """N sampled answers per probed item; the share of pairs of samples that agree. (estimate, items probed)"""
+def self_agreement(strategy: Strategy, task: Task, answers: list[Answer], seed: int) -> tuple[dict | None, int]:
+    """Would the row say the same again? (estimate, items probed)
+
+    For each probed item, its greedy answer (what the row answers) and `samples - 1`
+    answers sampled at the task's temperature; the share of pairs among them that
+    agree. All samples go in one call, so the items' samples share batches.
+    """
     cons, sc = task.spec.consistency, task.spec.scoring
     items = probe_items(len(task.eval), cons.items)
     if cons.samples < 2 or not items:
         return None, len(items)
-    inputs = [task.eval[i].input for i in items]
-    samples = [strategy.answer(inputs, temperature=cons.temperature, sample_index=s) for s in range(cons.samples)]
+    draws = range(1, cons.samples)  # sample 0 is the greedy answer
+    sampled = strategy.answer([task.eval[i].input for _ in draws for i in items], temperature=cons.temperature,
+                              sample_index=[s for s in draws for _ in items])
     per_item = []
     for j, i in enumerate(items):
-        texts = [samples[s][j].text for s in range(cons.samples)]
+        texts = [answers[i].text] + [sampled[d * len(items) + j].text for d in range(len(draws))]
         pairs = [(a, b) for k, a in enumerate(texts) for b in texts[k + 1:]]
         per_item.append(np.mean([agree(a, b, task.eval[i], sc) for a, b in pairs]))
     return mean_ci(per_item, seed).as_dict(), len(items)
@@ -78,6 +84,15 @@ def retrieval_quality(answers: list[Answer], task: Task) -> dict | None:
             "mrr": float(np.mean([1 / r if r else 0.0 for r in ranks]))}
 
 
+def requests_per_row(task: Task) -> int:
+    """Generation requests one row sends: eval, paraphrases, consistency samples, latency probes."""
+    spec = task.spec
+    paraphrases = sum(len(ex.paraphrases) for ex in task.eval)
+    items = len(probe_items(len(task.eval), spec.consistency.items)) if spec.consistency.samples >= 2 else 0
+    sampled = (spec.consistency.samples - 1) * items  # the greedy eval answer is the first sample
+    return len(task.eval) + paraphrases + sampled + min(spec.latency.requests, len(task.eval))
+
+
 def evaluate_strategy(strategy: Strategy, task: Task, seed: int) -> Evaluation:
     """Answer the eval set (greedy), then the consistency probes; score everything."""
     spec, sc = task.spec, task.spec.scoring
@@ -87,7 +102,7 @@ def evaluate_strategy(strategy: Strategy, task: Task, seed: int) -> Evaluation:
     gen_seconds = sum(a.seconds for a in answers)
     scores = [score(a.text, ex, sc) for a, ex in zip(answers, task.eval)]
     formats = [passes_format(a.text, sc) for a in answers]
-    agreement, n_items = self_agreement(strategy, task, seed)
+    agreement, n_items = self_agreement(strategy, task, answers, seed)
     paraphrases = paraphrase_agreement(strategy, task, answers, seed)
     # Latency as a user sees it: single requests, no batching, no cache.
     latencies = [strategy.time_one(inputs[i]) for i in range(min(spec.latency.requests, len(inputs)))]

@@ -286,14 +286,22 @@ ASSUMPTION_LABELS = {
 }
 
 
+def budget_line(budget) -> str:
+    """The run's --budget, and what it measured less deeply than `full`."""
+    if budget is None:
+        return DASH
+    filled = ", ".join(f"{k}: {v}" for k, v in budget.filled.items())
+    return f"{budget.name}" + (f" (set {filled}: {budget.left_out})" if filled else " (nothing left out)")
+
+
 def reproducibility(results: Results) -> dict:
     run = results.run
     assumptions = []
     for key, value in results.assumptions.model_dump().items():
         label, unit = ASSUMPTION_LABELS.get(key, (key.replace("_", " ").capitalize(), ""))
         assumptions.append({"label": label, "value": fmt_value(value), "unit": unit if value is not None else ""})
-    models = [{"role": role, "name": _text(m.name), "fingerprint": _text(m.fingerprint)}
-              for role, m in run.models.items() if m is not None]
+    models = [{"role": role, "name": _text(m.name) + (f" ({m.dtype})" if m.dtype else ""),
+               "fingerprint": _text(m.fingerprint)} for role, m in run.models.items() if m is not None]
     seconds = num(run.seconds)
     return {
         "assumptions": assumptions,
@@ -301,6 +309,7 @@ def reproducibility(results: Results) -> dict:
         "files": [{"path": p, "sha256": _text(h)} for p, h in results.task.files.items()],
         "versions": [{"name": k, "version": _text(v)} for k, v in run.versions.items()],
         "seed": _text(run.seed),
+        "budget": budget_line(run.budget),
         "hardware": fmt_value(run.hardware.model_dump()),
         "runtime": DASH if seconds is None else f"{seconds:,.0f} s ({seconds / 60:.1f} min)",
         "started": _text(run.started),
@@ -381,6 +390,8 @@ def terminal(results: Results, console: Console | None = None) -> None:
     for s in results.strategies:
         console.print(Text(f"{s.name or DASH}: {_text(s.model)}; {fmt_pricing(s.pricing, results.assumptions)}",
                            style="dim"))
+    if results.run.budget is not None and results.run.budget.filled:
+        console.print(Text(f"Budget {budget_line(results.run.budget)}.", style="dim"))
     body = Text()
     for x in rec.reasons[:3]:
         body.append(f"• {x}\n")

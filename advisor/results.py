@@ -174,16 +174,19 @@ class Training(Record):
 class Setup(Record):
     """What preparing the strategy cost, and what it made (strategies.base.Setup and its details).
 
-    A strategy's `setup.details` may hold only these keys: index, training, adapter.
+    A strategy's `setup.details` may hold only these keys: index, training, adapter, retrieval_aware, started_from.
     """
 
-    OMIT_IF_NONE = ("index", "training", "adapter")
-    train_seconds: float
+    OMIT_IF_NONE = ("index", "training", "adapter", "retrieval_aware", "started_from")
+    train_seconds: float = Field(description="all training this row's adapter needs (a warm start counts its start)")
     index_seconds: float
     knowledge_in_weights: bool
     index: Index | None = None
     training: Training | None = None
     adapter: str | None = Field(None, description="the LoRA adapter's folder in the cache")
+    retrieval_aware: Literal["separate", "warm-start", "off"] | None = Field(
+        None, description="lora+rag: how its adapter learned to read passages (finetune.retrieval_aware)")
+    started_from: str | None = Field(None, description="warm-start: the adapter this one continued training")
 
 
 class Retrieval(Record):
@@ -296,8 +299,10 @@ class TaskSummary(Record):
 
 
 class ModelId(Record):
+    OMIT_IF_NONE = ("dtype",)
     name: str
     fingerprint: str
+    dtype: str | None = Field(None, description="a local generator's weight dtype (float32, bfloat16)")
 
 
 class Hardware(Record):
@@ -308,7 +313,16 @@ class Hardware(Record):
     gpu: str | None = None
 
 
+class BudgetInfo(Record):
+    """`advisor run --budget`: the settings it filled (those the task file left unset) and what it left out."""
+
+    name: str
+    filled: dict[str, str]
+    left_out: str
+
+
 class RunInfo(Record):
+    OMIT_IF_NONE = ("budget",)
     seed: int
     started: str = Field(description="ISO 8601, UTC")
     seconds: float
@@ -318,6 +332,7 @@ class RunInfo(Record):
     versions: dict[str, str]
     hardware: Hardware
     retries: int = Field(0, description="endpoint requests sent again after 408/429/5xx or a dropped connection")
+    budget: BudgetInfo | None = None
 
 
 class Scoring(ScoringSpec):

@@ -19,14 +19,16 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 
-from advisor import __version__
+from advisor import __version__, progress
 from advisor.backends import load_generators
+from advisor.budget import BUDGETS, DEFAULT as DEFAULT_BUDGET, apply_budget
 from advisor.cache import atomic_write_text
 from advisor.economics import StrategyCosts, break_even_requests_per_day, economics, payback_days, volume_sweep
-from advisor.evaluate import Evaluation, compare_rows, evaluate_strategy
-from advisor.experiments import data_curve, forgetting, freshness
+from advisor.evaluate import Evaluation, compare_rows, evaluate_strategy, requests_per_row
+from advisor.experiments import data_curve, forgetting, freshness, load_probe
 from advisor.kinds import Family
 from advisor.models import Embedder
 from advisor.recommend import Row, recommend
@@ -110,8 +112,13 @@ def quiet_libraries() -> None:
 
 
 def run(task: Task, out_dir: Path, seed: int, strategy_names: list[str] | None = None,
-        console: Console | None = None, command: str = "", experiments: Experiments | None = None) -> Results:
-    """Run under a lock on the output folder: a second run into the same folder refuses."""
+        console: Console | None = None, command: str = "", experiments: Experiments | None = None,
+        budget: str = DEFAULT_BUDGET) -> Results:
+    """Run under a lock on the output folder: a second run into the same folder refuses.
+
+    `budget` (advisor.budget) fills the settings the task file leaves unset; the results record which.
+    """
+    task, filled = apply_budget(task, budget)
     classes = select_strategies(task, strategy_names)  # a bad name fails before anything is written
     # Endpoints are checked (key variable set, server reachable, model served) before anything is written.
     endpoints = load_generators(task.spec.models, [c.name for c in classes], endpoints=True)
@@ -126,7 +133,7 @@ def run(task: Task, out_dir: Path, seed: int, strategy_names: list[str] | None =
     handler = log_to(logging.FileHandler(out_dir / LOG, encoding="utf-8"))
     try:
         return _run(task, out_dir, seed, classes, console or Console(stderr=True), command,
-                    experiments or Experiments(), endpoints)
+                    experiments or Experiments(), endpoints, budget_info(budget, filled, classes))
     except BaseException as e:
         log.error("run stopped: %s: %s", type(e).__name__, e)
         raise
@@ -137,62 +144,67 @@ def run(task: Task, out_dir: Path, seed: int, strategy_names: list[str] | None =
 
 
 def _run(task: Task, out_dir: Path, seed: int, classes: list[type[Strategy]], console: Console, command: str,
-         experiments: Experiments, endpoints: dict[str, Any]) -> Results:
+         experiments: Experiments, endpoints: dict[str, Any], budget: dict) -> Results:
     quiet_libraries()
     started = datetime.now(timezone.utc)
     t_start = time.perf_counter()
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                        TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console,
-                        transient=False)
+    display = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False)
     evaluated: list[Evaluation] = []
     prepared: list[Strategy] = []
-    with progress:
+    with display, progress.showing(display):
         log.info("run started: task %s, seed %s, strategies %s", task.name, seed, [c.name for c in classes])
         # 1. models. The data curve trains the plain fine-tuning row, so it needs that row's (local) model.
         curve_row = [finetune_row()] if experiments.data_curve else []
-        step = progress.add_task("loading generator", total=1)
-        loaded = endpoints | load_generators(task.spec.models, [c.name for c in classes + curve_row], endpoints=False)
-        progress.update(step, completed=1, description=f"loaded {', '.join(g.display_name for g in loaded.values())}")
+        with progress.bar("loading the models", 1):
+            loaded = endpoints | load_generators(task.spec.models, [c.name for c in classes + curve_row], endpoints=False)
+            progress.advance()
+            progress.describe(f"loaded {', '.join(g.display_name for g in loaded.values())}")
         ctx = build_context(task, seed, classes + curve_row, loaded, out_dir)
 
-        # 2. each row: prepare (prompt, index, adapter), answer, score.
+        # 2. each row: prepare (prompt, index, adapter), answer, score. Training opens its own bar.
         for cls in classes:
             strategy = cls(ctx)
-            step = progress.add_task(f"{cls.name}: preparing", total=2)
             log.info("%s: preparing", cls.name)
             strategy.prepare()
-            progress.update(step, advance=1, description=f"{cls.name}: answering {len(task.eval)} eval items")
             log.info("%s: answering", cls.name)
-            evaluated.append(evaluate_strategy(strategy, task, seed))
+            with progress.bar(f"{cls.name}: answering", requests_per_row(task)):
+                evaluated.append(evaluate_strategy(strategy, task, seed))
+                acc = evaluated[-1].summary["accuracy"]["mean"]
+                progress.describe(f"{cls.name}: answered, accuracy {acc:.0%}")
             prepared.append(strategy)
-            acc = evaluated[-1].summary["accuracy"]["mean"]
-            progress.update(step, advance=1, description=f"{cls.name}: done, accuracy {acc:.0%}")
             log.info("%s: done, accuracy %.3f", cls.name, acc)
 
         # 3. experiments on the prepared rows.
         found = {}
         if experiments.freshness and task.updated_documents and task.eval_updated:
-            step = progress.add_task("freshness: documents changed, answering again", total=1)
-            found["freshness"] = freshness(task, prepared, seed)
-            progress.update(step, completed=1)
+            with progress.bar("freshness: documents changed, answering again", 2 * len(task.eval_updated) * len(prepared)):
+                found["freshness"] = freshness(task, prepared, seed)
         if experiments.forgetting and any(s.adapter_path for s in prepared):
-            step = progress.add_task("forgetting: general-ability probe", total=1)
-            found["forgetting"] = forgetting(task, prepared, seed)
-            progress.update(step, completed=1)
+            adapters = {s.adapter_path for s in prepared if s.adapter_path}
+            with progress.bar("forgetting: general-ability probe", len(load_probe()) * (1 + len(adapters))):
+                found["forgetting"] = forgetting(task, prepared, seed)
         if experiments.data_curve:
-            step = progress.add_task(f"data curve: {len(experiments.data_curve) + 1} trainings", total=1)
-            found["data_curve"] = data_curve(task, curve_row[0], ctx, experiments.data_curve)
-            progress.update(step, completed=1)
+            with progress.bar(f"data curve: {len(experiments.data_curve) + 1} trainings", None):
+                found["data_curve"] = data_curve(task, curve_row[0], ctx, experiments.data_curve)
 
     # 4. economics and the verdict, 5. write.
     results = assemble(task, seed, evaluated, ctx, started, time.perf_counter() - t_start, command)
+    results["run"]["budget"] = budget
     results["experiments"] = found
     written = write_outputs(analyze(results, task.spec.economics), out_dir)
     log.info("run finished: recommendation %s", written.recommendation.strategy)
     return written
 
 
-def train(task: Task, seed: int, strategy_names: list[str] | None = None) -> dict[str, dict]:
+def budget_info(name: str, filled: dict, classes: list[type[Strategy]]) -> dict:
+    """What results.json records of the run's budget (advisor.budget): the settings it filled that a row uses."""
+    if not any(c.family == Family.FINETUNE_RAG for c in classes):
+        filled = {k: v for k, v in filled.items() if k != "finetune.retrieval_aware"}
+    return {"name": name, "filled": filled, "left_out": BUDGETS[name].left_out if filled else ""}
+
+
+def train(task: Task, seed: int, strategy_names: list[str] | None = None, budget: str = DEFAULT_BUDGET) -> dict[str, dict]:
     """Train (or reuse from the cache) the adapters of the task's fine-tuning rows, and nothing else.
 
     This is the step `accelerate launch` / `torchrun` spreads over several processes
@@ -204,6 +216,7 @@ def train(task: Task, seed: int, strategy_names: list[str] | None = None) -> dic
     import torch
     from accelerate import PartialState
 
+    task, _ = apply_budget(task, budget)  # the same adapters `advisor run --budget` will look for
     classes = [c for c in select_strategies(task, strategy_names) if c.family.trains]
     if not classes:
         raise RunError("none of the selected strategies fine-tunes; nothing to train")
@@ -246,11 +259,17 @@ def _hardware() -> dict:
     return hw
 
 
+def _dtype(generator) -> dict:
+    """A local model's weight dtype (an endpoint's is not ours to know)."""
+    dtype = getattr(generator, "dtype", None)
+    return {"dtype": str(dtype).removeprefix("torch.")} if dtype is not None else {}
+
+
 def _models_used(task: Task, ctx: Context) -> dict:
     """The generators the run's strategies used (named as in `models`), and the embedder if any row used it."""
     named = {task.spec.models.for_strategy(s)[0]: g for s, g in ctx.generators.items()} or {"default": ctx.generator}
     out: dict[str, Any] = {("generator" if name == "default" else f"generator {name}"):
-                           {"name": g.display_name, "fingerprint": g.fingerprint} for name, g in named.items()}
+                           {"name": g.display_name, "fingerprint": g.fingerprint} | _dtype(g) for name, g in named.items()}
     embedder = ctx.embedder_if_loaded
     out["embedder"] = {"name": embedder.display_name, "fingerprint": embedder.fingerprint} if embedder else None
     return out

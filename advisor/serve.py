@@ -296,6 +296,7 @@ class Rebuilt:
 def load_strategy(run_dir: Path, strategy: str | None, say: Callable[[str], None]) -> Rebuilt:
     """Rebuild a finished run's strategy from results.json and the task, reusing its adapter and index."""
     from advisor.backends import load_generators
+    from advisor.budget import apply_budget
     from advisor.kinds import Family
     from advisor.results import ResultsError, load_results
     from advisor.run import build_context, quiet_libraries
@@ -318,6 +319,8 @@ def load_strategy(run_dir: Path, strategy: str | None, say: Callable[[str], None
     except TaskError as e:
         hint = "" if Path(root).is_absolute() else " (a relative path: run serve from where `advisor run` ran)"
         raise ServeError(f"the run's task folder {root} cannot be loaded{hint}: {e}") from None
+    if results.run.budget is not None:  # the settings the run's budget filled, so the same adapter is found
+        task, _ = apply_budget(task, results.run.budget.name)
     changed = sorted(p for p, h in results.task.files.items() if task.files.get(p) != h)
     if changed:
         say(f"warning: task files changed since the run: {', '.join(changed[:5])}")

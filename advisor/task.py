@@ -119,6 +119,9 @@ class GeneratorSpec(_Strict):
 class ModelsSpec(_Strict):
     generator: str = "embedded"  # default for every strategy: embedded, an HF id or a local folder
     embedder: str = "embedded"
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="local models' weights: auto = bfloat16 on CUDA or a CPU with native bf16 (AMX / "
+                            "AVX512-BF16), else float32")
     generators: dict[str, GeneratorSpec] = Field(default_factory=dict)
     use: dict[str, str] = Field(default_factory=dict, description="strategy name -> a name in `generators`")
 
@@ -176,9 +179,18 @@ class FinetuneSpec(_Strict):
     # Memory, not results (float rounding aside): a batch is computed in pieces of at most this many padded
     # tokens and their gradients summed (activation memory grows ~1.6 MB per token for the default model).
     micro_batch_tokens: int = Field(512, ge=16, description="padded tokens per forward/backward piece of a batch")
-    # lora+rag gets its own adapter trained with retrieved passages in its prompts (as it is used), as a
-    # practitioner would deploy it; false reuses the plain adapter (one training run instead of two).
-    retrieval_aware: bool = Field(True, description="train a separate lora+rag adapter with retrieved passages in the prompt")
+    # How lora+rag's adapter learns to read retrieved passages (RAFT: trained with them in its prompts, as it
+    # is used). separate: its own adapter, from scratch, every epoch; warm-start: the plain adapter trained one
+    # more epoch with passages; off: the plain adapter as is. Unset, `advisor run --budget` chooses.
+    retrieval_aware: Literal["separate", "warm-start", "off"] = Field(
+        "separate", description="lora+rag's adapter: separate (own adapter, trained with passages), warm-start "
+                                "(the lora adapter + one epoch with passages) or off (the lora adapter)")
+
+    @field_validator("retrieval_aware", mode="before")
+    @classmethod
+    def _retrieval_aware_bool(cls, v):
+        """The earlier yes/no form: true was a separate adapter, false the plain one."""
+        return {True: "separate", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
     @field_validator("warmup_steps")
     @classmethod
@@ -207,7 +219,8 @@ class FinetuneSpec(_Strict):
 
 
 class ConsistencySpec(_Strict):
-    samples: int = Field(3, ge=0, le=50)
+    samples: int = Field(3, ge=0, le=50, description="answers compared per probed item: the greedy answer and "
+                                                      "samples - 1 drawn at `temperature`")
     temperature: float = Field(0.7, gt=0, le=5)
     items: int = Field(8, ge=0)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Sequence
 
 from advisor.kinds import Family
 from advisor.models import Embedder
@@ -158,7 +158,7 @@ class Strategy:
         """The chat messages this strategy sends for one input, fitted to the window (what a server sends)."""
         return self._fit(text)[0]
 
-    def answer(self, inputs: list[str], temperature: float = 0.0, sample_index: int = 0,
+    def answer(self, inputs: list[str], temperature: float = 0.0, sample_index: int | Sequence[int] = 0,
                seed: int | None = None, max_new_tokens: int | None = None, use_cache: bool = True) -> list[Answer]:
         spec = self.ctx.task.spec
         prompts = [self._fit(t) for t in inputs]

@@ -14,15 +14,20 @@ from advisor.training import split_train_val, train_lora
 from strategies.base import Strategy, fewshot_messages
 
 
-def train_on_task(ctx, gen: Generator, user_messages: Callable[[list[str]], list[str]]) -> tuple[Path, dict]:
-    """Train on the task's train split; `user_messages` turns inputs into what the model will see."""
+def train_on_task(ctx, gen: Generator, user_messages: Callable[[list[str]], list[str]],
+                  start_from: Path | None = None, epochs: int | None = None) -> tuple[Path, dict]:
+    """Train on the task's train split; `user_messages` turns inputs into what the model will see.
+
+    `start_from` / `epochs`: continue a saved adapter for that many epochs instead of training anew.
+    """
     task = ctx.task
-    train, val = split_train_val(task.train, task.spec.finetune.val_fraction, ctx.seed)
+    spec = task.spec.finetune if epochs is None else task.spec.finetune.model_copy(update={"num_train_epochs": epochs})
+    train, val = split_train_val(task.train, spec.val_fraction, ctx.seed)
 
     def pairs(rows):
         return list(zip(user_messages([e.input for e in rows]), [e.output for e in rows]))
 
-    return train_lora(gen, pairs(train), task.spec.finetune, ctx.seed, pairs(val), reuse_only=ctx.reuse_only)
+    return train_lora(gen, pairs(train), spec, ctx.seed, pairs(val), reuse_only=ctx.reuse_only, start_from=start_from)
 
 
 def task_adapter(ctx, gen: Generator) -> tuple[Path, dict]:

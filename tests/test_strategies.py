@@ -194,6 +194,18 @@ def test_samples_are_seeded_per_sample_and_never_served_for_another(generator):
     assert [g.text for g in s0] != [g.text for g in s1]        # another sample is really sampled again
 
 
+def test_several_samples_of_a_prompt_share_a_batch_and_keep_their_own_keys(generator):
+    """Self-agreement draws every sample in one call; each is cached under its own sample index."""
+    prompts = [generator.chat_ids([{"role": "user", "content": f"Write a random word about {w}."}])
+               for w in ("tea", "rain")]
+    both = generator.generate(prompts * 2, 8, temperature=1.5, sample_index=[1, 1, 2, 2])
+    assert both[0].text != both[2].text or both[1].text != both[3].text  # draws differ within the batch
+    again = generator.generate(prompts * 2, 8, temperature=1.5, sample_index=[1, 1, 2, 2], use_cache=False)
+    assert [g.text for g in both] == [g.text for g in again]  # seeded by the batch's sample indices
+    second = generator.generate(prompts, 8, temperature=1.5, sample_index=2)  # same keys: from the cache
+    assert [g.text for g in second] == [both[2].text, both[3].text]
+
+
 def test_too_long_prompt_drops_examples_then_fails_clearly(ctx, generator, monkeypatch):
     from strategies.base import ContextTooLong
 
@@ -216,9 +228,15 @@ def test_too_long_prompt_drops_examples_then_fails_clearly(ctx, generator, monke
 
 def test_lora_rag_trains_its_own_adapter_on_prompts_with_passages(ctx):
     """Retrieval-aware fine-tuning: the lora+rag adapter learns from the prompts it will see (passages included)."""
+    import safetensors.torch
+
+    def finetune(mode):
+        return ctx.task.spec.finetune.model_copy(update={"retrieval_aware": mode})
+
     reg = registry()
     lora, lora_rag = reg["lora"](ctx), reg["lora+rag"](ctx)
     lora.prepare()
+    ctx.task.spec.finetune = finetune("separate")
     lora_rag.prepare()
     plain, aware = lora.setup.details["training"], lora_rag.setup.details["training"]
     assert lora_rag.adapter_path != lora.adapter_path
@@ -226,8 +244,25 @@ def test_lora_rag_trains_its_own_adapter_on_prompts_with_passages(ctx):
     # Same answers learned (same answer tokens), from longer prompts: the passages were in them.
     assert aware["answer_tokens_per_epoch"] == plain["answer_tokens_per_epoch"]
     assert aware["tokens"] > 1.5 * plain["tokens"]
+    assert lora_rag.setup.train_seconds == aware["train_seconds"]
 
-    ctx.task.spec.finetune.retrieval_aware = False
+    # warm-start (the fast budget): the plain adapter, trained one more epoch with passages.
+    ctx.task.spec.finetune = finetune("warm-start").model_copy(update={"num_train_epochs": 2})
+    lora2, warm = reg["lora"](ctx), reg["lora+rag"](ctx)
+    lora2.prepare()
+    warm.prepare()
+    extra, start = warm.setup.details["training"], lora2.setup.details["training"]
+    assert warm.adapter_path not in (lora2.adapter_path, lora_rag.adapter_path)
+    assert warm.setup.details["started_from"] == str(lora2.adapter_path)
+    assert extra["epochs_run"] == 1 and start["epochs_run"] == 2
+    assert extra["tokens"] > 1.5 * start["tokens"] / 2  # one epoch, on prompts with passages
+    # Making this adapter takes both trainings, and the economics must charge both.
+    assert warm.setup.train_seconds == extra["train_seconds"] + start["train_seconds"]
+    weights = safetensors.torch.load_file(warm.adapter_path / "adapter_model.safetensors")
+    started = safetensors.torch.load_file(lora2.adapter_path / "adapter_model.safetensors")
+    assert weights.keys() == started.keys() and any(not (weights[k] == started[k]).all() for k in weights)
+
+    ctx.task.spec.finetune = finetune("off")
     shared = reg["lora+rag"](ctx)
     shared.prepare()
-    assert shared.adapter_path == lora.adapter_path
+    assert shared.adapter_path == lora2.adapter_path
