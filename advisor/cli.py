@@ -317,6 +317,10 @@ def run(
 
         show_estimate(estimate(t, rows, history.history_path(history_file)), out)
         return
+    from advisor.estimate import estimate, summary_line
+
+    # Before the long stages: from the last recorded run of this task, when there is one (each bar has its own ETA).
+    err.print(summary_line(estimate(t, rows, history.history_path(history_file))), highlight=False)
     command = "advisor " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     experiments = runner.Experiments(freshness=freshness, forgetting=forgetting, data_curve=sizes)
     seed = t.spec.seed if seed is None else seed

@@ -86,3 +86,16 @@ def terminal(e: Estimate, console: Console) -> None:
                            f"${sum(r.cost_usd or 0 for r in measured):.6f} (measured rows only)"))
     console.print(Text(f"basis: {e.basis}. Model loading and the experiments (freshness, forgetting, data curve) "
                        "are not included.", style="dim"))
+
+
+def summary_line(e: Estimate) -> str:
+    """One line for the start of a run: the estimated time, or why there is none yet."""
+    measured = [r for r in e.rows if r.measured]
+    if not measured:
+        return ("estimated time: none yet (no earlier run of this task to scale); "
+                "each stage's bar shows its own remaining time")
+    total = sum(r.seconds for r in measured)
+    missing = [r.strategy for r in e.rows if not r.measured]
+    return (f"estimated time: about {total / 60:,.1f} min for the rows"
+            + (f" ({', '.join(missing)} not measured yet)" if missing else "")
+            + f", plus model loading and experiments; {e.basis}")

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from advisor import progress
-from advisor.cache import atomic_dir, atomic_write_text, cache_dir, hash_file, hash_json
+from advisor.cache import atomic_dir, atomic_write_text, cache_dir, hash_json
 from advisor.models import Generator, chat_template_ids
 from advisor.task import Example, FinetuneSpec
 
@@ -178,7 +178,9 @@ def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec,
 
     # The key holds what shapes the weights; which row uses the adapter does not.
     shaping = spec.model_dump(exclude={"retrieval_aware", "micro_batch_tokens"})
-    start = hash_file(start_from / "adapter_model.safetensors") if start_from else None
+    # A warm start is keyed by its start's own key (the adapter folder's name: what shaped it), not by its
+    # bits, which differ in the last place when several processes trained it; keys never depend on that.
+    start = start_from.name if start_from else None
     key = hash_json([FORMAT_VERSION, gen.fingerprint, pairs, list(val_pairs), shaping, seed] + ([start] if start else []))[:24]
     folder = cache_dir() / "adapters" / key
     if (folder / "adapter_model.safetensors").exists():

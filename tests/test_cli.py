@@ -25,6 +25,16 @@ def test_run_writes_every_output(finished_run):
         assert s["latency"]["p50_seconds"] > 0
     lora = next(s for s in results["strategies"] if s["name"] == "lora")
     assert lora["setup"]["train_seconds"] > 0 and lora["setup"]["knowledge_in_weights"]
+    # The default budget (fast) warm-starts lora+rag's adapter from lora's, says so, and charges both trainings.
+    assert results["run"]["budget"] == {"name": "fast", "filled": {"finetune.retrieval_aware": "warm-start"},
+                                        "left_out": results["run"]["budget"]["left_out"]}
+    assert "separate adapter" in results["run"]["budget"]["left_out"]
+    lora_rag = next(s for s in results["strategies"] if s["name"] == "lora+rag")["setup"]
+    assert lora_rag["retrieval_aware"] == "warm-start" and lora_rag["started_from"] == lora["setup"]["adapter"]
+    assert lora_rag["train_seconds"] > lora["setup"]["train_seconds"]
+    assert "Budget fast" in r.stdout and "estimated time" in r.stderr
+    assert "fast (set finetune.retrieval_aware: warm-start" in (out / "report.md").read_text()
+    assert results["run"]["models"]["generator"]["dtype"] in ("bfloat16", "float32")
     rag = next(s for s in results["strategies"] if s["name"] == "rag")
     assert rag["retrieval"]["n"] == 2 and 0 <= rag["retrieval"]["hit_at_k"] <= 1
     rec = results["recommendation"]

@@ -158,7 +158,17 @@ def test_saved_adapter_reloads_and_reproduces_answers(ctx, generator, tmp_path, 
     assert again == folder and m2["reused"]  # same task + config + base: reused, not retrained
 
 
-def test_prefix_cache_gives_the_same_tokens_as_left_padding(generator):
+@pytest.fixture(scope="module")
+def generator_fp32():
+    from advisor.models import Generator
+
+    return Generator(dtype="float32")
+
+
+def test_prefix_cache_gives_the_same_tokens_as_left_padding(generator_fp32):
+    """The same computation laid out otherwise. In float32 the tokens match; in bf16 the other layout rounds
+    otherwise, and greedy decoding can then pick another of two near-tied tokens (so this checks float32)."""
+    generator = generator_fp32
     long_system = "You are a careful assistant. " * 20
     prompts = [generator.chat_ids([{"role": "system", "content": long_system}, {"role": "user", "content": q}])
                for q in ("What is 2+2?", "Name a colour.", "Say hello in French please.")]
@@ -247,22 +257,20 @@ def test_lora_rag_trains_its_own_adapter_on_prompts_with_passages(ctx):
     assert lora_rag.setup.train_seconds == aware["train_seconds"]
 
     # warm-start (the fast budget): the plain adapter, trained one more epoch with passages.
-    ctx.task.spec.finetune = finetune("warm-start").model_copy(update={"num_train_epochs": 2})
-    lora2, warm = reg["lora"](ctx), reg["lora+rag"](ctx)
-    lora2.prepare()
+    ctx.task.spec.finetune = finetune("warm-start")
+    warm = reg["lora+rag"](ctx)
     warm.prepare()
-    extra, start = warm.setup.details["training"], lora2.setup.details["training"]
-    assert warm.adapter_path not in (lora2.adapter_path, lora_rag.adapter_path)
-    assert warm.setup.details["started_from"] == str(lora2.adapter_path)
-    assert extra["epochs_run"] == 1 and start["epochs_run"] == 2
-    assert extra["tokens"] > 1.5 * start["tokens"] / 2  # one epoch, on prompts with passages
+    extra = warm.setup.details["training"]
+    assert warm.adapter_path not in (lora.adapter_path, lora_rag.adapter_path)
+    assert warm.setup.details["started_from"] == str(lora.adapter_path)
+    assert extra["epochs_run"] == 1 and extra["tokens"] > 1.5 * plain["tokens"] / plain["epochs_run"]
     # Making this adapter takes both trainings, and the economics must charge both.
-    assert warm.setup.train_seconds == extra["train_seconds"] + start["train_seconds"]
+    assert warm.setup.train_seconds == extra["train_seconds"] + plain["train_seconds"]
     weights = safetensors.torch.load_file(warm.adapter_path / "adapter_model.safetensors")
-    started = safetensors.torch.load_file(lora2.adapter_path / "adapter_model.safetensors")
+    started = safetensors.torch.load_file(lora.adapter_path / "adapter_model.safetensors")
     assert weights.keys() == started.keys() and any(not (weights[k] == started[k]).all() for k in weights)
 
     ctx.task.spec.finetune = finetune("off")
     shared = reg["lora+rag"](ctx)
     shared.prepare()
-    assert shared.adapter_path == lora2.adapter_path
+    assert shared.adapter_path == lora.adapter_path
