@@ -128,8 +128,11 @@ def finished_run(tmp_path_factory) -> FinishedRun:
 def serve_run(tmp_path_factory) -> Path:
     """A small finished run for serving and exporting: a prompting, a RAG and a (rank 2) LoRA row."""
     root = tmp_path_factory.mktemp("serve-run")
+    # float32: export and serving are checked to give exactly the run's tokens, which holds when every path
+    # computes in float32; in bf16 another batch layout (prefix cache, padding) rounds otherwise.
     task = write_task(root / "task", finetune={"epochs": 1, "batch_size": 4, "r": 2, "alpha": 4,
-                                               "learning_rate": 0.002, "val_fraction": 0.0})
+                                               "learning_rate": 0.002, "val_fraction": 0.0},
+                      models={"dtype": "float32"})
     out = root / "out"
     r = subprocess.run([sys.executable, "-m", "advisor.cli", "run", str(task), "--out", str(out), "-s", "few-shot",
                         "-s", "rag", "-s", "lora", "--no-freshness", "--no-forgetting"], capture_output=True, text=True)

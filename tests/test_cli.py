@@ -33,7 +33,7 @@ def test_run_writes_every_output(finished_run):
     assert lora_rag["retrieval_aware"] == "warm-start" and lora_rag["started_from"] == lora["setup"]["adapter"]
     assert lora_rag["train_seconds"] > lora["setup"]["train_seconds"]
     assert "Budget fast" in r.stdout and "estimated time" in r.stderr
-    assert "fast (set finetune.retrieval_aware: warm-start" in (out / "report.md").read_text()
+    assert "| budget | fast (set finetune.retrieval" in (out / "report.md").read_text()
     assert results["run"]["models"]["generator"]["dtype"] in ("bfloat16", "float32")
     rag = next(s for s in results["strategies"] if s["name"] == "rag")
     assert rag["retrieval"]["n"] == 2 and 0 <= rag["retrieval"]["hit_at_k"] <= 1
