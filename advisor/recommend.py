@@ -175,9 +175,9 @@ def _evidence(rows: list[Row], best: Row, pick: Row, comparisons: dict) -> Evide
         why = (f"only {count(n)} eval items; a verdict needs at least {MIN_EVAL_ITEMS} (with fewer, one item moves "
                f"accuracy by {100 / max(n, 1):.0f} points)")
         needed = max(MIN_EVAL_ITEMS, needed) if needed else (MIN_EVAL_ITEMS if other is None else None)
-    elif best.accuracy <= 0:
-        why, needed = "no strategy got any eval item right", None
-    elif pick.name != best.name:
+    if best.accuracy <= 0:
+        why, needed = (why + "; and " if why else "") + "no strategy got any eval item right", None
+    elif pick.name != best.name and not why:
         ci = _gap_interval(best.name, pick.name, comparisons)
         if ci is None or ci[1] > TIE_MARGIN:
             upto = f"up to {100 * ci[1]:.0f} points (95% CI of the gap {100 * ci[0]:+.0f} to {100 * ci[1]:+.0f})" \
@@ -288,14 +288,15 @@ def reasons(rows: list[Row], comparisons: dict, spec: EconomicsSpec, v: Verdict,
     n = ev.n_items
     if v.status != RECOMMENDED:
         out.append(f"Not enough evidence for a recommendation: {ev.why}.")
-        out.append(f"{w.name} leads with {_est(w)} on {count(n)} eval items; that is not a recommendation.")
-        if ev.items_needed and ev.pair:
+        if w.accuracy > 0:
+            out.append(f"{w.name} leads with {_est(w)} on {count(n)} eval items; that is not a recommendation.")
+        if ev.items_needed and ev.pair and w.accuracy > 0:
             a, b = ev.pair
             plan = max(ev.gap or 0.0, TIE_MARGIN)
             out.append(f"About {count(ev.items_needed)} eval items would be needed: with them McNemar's exact test "
                        f"detects a gap of {100 * plan:.0f} points between {a} and {b} {ev.power:.0%} of the time "
-                       f"(alpha {ev.alpha:g} split over {ev.tests} paired tests, Holm), given that they disagree on "
-                       f"{pct(max(ev.disagreement or 0.0, plan))} of items.")
+                       f"(alpha {ev.alpha:g} split over {ev.tests} paired tests, Holm), if they disagree on "
+                       f"{pct(max(ev.disagreement or 0.0, plan))} of the items (here: {pct(ev.disagreement or 0.0)}).")
         _detectable(ev, out)
         _freshness_reasons(v, by, spec, out)
         return out, cautions

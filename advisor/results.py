@@ -446,6 +446,11 @@ class Recommendation(Record):
     sensitivity_text: tuple[str, ...]
     rule: str
 
+    @property
+    def recommended(self) -> str | None:
+        """The recommended row, or None when there is not enough evidence for one."""
+        return self.strategy if self.status == "recommended" else None
+
 
 def _file_has_version(schema: dict) -> None:
     """In the file schema_version is required (load_results refuses a file without it); the run may leave it out."""
