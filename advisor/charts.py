@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -100,7 +101,7 @@ def accuracy_chart(results: Results) -> Chart | None:
     rows = [(n, e) for n, e in rows if e is not None]
     if not rows:
         return None
-    rec = results.recommendation.strategy
+    rec = results.recommendation.recommended
     names = [n for n, _ in rows]
     points = [e for _, e in rows]
     fig, ax = _figure()
@@ -111,8 +112,8 @@ def accuracy_chart(results: Results) -> Chart | None:
     ax.set_ylabel("accuracy")
     _rotate_if_crowded(ax, names)
     return Chart("accuracy", "Accuracy per strategy",
-                 "Share of eval items answered correctly; bars are 95% bootstrap intervals. "
-                 "The recommended strategy is green.", _png(fig))
+                 "Share of eval items answered correctly; bars are 95% intervals (Wilson for pass/fail scores, "
+                 "bootstrap otherwise). The recommended strategy, if there is one, is green.", _png(fig))
 
 
 def frontier_chart(results: Results) -> Chart | None:
@@ -123,7 +124,7 @@ def frontier_chart(results: Results) -> Chart | None:
             pts.append((s.name, cost, acc[0]))
     if not pts:
         return None
-    rec = results.recommendation.strategy
+    rec = results.recommendation.recommended
     fig, ax = _figure()
     ax.grid(axis="x", color="#e5e5e5", linewidth=0.8)
     costs = [c * 1000 for _, c, _ in pts]
@@ -159,7 +160,7 @@ def cost_sweep_chart(results: Results) -> Chart | None:
     totals = sweep.total_cost
     if not volumes or None in volumes or not totals:
         return None
-    rec = results.recommendation.strategy
+    rec = results.recommendation.recommended
     base = results.economics.baseline
     fig, ax = _figure(7.0, 4.0)
     ax.grid(axis="x", color="#e5e5e5", linewidth=0.8)
@@ -212,14 +213,36 @@ def _interp_loglog(xs: list[float], ys: list[float], x: float) -> float:
     return ys[0] if ys else 1.0
 
 
-def by_tag_chart(results: Results) -> Chart | None:
+def _wrap(label: str, width: int = 14) -> str:
+    """A long tag name on up to three lines (breaking at spaces, dashes and after underscores)."""
+    lines = textwrap.wrap(label.replace("_", "_ "), width, max_lines=3, placeholder="…")
+    return "\n".join(line.replace("_ ", "_") for line in lines) or label
+
+
+def _overlap(fig: Figure, labels: list) -> bool:
+    """Do any two tick labels' drawn boxes overlap?"""
+    fig.canvas.draw()
+    boxes = sorted((t.get_window_extent() for t in labels if t.get_text()), key=lambda b: b.x0)
+    return any(a.x1 > b.x0 for a, b in zip(boxes, boxes[1:]))
+
+
+def _untangle(fig: Figure, ax: Any, names: list[str]) -> None:
+    """Tag names side by side, wrapped, when they fit; else one line each, vertical, so none overlap."""
+    fig.tight_layout()
+    if _overlap(fig, ax.get_xticklabels()):
+        short = [n if len(n) <= 30 else n[:29] + "…" for n in names]
+        ax.set_xticklabels([_t(n) for n in short], rotation=90, ha="center", fontsize=7)
+
+
+def by_tag_figure(results: Results) -> Figure | None:
+    """The per-tag chart as a figure (by_tag_chart draws it; tests measure its tick labels)."""
     strategies = [s for s in results.strategies if s.by_tag]
     tags: list[str] = []
     for s in strategies:
         tags += [t for t in s.by_tag if t not in tags]
     if not tags:
         return None
-    rec = results.recommendation.strategy
+    rec = results.recommendation.recommended
     fig, ax = _figure(7.0, 3.8)
     width = 0.8 / len(strategies)
     for i, s in enumerate(strategies):
@@ -229,15 +252,27 @@ def by_tag_chart(results: Results) -> Chart | None:
                label=_t(s.name), color=PALETTE[i % len(PALETTE)], ecolor="#555",
                edgecolor="black" if s.name == rec else "none", linewidth=1.2)
     ax.set_xticks(range(len(tags)))
-    ax.set_xticklabels([_t(t) for t in tags])
+    ax.set_xticklabels([_t(_wrap(t)) for t in tags], fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_ylabel("accuracy")
-    ax.legend(fontsize=7, frameon=False, ncol=min(4, len(strategies)), loc="upper center",
-              bbox_to_anchor=(0.5, -0.08))
+    # The legend goes above the bars, so that it never sits on the (possibly rotated) tag names below them.
+    ax.legend(fontsize=7, frameon=False, ncol=min(4, len(strategies)), loc="lower center",
+              bbox_to_anchor=(0.5, 1.0))
+    _untangle(fig, ax, tags)
+    return fig
+
+
+def by_tag_chart(results: Results) -> Chart | None:
+    fig = by_tag_figure(results)
+    if fig is None:
+        return None
+    counts = sorted({e.n for s in results.strategies for e in s.by_tag.values()})
+    sizes = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}" if counts else "–"
     return Chart("accuracy_by_tag", "Accuracy per eval tag",
-                 "Accuracy on each group of eval items, with 95% intervals; the recommended strategy is outlined.",
-                 _png(fig))
+                 f"Accuracy on each group of eval items ({sizes} items a tag), with 95% intervals; the recommended "
+                 "strategy is outlined. A tag with few items says little: the verdict's reasons use only tags with "
+                 "enough items and a significant gap.", _png(fig))
 
 
 def training_chart(results: Results) -> Chart | None:

@@ -400,6 +400,8 @@ def roi(
     input_price_per_mtok: Optional[float] = typer.Option(None, min=0),
     output_price_per_mtok: Optional[float] = typer.Option(None, min=0),
     hardware_price_per_hour: Optional[float] = typer.Option(None, min=0),
+    retrain_usd: Optional[float] = typer.Option(None, min=0, help="people cost of one retrain "
+                                                "(economics.ownership.finetune.retrain_usd)"),
     write: bool = typer.Option(False, "--write", help="save the new economics into the run folder"),
 ):
     """Recompute economics and the recommendation under other assumptions, without running models."""
@@ -416,6 +418,9 @@ def roi(
         knowledge_changes_per_month=knowledge_changes_per_month, input_price_per_mtok=input_price_per_mtok,
         output_price_per_mtok=output_price_per_mtok, hardware_price_per_hour=hardware_price_per_hour,
     ).items() if v is not None}
+    if retrain_usd is not None:
+        ownership = results.assumptions.model_dump()["ownership"]
+        changes["ownership"] = ownership | {"finetune": ownership.get("finetune", {}) | {"retrain_usd": retrain_usd}}
     try:
         spec = EconomicsSpec.model_validate(results.assumptions.model_dump() | changes)
     except ValidationError as e:  # e.g. --requests-per-day inf

@@ -1,7 +1,9 @@
-"""Cost model: per-request cost, set-up, maintenance, total cost over the horizon, ROI, break-even.
+"""Cost model: per-request cost, set-up, maintenance, total cost over the horizon, ROI, break-even, payback.
 
 All inputs are measured (token counts, training and indexing wall time) or come
-from the task's stated assumptions (prices, volume, horizon, change frequency).
+from the task's stated assumptions (prices, volume, horizon, change frequency,
+ownership: people and hosting). A knowledge change costs a row that keeps its
+knowledge in its weights a retrain (compute + people), a retrieval row a re-index.
 """
 from __future__ import annotations
 
@@ -26,6 +28,13 @@ class StrategyCosts:
     accuracy: float
     family: Family = Family.PROMPTING  # which ownership costs apply
     pricing: dict | None = None  # how requests are priced (`pricing` below); None: the task's token prices
+    stale_after_update: bool = False  # failed the freshness experiment: a knowledge change needs a retrain
+
+    @property
+    def retrains(self) -> bool:
+        """Does a knowledge change cost it a retrain? When its knowledge is in the weights, or when the
+        freshness experiment showed it does not follow a change of the documents."""
+        return self.knowledge_in_weights or self.stale_after_update
 
 
 @dataclass
@@ -36,6 +45,8 @@ class Economics:
     maintenance_cost: float  # over the horizon: retrains/re-indexes + monthly ownership
     ownership_cost: float  # the part of set-up and maintenance that is people and infrastructure
     changes_over_horizon: float
+    cost_per_change: float  # one knowledge change: a retrain (compute + people) and/or a re-index
+    retrains: bool  # a knowledge change costs it a retrain
     fixed_cost: float  # setup + maintenance
     total_cost: float  # fixed + per-request over the horizon
     net_value: float | None
@@ -72,6 +83,17 @@ def cost_per_request(c: StrategyCosts, e: EconomicsSpec) -> float:
     return (c.prompt_tokens * inp + c.completion_tokens * out) / 1e6
 
 
+def change_cost(c: StrategyCosts, e: EconomicsSpec) -> float:
+    """What one knowledge change costs a row: a retrain (measured training time x hardware price + the
+    people cost `retrain_usd`) when it retrains, a re-index (measured indexing time + `reindex_usd`) when
+    it retrieves."""
+    hour = e.hardware_price_per_hour / 3600
+    family = Family(c.family)
+    retrain = c.train_seconds * hour + e.retrain_usd() if c.retrains else 0.0
+    reindex = c.index_seconds * hour + (e.reindex_usd() if family.retrieves else 0.0)
+    return retrain + reindex
+
+
 def economics(c: StrategyCosts, e: EconomicsSpec) -> Economics:
     hour = e.hardware_price_per_hour / 3600
     months = e.horizon_days / DAYS_PER_MONTH
@@ -80,9 +102,8 @@ def economics(c: StrategyCosts, e: EconomicsSpec) -> Economics:
     own_running = sum(o.monthly_usd for o in owned) * months
     setup = (c.train_seconds + c.index_seconds) * hour + own_setup
     changes = e.knowledge_changes_per_month * months
-    # A knowledge change means a retrain when the knowledge lives in the weights, a re-index for retrieval.
-    per_change = (c.train_seconds if c.knowledge_in_weights else 0.0) + c.index_seconds
-    maintenance = changes * per_change * hour + own_running
+    per_change = change_cost(c, e)
+    maintenance = changes * per_change + own_running
     per_request = cost_per_request(c, e)
     requests = e.requests_per_day * e.horizon_days
     total = setup + maintenance + per_request * requests
@@ -91,8 +112,10 @@ def economics(c: StrategyCosts, e: EconomicsSpec) -> Economics:
         value = requests * (c.accuracy * (e.value_per_correct or 0) - (1 - c.accuracy) * (e.cost_per_error or 0))
         net = value - total
         roi = net / total if total > 0 else None
-    return Economics(c.name, per_request, setup, maintenance, own_setup + own_running, changes, setup + maintenance,
-                     total, net, roi)
+    people_per_change = (e.retrain_usd() if c.retrains else 0.0) + (e.reindex_usd() if Family(c.family).retrieves
+                                                                     else 0.0)
+    return Economics(c.name, per_request, setup, maintenance, own_setup + own_running + changes * people_per_change,
+                     changes, per_change, c.retrains, setup + maintenance, total, net, roi)
 
 
 def break_even_requests_per_day(s: Economics, base: Economics, horizon_days: float) -> float | None:
@@ -109,13 +132,24 @@ def break_even_requests_per_day(s: Economics, base: Economics, horizon_days: flo
     return extra / (saving * horizon_days)
 
 
-def payback_days(s: Economics, base: Economics, requests_per_day: float) -> float | None:
-    """Days of traffic until per-request savings repay the extra set-up cost."""
+def payback_days(s: Economics, base: Economics, requests_per_day: float, horizon_days: float) -> float | None:
+    """The day cumulative savings first exceed the extra set-up plus the extra running costs; None: never
+    within the horizon.
+
+    Running costs (monthly ownership, retrains, re-indexing) accrue evenly over the horizon, so the net
+    saving per day is the per-request saving times the volume minus the extra running cost per day; a row
+    whose running costs eat its savings never pays back, however long one waits.
+    """
     saving = (base.cost_per_request - s.cost_per_request) * requests_per_day
+    running = (s.maintenance_cost - base.maintenance_cost) / horizon_days
+    net = saving - running
     extra = s.setup_cost - base.setup_cost
     if extra <= 0:
-        return 0.0
-    return extra / saving if saving > 0 else None
+        return 0.0 if net >= 0 else None
+    if net <= 0:
+        return None
+    days = extra / net
+    return days if days <= horizon_days else None
 
 
 def volume_sweep(costs: list[StrategyCosts], e: EconomicsSpec, points: int = 13) -> dict:

@@ -1,7 +1,7 @@
 """Answers -> scores: one strategy's eval answers, consistency probes, latency, and pairwise statistics.
 
 `evaluate_strategy` is everything measured about one prepared row; `compare_rows`
-tests every pair of rows on the same eval items.
+tests every pair of rows on the same eval items, as one family (Holm).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 
 from advisor.economics import pricing
 from advisor.scoring import agree, passes_format, score
-from advisor.stats import mean_ci, paired_compare
+from advisor.stats import compare_all, mean_ci
 from advisor.task import Task
 from strategies import Answer, Strategy
 
@@ -142,6 +142,5 @@ def evaluate_strategy(strategy: Strategy, task: Task, seed: int) -> Evaluation:
 
 
 def compare_rows(evaluations: list[Evaluation], seed: int) -> list[dict]:
-    """Every pair of rows, tested on the same eval items (paired)."""
-    return [paired_compare(a.name, a.scores, b.name, b.scores, seed).as_dict()
-            for i, a in enumerate(evaluations) for b in evaluations[i + 1:]]
+    """Every pair of rows, tested on the same eval items (paired), Holm-corrected as one family."""
+    return [c.as_dict() for c in compare_all({e.name: e.scores for e in evaluations}, seed)]

@@ -43,6 +43,7 @@ def freshness(task: Task, strategies: list[Strategy], seed: int) -> dict:
             "before_update": mean_ci(before, seed).as_dict(),
             "after_update": mean_ci(after, seed).as_dict(),
             "answers": [a.text for a in answers],
+            "scores": after,  # per changed fact: the verdict's paired freshness check uses them
         }
         s.refresh_documents(task.documents)  # leave the strategy as the main run saw it
     return out

@@ -14,3 +14,17 @@ def money(x: float) -> str:
 
 def pct(x: float) -> str:
     return f"{100 * x:.0f}%"
+
+
+def count(x: float) -> str:
+    """A count or volume for people: "3,560", "12.5", "0.25": whole numbers whole, others to three significant
+    digits, never "3.56e+03"."""
+    if x is None or not math.isfinite(x):
+        return "–"
+    if x == int(x) and abs(x) < 1e6:  # a whole count is written whole
+        return f"{int(x):,}"
+    if abs(x) >= 100:
+        digits = math.floor(math.log10(abs(x))) + 1
+        return f"{round(x, 3 - digits):,.0f}"
+    decimals = max(0, 2 - math.floor(math.log10(abs(x))))
+    return f"{x:,.{decimals}f}".rstrip("0").rstrip(".")

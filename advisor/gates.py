@@ -61,11 +61,13 @@ def check_rows(gates: Gates, rows: list[str]) -> None:
                             f"its rows: {', '.join(rows)}")
 
 
-def _measured(results: Results) -> tuple[dict[str, float], str, dict[str, float]]:
-    """(row -> accuracy, recommended row, row -> cost per request): all this module reads from results."""
+def _measured(results: Results) -> tuple[dict[str, float], str | None, dict[str, float]]:
+    """(row -> accuracy, recommended row or None when there is not enough evidence, row -> cost per request):
+    all this module reads from results."""
     accuracy = {s.name: s.accuracy.mean for s in results.strategies}
     cost = {s.name: s.economics.cost_per_request for s in results.strategies if s.economics}
-    return accuracy, results.recommendation.strategy, cost
+    rec = results.recommendation
+    return accuracy, rec.strategy if rec.status == "recommended" else None, cost
 
 
 def evaluate(gates: Gates, results: Results) -> list[GateResult]:
@@ -75,14 +77,20 @@ def evaluate(gates: Gates, results: Results) -> list[GateResult]:
         acc = accuracy[row]
         out.append(GateResult(f"fail-under {row}={minimum:g}", acc >= minimum,
                               f"{row} accuracy {acc:.3f} {'>=' if acc >= minimum else '<'} {minimum:g}"))
+    none = (f"no row is recommended: not enough evidence "
+            f"({results.recommendation.evidence.why if results.recommendation.evidence else 'see the report'})")
     if gates.expect:
         ok = verdict == gates.expect
-        out.append(GateResult(f"expect {gates.expect}", ok,
-                              f"recommended {verdict}" + ("" if ok else f", expected {gates.expect}")))
+        said = f"recommended {verdict}" if verdict else none
+        out.append(GateResult(f"expect {gates.expect}", ok, said + ("" if ok else f", expected {gates.expect}")))
     if gates.max_cost_per_request is not None:
-        c, limit = cost[verdict], gates.max_cost_per_request
-        out.append(GateResult(f"max-cost-per-request {limit:g}", c <= limit,
-                              f"{verdict} costs ${c:.6g} per request, limit ${limit:g}"))
+        limit = gates.max_cost_per_request
+        if verdict is None:
+            out.append(GateResult(f"max-cost-per-request {limit:g}", False, none))
+        else:
+            c = cost[verdict]
+            out.append(GateResult(f"max-cost-per-request {limit:g}", c <= limit,
+                                  f"{verdict} costs ${c:.6g} per request, limit ${limit:g}"))
     return out
 
 

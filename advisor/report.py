@@ -16,6 +16,7 @@ Charts come from advisor.charts: base64 data: URIs in HTML, PNG files beside rep
 from __future__ import annotations
 
 import base64
+import math
 import re
 import warnings
 from pathlib import Path
@@ -30,7 +31,7 @@ from rich.text import Text
 
 from advisor.cache import atomic_write_bytes, atomic_write_text
 from advisor.charts import Chart, charts as render_charts, estimate, num
-from advisor.formatting import money
+from advisor.formatting import count, money
 from advisor.kinds import PricingKind
 from advisor.results import Assumptions, Estimate, Pricing, Results
 
@@ -126,7 +127,6 @@ def table_rows(results: Results) -> list[dict[str, str]]:
         e = s.economics
         rows.append({
             "Strategy": s.name or DASH,
-            "Model": _text(s.model),
             "Accuracy (95% CI)": fmt_pct(s.accuracy),
             "Self-agreement": fmt_pct(s.consistency.self_agreement, ci=False),
             "Paraphrase": fmt_pct(s.consistency.paraphrase_agreement, ci=False),
@@ -134,14 +134,32 @@ def table_rows(results: Results) -> list[dict[str, str]]:
             "Prompt tok": fmt_num(s.tokens.prompt_mean),
             "Answer tok": fmt_num(s.tokens.completion_mean),
             "$ / 1k req": fmt_money(_per_1k(e.cost_per_request)),
-            "Pricing": fmt_pricing(s.pricing, results.assumptions),
             "p50 (s)": fmt_num(s.latency.p50_seconds, 2),
             "p95 (s)": fmt_num(s.latency.p95_seconds, 2),
             "Set-up": fmt_money(e.setup_cost),
             "Total (horizon)": fmt_money(e.total_cost),
+            "Payback": _payback(s.name, e.payback_days, results.economics.baseline),
             "ROI": _roi(e.roi),
         })
     return rows
+
+
+def _payback(name: str, days: float | None, baseline: str) -> str:
+    """Day the row's savings against the baseline repay its extra set-up and running costs."""
+    if name == baseline:
+        return "baseline"
+    d = num(days)
+    return "never" if d is None else ("at once" if d == 0 else f"day {count(math.ceil(d))}")
+
+
+def models_legend(results: Results) -> list[dict[str, str]]:
+    """Which model each row ran on and how it is priced, once per distinct pair (a legend under the table,
+    instead of the same long text in every row)."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for s in results.strategies:
+        groups.setdefault((_text(s.model), fmt_pricing(s.pricing, results.assumptions)), []).append(s.name)
+    return [{"rows": ", ".join(names), "model": model, "pricing": pricing}
+            for (model, pricing), names in groups.items()]
 
 
 def _correct_label(score: Any) -> tuple[str, str]:
@@ -320,6 +338,23 @@ def reproducibility(results: Results) -> dict:
     }
 
 
+def evidence_text(results: Results) -> str:
+    """The sample the verdict rests on and the smallest difference it can detect, in words."""
+    ev = results.recommendation.evidence
+    if ev is None:
+        return f"{fmt_num(results.task.n_eval)} eval items."
+    said = (f"{count(ev.n_items)} eval items; {count(ev.tests)} paired test{'s' if ev.tests != 1 else ''} "
+            f"(alpha {ev.alpha:g}, Holm-corrected). ")
+    if ev.detectable_difference is None:
+        said += (f"No accuracy gap, however large, is detectable {ev.power:.0%} of the time with so few items. ")
+    else:
+        said += (f"The smallest accuracy gap this sample detects {ev.power:.0%} of the time is "
+                 f"{100 * ev.detectable_difference:.0f} points; smaller differences go unseen. ")
+    if not ev.enough and ev.items_needed:
+        said += f"About {count(ev.items_needed)} eval items would be needed for a verdict."
+    return said.strip()
+
+
 def context(results: Results, chart_list: list[Chart] | None = None) -> dict:
     """Every fact both report files show, as display strings (not yet escaped)."""
     rec = results.recommendation
@@ -330,6 +365,10 @@ def context(results: Results, chart_list: list[Chart] | None = None) -> dict:
                  "n_eval": fmt_num(task.n_eval), "n_train": fmt_num(task.n_train),
                  "n_documents": fmt_num(task.n_documents)},
         "rec": {"strategy": _text(rec.strategy), "baseline": _text(rec.baseline),
+                "recommended": rec.recommended, "status": rec.status,
+                "headline": _text(rec.recommended) if rec.recommended else "Not enough evidence",
+                "evidence": evidence_text(results),
+                "ruled_out": [f"{name}: {why}" for name, why in rec.ruled_out.items()],
                 "top_reasons": list(rec.reasons[:3]),
                 "reasons": list(rec.reasons),
                 "cautions": list(rec.cautions),
@@ -337,6 +376,7 @@ def context(results: Results, chart_list: list[Chart] | None = None) -> dict:
                 "rule": _text(rec.rule),
                 "contenders": ", ".join(rec.contenders) or DASH},
         "rows": table_rows(results),
+        "legend": models_legend(results),
         "horizon": fmt_num(results.assumptions.horizon_days),
         "volume": fmt_num(results.assumptions.requests_per_day),
         "baseline": _text(results.economics.baseline),
@@ -366,7 +406,7 @@ def terminal(results: Results, console: Console | None = None) -> None:
     """A comparison that fits 80-120 columns, then the verdict panel."""
     console = console or Console()
     rec = results.recommendation
-    pick = rec.strategy
+    pick = rec.recommended
     t = Table(title=f"advisor: {results.task.name or DASH}", box=box.SIMPLE_HEAD,
               show_edge=False, pad_edge=False, padding=(0, 1), title_justify="left")
     t.add_column("Strategy", style="bold", no_wrap=True, min_width=8)
@@ -387,9 +427,8 @@ def terminal(results: Results, console: Console | None = None) -> None:
     volume = fmt_num(results.assumptions.requests_per_day)
     console.print(Text(f"Acc: share of eval items right (95% CI). Tokens: prompt/answer per request. "
                        f"Total $: over {horizon} days at {volume} requests/day.", style="dim"))
-    for s in results.strategies:
-        console.print(Text(f"{s.name or DASH}: {_text(s.model)}; {fmt_pricing(s.pricing, results.assumptions)}",
-                           style="dim"))
+    for m in models_legend(results):
+        console.print(Text(f"{m['rows']}: {m['model']}; {m['pricing']}", style="dim"))
     if results.run.budget is not None and results.run.budget.filled:
         console.print(Text(f"Budget {budget_line(results.run.budget)}.", style="dim"))
     body = Text()
@@ -398,10 +437,12 @@ def terminal(results: Results, console: Console | None = None) -> None:
     for x in rec.cautions:
         body.append(f"! {x}\n", style="yellow")
     changes = rec.sensitivity_text
-    body.append("\nWhat would change it: ", style="dim")
+    body.append(f"\nSample: {evidence_text(results)}\n", style="dim")
+    body.append("What would change it: ", style="dim")
     body.append("; ".join(changes[:2]) if changes else "nothing within the volumes tried")
-    console.print(Panel(body, title=f"Recommendation: [bold]{_escape_rich(_text(pick))}[/bold]",
-                        border_style="green"))
+    title = (f"Recommendation: [bold]{_escape_rich(pick)}[/bold]" if pick else
+             f"Not enough evidence [dim](leading: {_escape_rich(_text(rec.strategy))}, not a recommendation)[/dim]")
+    console.print(Panel(body, title=title, border_style="green" if pick else "yellow"))
 
 
 def _money_short(x: Any) -> str:

@@ -60,7 +60,8 @@ class Record(BaseModel):
 
 
 class Estimate(Record):
-    """A mean with its 95% bootstrap interval over n items (scoring.mean_ci); NaN when n is 0."""
+    """A mean with its 95% interval over n items (stats.mean_ci: Wilson for pass/fail scores, bootstrap
+    otherwise); NaN when n is 0."""
 
     mean: float
     low: float
@@ -69,16 +70,20 @@ class Estimate(Record):
 
 
 class Comparison(Record):
-    """Paired test of two strategies on the same eval items (scoring.paired_compare)."""
+    """Paired test of two strategies on the same eval items (stats.paired_compare, corrected by stats.compare_all)."""
 
     a: str
     b: str
     diff: float = Field(description="mean score of a minus mean score of b")
     low: float
     high: float
-    p_value: float
+    p_value: float = Field(description="the test's own p-value, uncorrected")
     test: str
-    significant: bool
+    significant: bool = Field(description="p_adjusted below 0.05 (Holm over all the run's pairs) and diff not 0")
+    p_adjusted: float | None = Field(None, description="Holm-corrected over the run's pairs; null: an older file")
+    better: str | None = Field(None, description="a or b by the sign of diff (the direction of the result); "
+                                                 "null when the means are equal")
+    n: int = Field(0, description="eval items compared")
 
 
 # ---------------------------------------------------------------- one strategy
@@ -207,12 +212,17 @@ class StrategyEconomics(Record):
     maintenance_cost: float
     ownership_cost: float
     changes_over_horizon: float
+    cost_per_change: float = Field(0.0, description="one knowledge change: a retrain (training time x hardware price "
+                                                    "+ retrain_usd) and/or a re-index (+ reindex_usd)")
+    retrains: bool = Field(False, description="a knowledge change costs it a retrain (knowledge in its weights, or "
+                                              "it failed the freshness check)")
     fixed_cost: float
     total_cost: float
     net_value: float | None = Field(description="null unless value_per_correct or cost_per_error is stated")
     roi: float | None
     break_even_requests_per_day: float | None = Field(description="null for the baseline, or when never cheaper")
-    payback_days: float | None
+    payback_days: float | None = Field(description="the day savings first exceed the extra set-up and running "
+                                                   "costs; null for the baseline, or when never within the horizon")
 
 
 class StrategyResult(Record):
@@ -354,6 +364,8 @@ class FreshnessResult(Record):
     before_update: Estimate
     after_update: Estimate
     answers: tuple[str, ...]
+    scores: tuple[float, ...] = Field((), description="per changed fact after the update (the verdict's freshness "
+                                                       "check); empty in older files")
 
 
 class Freshness(Record):
@@ -417,15 +429,42 @@ class Flip(Record):
     to: str
 
 
+class Evidence(Record):
+    """What the sample can tell (advisor.recommend.Evidence): its size, the test family, power."""
+
+    n_items: int
+    min_items: int = Field(description="fewer eval items than this give no recommendation")
+    tests: int = Field(description="paired tests in the family (Holm-corrected)")
+    alpha: float
+    power: float
+    pair: tuple[str, str] | None = Field(description="the two rows the verdict turns on")
+    gap: float | None = Field(description="their accuracy difference")
+    disagreement: float | None = Field(description="share of eval items on which they differ")
+    detectable_difference: float | None = Field(
+        description="smallest accuracy gap this sample detects with `power` (McNemar exact, alpha / tests); null: none")
+    items_needed: int | None = Field(description="eval items a power calculation says would tell the pair apart")
+    enough: bool
+    why: str = Field(description="when not enough: why, in words")
+
+
 class Recommendation(Record):
-    strategy: str
+    strategy: str = Field(description="the recommended row; when status is 'not enough evidence', the most accurate "
+                                      "row so far, which is not a recommendation")
+    status: Literal["recommended", "not enough evidence"] = "recommended"
     baseline: str
     contenders: tuple[str, ...]
+    ruled_out: dict[str, str] = Field(default_factory=dict, description="row -> why it was ruled out")
+    evidence: Evidence | None = Field(None, description="null only in older files")
     reasons: tuple[str, ...]
     cautions: tuple[str, ...]
     sensitivity: tuple[Flip, ...]
     sensitivity_text: tuple[str, ...]
     rule: str
+
+    @property
+    def recommended(self) -> str | None:
+        """The recommended row, or None when there is not enough evidence for one."""
+        return self.strategy if self.status == "recommended" else None
 
 
 def _file_has_version(schema: dict) -> None:

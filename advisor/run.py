@@ -31,8 +31,9 @@ from advisor.evaluate import Evaluation, compare_rows, evaluate_strategy, reques
 from advisor.experiments import data_curve, forgetting, freshness, load_probe
 from advisor.kinds import Family
 from advisor.models import Embedder
-from advisor.recommend import Row, recommend
+from advisor.recommend import Row, decide, explain
 from advisor.results import Results, examples_csv, write_results
+from advisor.stats import compare_all, mean_ci
 from advisor.task import EconomicsSpec, Task
 from strategies import Context, Strategy, registry
 
@@ -307,7 +308,36 @@ def assemble(task: Task, seed: int, evaluated: list[Evaluation], ctx: Context, s
     }
 
 
+def item_scores(results: dict) -> dict[str, list[float]]:
+    """Each row's score on every eval item, in eval order (rows missing an item are left out)."""
+    examples = results["examples"]
+    names = [s["name"] for s in results["strategies"]]
+    return {n: [ex["answers"][n]["score"] for ex in examples] for n in names
+            if examples and all(n in ex["answers"] for ex in examples)}
+
+
+def restate_statistics(results: dict) -> None:
+    """Accuracy, per-tag and format intervals and the paired comparisons, from the per-item scores in
+    `examples`: the run's own statistics, and a stored run's re-decided (`advisor roi`) with today's methods."""
+    scores, seed = item_scores(results), results["run"]["seed"]
+    if not scores:
+        return
+    examples = results["examples"]
+    for s in results["strategies"]:
+        x = scores.get(s["name"])
+        if x is None:
+            continue
+        s["accuracy"] = mean_ci(x, seed).as_dict()
+        s["by_tag"] = {t: mean_ci([v for v, ex in zip(x, examples) if t in ex["tags"]], seed).as_dict()
+                       for t in s["by_tag"]}
+        formats = [ex["answers"][s["name"]]["format_ok"] for ex in examples]
+        if s["format_adherence"] is not None and None not in formats:
+            s["format_adherence"] = mean_ci([float(f) for f in formats], seed).as_dict()
+    results["comparisons"] = [c.as_dict() for c in compare_all(scores, seed)]
+
+
 def rows_from_results(results: dict) -> list[Row]:
+    scores = item_scores(results)
     rows = []
     for s in results["strategies"]:
         costs = StrategyCosts(
@@ -316,28 +346,43 @@ def rows_from_results(results: dict) -> list[Row]:
             knowledge_in_weights=s["setup"]["knowledge_in_weights"], accuracy=s["accuracy"]["mean"],
             family=Family(s["family"]), pricing=s.get("pricing"),
         )
+        fmt = s["format_adherence"]
         rows.append(Row(s["name"], Family(s["family"]), s["complexity"], s["accuracy"]["mean"], s["accuracy"]["low"],
                         s["accuracy"]["high"], costs, {t: e["mean"] for t, e in s["by_tag"].items()},
-                        s["format_adherence"]["mean"] if s["format_adherence"] else None))
+                        fmt["mean"] if fmt else None, tuple(scores.get(s["name"], ())),
+                        (fmt["low"], fmt["high"]) if fmt else None))
     return rows
 
 
+def fresh_scores(results: dict) -> dict[str, list[float]] | None:
+    """Each row's per-item scores on the changed facts after the freshness experiment's update, if it ran."""
+    found = (results.get("experiments") or {}).get("freshness")
+    if not found:
+        return None
+    return {name: list(r["scores"]) for name, r in found["strategies"].items() if r.get("scores")} or None
+
+
 def analyze(results: dict, spec: EconomicsSpec) -> dict:
-    """Economics and recommendation from measured results under the given assumptions."""
+    """Statistics, economics and recommendation from measured results under the given assumptions."""
+    restate_statistics(results)
     rows = rows_from_results(results)
     comparisons = {(c["a"], c["b"]): c for c in results["comparisons"]}
-    rec = recommend(rows, comparisons, spec, results["task"]["n_train"])
-    econ = {r.name: economics(r.costs, spec) for r in rows}
+    seed, fresh = results["run"]["seed"], fresh_scores(results)
+    item_tags = [tuple(ex["tags"]) for ex in results["examples"]]
+    verdict = decide(rows, comparisons, spec, fresh, seed)
+    rec = explain(rows, comparisons, spec, verdict, results["task"]["n_train"], item_tags, fresh, seed)
+    econ = verdict.economics
     base = econ[rec["baseline"]]
     for s in results["strategies"]:
         e = econ[s["name"]]
         s["economics"] = e.as_dict() | {
             "break_even_requests_per_day": break_even_requests_per_day(e, base, spec.horizon_days)
             if s["name"] != base.name else None,
-            "payback_days": payback_days(e, base, spec.requests_per_day) if s["name"] != base.name else None,
+            "payback_days": payback_days(e, base, spec.requests_per_day, spec.horizon_days)
+            if s["name"] != base.name else None,
         }
     results["assumptions"] = spec.model_dump()
-    results["economics"] = {"baseline": base.name, "sweep": volume_sweep([r.costs for r in rows], spec)}
+    results["economics"] = {"baseline": base.name, "sweep": volume_sweep(list(verdict.costs.values()), spec)}
     forgetting_found = (results.get("experiments") or {}).get("forgetting") or {}
     drop = (forgetting_found.get("adapters", {}).get(rec["strategy"]) or {}).get("drop")
     if drop is not None and drop >= 0.1:

@@ -308,7 +308,12 @@ def load_strategy(run_dir: Path, strategy: str | None, say: Callable[[str], None
         results = load_results(run_dir)
     except ResultsError as e:
         raise ServeError(str(e)) from None
-    name = strategy or results.recommendation.strategy
+    rec = results.recommendation
+    if strategy is None and rec.status != "recommended":
+        ran = ", ".join(s.name for s in results.strategies)
+        raise ServeError(f"{run_dir}: the run recommends no strategy (not enough evidence); name one with "
+                         f"--strategy (it has: {ran})")
+    name = strategy or rec.strategy
     row = results.strategy(name)
     if row is None:
         ran = ", ".join(s.name for s in results.strategies)

@@ -76,11 +76,20 @@ class ScoringSpec(_Strict):
     f1_threshold: float = Field(0.5, ge=0, le=1)
 
 
+DEFAULT_RETRAIN_USD = 200.0  # people time per retrain: ~2 hours of an engineer at $100/hour (see README)
+DEFAULT_REINDEX_USD = 0.0  # the documents are edited for every approach alike; re-indexing itself is measured compute
+
+
 class OwnershipSpec(_Strict):
     """People and infrastructure costs that token and hardware prices miss (USD)."""
 
     setup_usd: float = Field(0, ge=0, description="one-time: data pipeline, evals, deployment of this approach")
     monthly_usd: float = Field(0, ge=0, description="running it: hosting a custom model or a vector store, monitoring")
+    retrain_usd: float | None = Field(None, ge=0, description=(
+        "finetune only: people time per retrain after a knowledge change (turn the change into training "
+        f"examples, check the eval, redeploy); unset: {DEFAULT_RETRAIN_USD:g}"))
+    reindex_usd: float | None = Field(None, ge=0, description=(
+        f"rag only: people time per re-index after a knowledge change; unset: {DEFAULT_REINDEX_USD:g}"))
 
 
 class EconomicsSpec(_Strict):
@@ -94,6 +103,24 @@ class EconomicsSpec(_Strict):
     cost_per_error: float | None = Field(None, ge=0)
     # Keyed by family; a combination (finetune+rag) pays for each of its parts.
     ownership: dict[Literal["prompting", "rag", "finetune"], OwnershipSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _per_change_costs_where_they_apply(self):
+        for part, o in self.ownership.items():
+            for name, where in (("retrain_usd", "finetune"), ("reindex_usd", "rag")):
+                if getattr(o, name) is not None and part != where:
+                    raise ValueError(f"ownership.{part}.{name}: {name} is a cost of `{where}` only; "
+                                     f"move it under ownership.{where}")
+        return self
+
+    def retrain_usd(self) -> float:
+        """People cost of one retrain (ownership.finetune.retrain_usd, or the documented default)."""
+        o = self.ownership.get("finetune")
+        return DEFAULT_RETRAIN_USD if o is None or o.retrain_usd is None else o.retrain_usd
+
+    def reindex_usd(self) -> float:
+        o = self.ownership.get("rag")
+        return DEFAULT_REINDEX_USD if o is None or o.reindex_usd is None else o.reindex_usd
 
 
 class GeneratorSpec(_Strict):

@@ -69,7 +69,9 @@ def _facts(results: Results, settings: dict) -> tuple[dict, dict[str, float], di
             "latency_p50_s": s.latency.p50_seconds,
         }
         metrics |= {metric_key(s.name, k): float(v) for k, v in values.items() if isinstance(v, (int, float))}
-    tags = {"advisor.verdict": results.recommendation.strategy, "advisor.command": run.command}
+    # advisor.verdict: the recommended row, or the leading one when advisor.status is "not enough evidence"
+    tags = {"advisor.verdict": results.recommendation.strategy, "advisor.status": results.recommendation.status,
+            "advisor.command": run.command}
     return params, metrics, tags
 
 

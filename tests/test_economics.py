@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from advisor.economics import StrategyCosts, break_even_requests_per_day, economics, payback_days, volume_sweep
-from advisor.task import EconomicsSpec
+from advisor.task import DEFAULT_RETRAIN_USD, EconomicsSpec, OwnershipSpec
 
 SPEC = EconomicsSpec(requests_per_day=1000, horizon_days=100, input_price_per_mtok=1.0, output_price_per_mtok=2.0,
                      hardware_price_per_hour=36.0, knowledge_changes_per_month=0)
@@ -28,18 +28,56 @@ def test_break_even_hand_computed():
     # 1 = (0.0011 - 0.0002) * v * 100  ->  v = 11.11 requests/day
     assert break_even_requests_per_day(ft, base, 100) == pytest.approx(1 / (0.0009 * 100))
     # $1 of set-up at $0.0009 saved per request and 1000 requests/day -> 1.111 days
-    assert payback_days(ft, base, 1000) == pytest.approx(1 / 0.9)
+    assert payback_days(ft, base, 1000, 100) == pytest.approx(1 / 0.9)
     dearer = economics(costs("x", 2000, 50, train=100), SPEC)
-    assert break_even_requests_per_day(dearer, base, 100) is None and payback_days(dearer, base, 1000) is None
+    assert break_even_requests_per_day(dearer, base, 100) is None and payback_days(dearer, base, 1000, 100) is None
 
 
 def test_maintenance_retrains_only_when_knowledge_in_weights():
     spec = SPEC.model_copy(update={"knowledge_changes_per_month": 3, "horizon_days": 365})
     ft = economics(costs("ft", 100, 50, train=100, in_weights=True), spec)
-    rag = economics(costs("rag", 900, 50, index=10), spec)
+    rag = economics(StrategyCosts("rag", 900, 50, 0, 10, False, 0.5, family="rag"), spec)
     assert ft.changes_over_horizon == pytest.approx(36)
-    assert ft.maintenance_cost == pytest.approx(36 * 1.0)
-    assert rag.maintenance_cost == pytest.approx(36 * 0.1)
+    # each retrain: 100 s at $36/h of compute, plus the documented default people cost
+    assert ft.retrains and ft.cost_per_change == pytest.approx(1.0 + DEFAULT_RETRAIN_USD)
+    assert ft.maintenance_cost == pytest.approx(36 * (1.0 + DEFAULT_RETRAIN_USD))
+    assert not rag.retrains and rag.maintenance_cost == pytest.approx(36 * 0.1)
+
+
+def test_weekly_knowledge_changes_make_the_fine_tune_pay_for_its_retrains():
+    """Facts change weekly; each retrain costs 20 minutes of a $2/hour machine and $300 of people time."""
+    weekly = 52 / 12
+    spec = EconomicsSpec(requests_per_day=3000, horizon_days=365, hardware_price_per_hour=2.0,
+                         knowledge_changes_per_month=weekly,
+                         ownership={"finetune": OwnershipSpec(retrain_usd=300), "rag": OwnershipSpec(reindex_usd=5)})
+    ft = economics(costs("ft", 100, 50, train=1200, in_weights=True), spec)
+    rag = economics(StrategyCosts("rag", 900, 50, 0, 30, False, 0.5, family="rag"), spec)
+    assert ft.changes_over_horizon == pytest.approx(52)
+    assert ft.cost_per_change == pytest.approx(1200 / 3600 * 2 + 300)
+    assert ft.maintenance_cost == pytest.approx(52 * (2 / 3 + 300))  # about $15,600 a year of retraining
+    assert ft.ownership_cost == pytest.approx(52 * 300)
+    assert rag.cost_per_change == pytest.approx(30 / 3600 * 2 + 5) and rag.maintenance_cost < ft.maintenance_cost / 50
+    # Without changes nothing is retrained; the same row costs the retrains less.
+    still = economics(costs("ft", 100, 50, train=1200, in_weights=True),
+                      spec.model_copy(update={"knowledge_changes_per_month": 0}))
+    assert ft.total_cost - still.total_cost == pytest.approx(52 * (2 / 3 + 300))
+
+
+def test_a_row_that_fails_the_freshness_check_pays_retrains_although_its_knowledge_is_not_in_its_weights():
+    spec = SPEC.model_copy(update={"knowledge_changes_per_month": 2, "horizon_days": 365})
+    follows = StrategyCosts("lora+rag", 300, 50, 100, 10, False, 0.5, family="finetune+rag")
+    stale = StrategyCosts("lora+rag", 300, 50, 100, 10, False, 0.5, family="finetune+rag", stale_after_update=True)
+    assert economics(follows, spec).cost_per_change == pytest.approx(0.1)  # a re-index only
+    assert economics(stale, spec).cost_per_change == pytest.approx(0.1 + 1.0 + DEFAULT_RETRAIN_USD)
+
+
+def test_per_change_costs_are_checked_where_they_belong():
+    with pytest.raises(ValueError, match=r"ownership\.rag\.retrain_usd: retrain_usd is a cost of `finetune` only"):
+        EconomicsSpec(ownership={"rag": {"retrain_usd": 100}})
+    with pytest.raises(ValueError, match=r"ownership\.finetune\.reindex_usd"):
+        EconomicsSpec(ownership={"finetune": {"reindex_usd": 1}})
+    assert EconomicsSpec().retrain_usd() == DEFAULT_RETRAIN_USD
+    assert EconomicsSpec(ownership={"finetune": {"retrain_usd": 0}}).retrain_usd() == 0
 
 
 def test_roi_with_value_per_correct():
@@ -70,8 +108,34 @@ def test_ownership_costs_apply_per_family_and_combinations_pay_for_each_part():
     assert ft.maintenance_cost == pytest.approx(20 * 12)  # 12 months of $20
     assert ft.ownership_cost == pytest.approx(300 + 240)
     assert both.ownership_cost == pytest.approx(300 + 12 * (20 + 5))
-    # Payback now has to repay the people cost too: $301 at $0.0009 saved per request, 1000 requests/day.
-    assert payback_days(ft, p, 1000) == pytest.approx(301 / 0.9)
+    # Payback has to repay the set-up ($301) *and* the running costs: $0.90 saved a day at 1000 requests/day,
+    # but $20 a month ($0.66 a day) of ownership leaves $0.24 a day, so $301 takes 1,250 days: never within a year.
+    assert payback_days(ft, p, 1000, 365) is None
+    # At 3,000 requests/day it saves $2.70 a day, $2.04 after the running costs: paid back on day 148.
+    ft3 = economics(StrategyCosts("ft", 100, 50, 100, 0, False, 0.5, family="finetune"),
+                    spec.model_copy(update={"requests_per_day": 3000}))
+    p3 = economics(costs("p", 1000, 50), spec.model_copy(update={"requests_per_day": 3000}))
+    running_per_day = 240 / 365
+    assert payback_days(ft3, p3, 3000, 365) == pytest.approx(301 / (2.7 - running_per_day))
+
+
+def test_running_costs_above_the_savings_never_pay_back():
+    """The support case: lora+rag saves a little per request, but its monthly costs exceed the savings."""
+    from advisor.task import OwnershipSpec
+
+    spec = SPEC.model_copy(update={"requests_per_day": 3000, "horizon_days": 365, "ownership": {
+        "finetune": OwnershipSpec(setup_usd=400, monthly_usd=50), "rag": OwnershipSpec(setup_usd=200, monthly_usd=25)}})
+    base = economics(costs("few-shot", 1000, 50), spec)  # $0.0011 a request
+    both = economics(StrategyCosts("lora+rag", 950, 50, 300, 5, False, 0.5, family="finetune+rag"), spec)
+    saved_per_month = (base.cost_per_request - both.cost_per_request) * 3000 * 365 / 12  # about $4.56
+    assert saved_per_month < 75  # its ownership alone is $75 a month
+    assert payback_days(both, base, 3000, 365) is None
+    # The old formula (extra set-up over per-request savings, running costs left out) gave a finite figure:
+    assert 0 < (both.setup_cost - base.setup_cost) / (saved_per_month * 12 / 365) < float("inf")
+    # Paid back later than the horizon is never, too; and a row cheaper to set up that costs more to run never is.
+    cheap_setup = economics(StrategyCosts("x", 2000, 50, 0, 0, False, 0.5, family="rag"), spec.model_copy(
+        update={"ownership": {"rag": OwnershipSpec(monthly_usd=25)}}))
+    assert cheap_setup.setup_cost == base.setup_cost and payback_days(cheap_setup, base, 3000, 365) is None
 
 
 def test_rows_priced_their_own_way():

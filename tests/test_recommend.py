@@ -1,27 +1,30 @@
 """The recommender on constructed result sets, one per regime of the field's guidance."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
+import pytest
+
 from advisor.economics import StrategyCosts
-from advisor.recommend import Row, recommend
-from advisor.stats import paired_compare
-from advisor.task import EconomicsSpec
+from advisor.recommend import MIN_EVAL_ITEMS, NOT_ENOUGH, RECOMMENDED, Row, recommend
+from advisor.stats import compare_all, mean_ci
+from advisor.task import EconomicsSpec, OwnershipSpec
 
 FAMILY = {"few-shot": ("prompting", 1), "rag": ("rag", 3), "lora": ("finetune", 5), "lora+rag": ("finetune+rag", 6)}
 
 
 def build(scores: dict[str, list[float]], prompt_tokens: dict[str, float], train_seconds=300.0):
-    rows, comps = [], {}
+    """Rows and their Holm-corrected paired comparisons, as a run's analysis makes them."""
+    rows = []
     for name, s in scores.items():
         fam, cx = FAMILY[name]
         costs = StrategyCosts(name, prompt_tokens[name], 40, train_seconds if fam.startswith("finetune") else 0.0,
                               5.0 if "rag" in fam else 0.0, fam == "finetune", float(np.mean(s)), family=fam)
-        rows.append(Row(name, fam, cx, float(np.mean(s)), 0, 1, costs))
-    names = list(scores)
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            comps[(a, b)] = paired_compare(a, scores[a], b, scores[b]).as_dict()
+        e = mean_ci(s)
+        rows.append(Row(name, fam, cx, e.mean, e.low, e.high, costs, scores=tuple(s)))
+    comps = {(c.a, c.b): c.as_dict() for c in compare_all(scores)}
     return rows, comps
 
 
@@ -43,8 +46,8 @@ def test_changing_knowledge_goes_to_rag():
     rows, comps = build({"few-shot": draws(0.15), "rag": draws(0.8), "lora": draws(0.2)},
                         {"few-shot": 800, "rag": 950, "lora": 60})
     rec = recommend(rows, comps, spec(knowledge_changes_per_month=4), n_train=150)
-    assert rec["strategy"] == "rag"
-    assert any("retrains a year" in r for r in rec["reasons"])
+    assert rec["strategy"] == "rag" and rec["status"] == RECOMMENDED
+    assert any("costs lora a retrain" in r and "people time" in r for r in rec["reasons"])
 
 
 def test_style_at_high_volume_goes_to_finetune():
@@ -90,26 +93,129 @@ def test_combination_only_when_measurably_better():
 
 def test_cautions_name_what_argues_against_the_verdict():
     """A fine-tune that wins overall but cannot answer a tag, with knowledge that changes, is flagged."""
-    rows, comps = build({"few-shot": draws(0.2), "rag": draws(0.5), "lora": draws(0.9)},
-                        {"few-shot": 800, "rag": 950, "lora": 60})
-    for r in rows:
-        r.by_tag = {"knowledge": {"few-shot": 0.0, "rag": 0.8, "lora": 0.1}[r.name]}
-    rec = recommend(rows, comps, spec(knowledge_changes_per_month=4), n_train=300)
-    assert rec["strategy"] == "lora"
+    # 20 knowledge items, where rag is far ahead, and 40 style items, where lora is.
+    tags = [("knowledge",)] * 20 + [("style",)] * 40
+    scores = {"few-shot": [0.0] * 20 + [1.0] * 12 + [0.0] * 28,
+              "rag": [1.0] * 18 + [0.0] * 2 + [1.0] * 5 + [0.0] * 35,
+              "lora": [1.0] * 2 + [0.0] * 18 + [1.0] * 40}
+    rows, comps = build(scores, {"few-shot": 800, "rag": 950, "lora": 60})
+    rec = recommend(rows, comps, spec(knowledge_changes_per_month=4), n_train=300, item_tags=tags)
+    assert rec["strategy"] == "lora" and rec["status"] == RECOMMENDED
     assert any("retrains over the horizon" in c for c in rec["cautions"])
-    assert any("`knowledge`" in c and "rag" in c for c in rec["cautions"])
+    knowledge = [c for c in rec["cautions"] if "“knowledge” items (20 of them)" in c]
+    assert len(knowledge) == 1 and "for rag" in knowledge[0]
+    assert "10% (3%–30%)" in knowledge[0] and "90% (70%–97%)" in knowledge[0]  # each share with its interval
+    assert not any("`" in text for text in rec["reasons"] + rec["cautions"])  # no Markdown in the verdict's text
     assert not any(r.startswith("Caution") for r in rec["reasons"])
+
+
+def test_per_tag_claims_need_enough_items_and_a_significant_gap():
+    """2 items a tag at 100% against 0% is noise: no reason or caution may rest on it."""
+    tags = [("billing",)] * 2 + [("other",)] * 58
+    base = draws(0.3)
+    scores = {"few-shot": [0.0, 0.0] + base[2:], "lora": [1.0, 1.0] + draws(0.9)[2:]}
+    rows, comps = build(scores, {"few-shot": 800, "lora": 60})
+    rec = recommend(rows, comps, spec(requests_per_day=5000), n_train=500, item_tags=tags)
+    assert rec["strategy"] == "lora"
+    assert not any("billing" in text for text in rec["reasons"] + rec["cautions"])
+    # With 30 such items the same gap is evidence, cited with its count and intervals.
+    tags = [("billing",)] * 30 + [("other",)] * 30
+    scores = {"few-shot": [0.0] * 30 + draws(0.5, 30), "lora": [1.0] * 30 + draws(0.5, 30)}
+    rows, comps = build(scores, {"few-shot": 800, "lora": 60})
+    rec = recommend(rows, comps, spec(requests_per_day=5000), n_train=500, item_tags=tags)
+    claim = [r for r in rec["reasons"] if "“billing” items (30 of them)" in r]
+    assert claim and "100% (89%–100%)" in claim[0] and "0% (0%–11%)" in claim[0]
+
+
+def test_four_eval_items_are_not_enough_evidence():
+    """A 0% row 'tied' with a 100% row on 4 items is no verdict: say so, and how many items would do."""
+    scores = {"few-shot": [0.0] * 4, "lora": [1.0] * 4}
+    rows, comps = build(scores, {"few-shot": 50, "lora": 60})
+    assert not comps[("few-shot", "lora")]["significant"]  # 4 discordant items: p = 0.125
+    rec = recommend(rows, comps, spec(), n_train=500)
+    assert rec["status"] == NOT_ENOUGH
+    assert rec["strategy"] == "lora"  # the leader is named, never the 0% row ...
+    assert rec["reasons"][0].startswith("Not enough evidence for a recommendation: only 4 eval items")
+    needed = rec["evidence"]["items_needed"]
+    assert needed >= MIN_EVAL_ITEMS and f"About {needed:,} eval items would be needed" in " ".join(rec["reasons"])
+    assert rec["evidence"]["detectable_difference"] is None  # 4 items cannot show any gap at this alpha
+
+
+def test_a_cheap_row_that_may_be_much_worse_is_not_enough_evidence():
+    """40 items, no significant gap, but the cheaper row could be 30 points worse: not a tie to act on."""
+    good = [1.0] * 30 + [0.0] * 10  # 75%
+    worse = [1.0] * 22 + [0.0] * 8 + [1.0] * 2 + [0.0] * 8  # 60%: 8 items only lora gets, 2 only few-shot gets
+    rows, comps = build({"few-shot": worse, "lora": good}, {"few-shot": 800, "lora": 60})
+    pair = comps[("few-shot", "lora")]
+    assert not pair["significant"] and -pair["low"] > 0.10  # not significant, and the gap may be large
+    owned = {"ownership": {"finetune": OwnershipSpec(setup_usd=400, monthly_usd=50)}}
+    rec = recommend(rows, comps, spec(requests_per_day=100, **owned), n_train=500)  # few-shot is far cheaper here
+    assert rec["status"] == NOT_ENOUGH and rec["strategy"] == "lora"
+    assert "cannot tell it from the most accurate row" in rec["evidence"]["why"]
+    assert rec["evidence"]["items_needed"] > 40
+    # the same rows at a volume where the most accurate is also the cheapest: a recommendation
+    rec = recommend(rows, comps, spec(requests_per_day=100_000, **owned), n_train=500)
+    assert rec["status"] == RECOMMENDED and rec["strategy"] == "lora"
+    assert any(f["to"] == NOT_ENOUGH for f in rec["sensitivity"])  # and at lower volumes it says where that ends
+
+
+def test_a_fine_tune_that_fails_the_freshness_check_pays_for_retraining():
+    """lora+rag keeps no knowledge in its weights by design, but the freshness experiment shows it missing the
+    changed facts: every knowledge change then costs it a retrain, and the reasons say so."""
+    same = draws(0.8)
+    rows, comps = build({"few-shot": draws(0.1), "rag": draws(0.5), "lora+rag": same},
+                        {"few-shot": 800, "rag": 950, "lora+rag": 250})
+    fresh = {"few-shot": [0.0] * 8, "rag": [1.0] * 8, "lora+rag": [0.0] * 7 + [1.0]}
+    changing = spec(knowledge_changes_per_month=4)
+    rec = recommend(rows, comps, changing, n_train=300, fresh=fresh)
+    assert rec["strategy"] == "lora+rag" and rec["status"] == RECOMMENDED
+    charged = [r for r in rec["reasons"] if r.startswith("lora+rag did not follow a change of the documents")]
+    assert charged and "charged in its cost" in charged[0] and "12% (2%–47%) of 8 changed facts" in charged[0]
+    assert any("needs a retrain to follow a knowledge change" in c for c in rec["cautions"])
+    # few-shot fails too and cannot be retrained: ruled out
+    assert "few-shot" in rec["ruled_out"] and any("it is ruled out" in r for r in rec["reasons"])
+    # The retrains are in its cost: without the freshness result it would cost less.
+    from advisor.recommend import decide
+
+    with_check = decide(rows, comps, changing, fresh).economics["lora+rag"]
+    without = decide(rows, comps, changing).economics["lora+rag"]
+    assert with_check.retrains and not without.retrains
+    assert with_check.total_cost - without.total_cost == pytest.approx(48 * changing.retrain_usd(), rel=0.01)
+    # Knowledge that never changes makes the freshness result irrelevant.
+    still = recommend(rows, comps, spec(knowledge_changes_per_month=0), n_train=300, fresh=fresh)
+    assert not still["ruled_out"] and not any("did not follow" in r for r in still["reasons"])
+
+
+def test_a_row_that_cannot_follow_changes_and_cannot_be_retrained_is_ruled_out():
+    """The cheapest, tied row misses the changed facts and has no weights to retrain: it cannot win."""
+    same = draws(0.7)
+    rows, comps = build({"few-shot": same, "rag": list(same)}, {"few-shot": 500, "rag": 900})
+    assert recommend(rows, comps, spec(knowledge_changes_per_month=4), n_train=300)["strategy"] == "few-shot"
+    fresh = {"few-shot": [0.0] * 8, "rag": [1.0] * 8}
+    rec = recommend(rows, comps, spec(knowledge_changes_per_month=4), n_train=300, fresh=fresh)
+    assert rec["strategy"] == "rag" and "few-shot" in rec["ruled_out"]
+    assert any(r.startswith("few-shot did not follow") and "ruled out" in r for r in rec["reasons"])
+
+
+def test_numbers_in_reasons_are_written_for_people():
+    base = draws(0.85)
+    rows, comps = build({"few-shot": base, "lora": list(base)}, {"few-shot": 300, "lora": 60}, train_seconds=3600 * 5)
+    owned = {"ownership": {"finetune": OwnershipSpec(setup_usd=400, monthly_usd=50)}}
+    rec = recommend(rows, comps, spec(requests_per_day=3560, **owned), n_train=200)
+    text = " ".join(rec["reasons"] + rec["sensitivity_text"])
+    assert "3,560 requests/day" in text
+    assert not re.search(r"\de[+-]\d", text), text  # no 3.56e+03
+    assert "costs less or is simpler" not in text
 
 
 def test_owning_a_fine_tune_decides_a_tie_at_low_volume():
     """Equal quality, 100 requests/day: cents of tokens saved never repay the people and hosting cost of an adapter."""
-    from advisor.task import OwnershipSpec
-
     same = draws(0.65)
     rows, comps = build({"few-shot": same, "lora": same}, {"few-shot": 120, "lora": 30}, train_seconds=60)
     low = dict(requests_per_day=100)
     assert recommend(rows, comps, spec(**low), n_train=110)["strategy"] == "lora"  # compute alone: lora is cheaper
     owned = {"ownership": {"finetune": OwnershipSpec(setup_usd=400, monthly_usd=50)}}
+    assert "is cheaper over the 365 days" in recommend(rows, comps, spec(**low), n_train=110)["reasons"][0]
     rec = recommend(rows, comps, spec(**low, **owned), n_train=110)
     assert rec["strategy"] == "few-shot"
     # ...until the volume is large enough for the saved tokens to pay for it.

@@ -100,7 +100,8 @@ def test_html_has_every_section_verdict_first(results, tmp_path):
     for text in rec.sensitivity_text:
         assert str(escape(text)) in verdict
     win = re.findall(r'<tr class="win"><td>([^<]+)<', html[positions[1]:positions[2]])
-    assert win == [rec.strategy]
+    assert win == ([rec.recommended] if rec.recommended else [])  # no row is marked when none is recommended
+    assert str(escape(report.evidence_text(results))) in verdict
     for s in results.strategies:
         assert f"<td>{s.name}" in html
     for chart in ("accuracy", "frontier", "cost_vs_volume", "accuracy_by_tag", "training_loss"):
@@ -114,20 +115,68 @@ def test_markdown_has_the_same_facts_and_chart_files(results, tmp_path):
     _, md = render(results, tmp_path)
     rec = results.recommendation
     assert md.index("## Verdict") < md.index("## Comparison") < md.index("## Charts") < md.index("## Evidence")
-    assert f"## Verdict: **{rec.strategy}**" in md
+    if rec.recommended:
+        assert f"## Verdict: **{rec.strategy}**" in md
+    else:
+        assert "## Verdict: not enough evidence" in md and f"Leading so far: **{rec.strategy}**" in md
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert links and all(link.startswith("charts/") for link in links)
     for link in links:
         assert (tmp_path / link).read_bytes().startswith(b"\x89PNG")
     assert sorted(p.name for p in (tmp_path / "charts").iterdir()) == sorted(Path(x).name for x in links)
-    table = md[md.index("## Comparison"):md.index("## Charts")]
+    table = md[md.index("## Comparison"):md.index("| Rows | Model | Pricing |")]  # the table, not its legend
     header, *rows = [line for line in table.splitlines() if line.startswith("| ")]
     pipes = len(re.findall(r"(?<!\\)\|", header))
     assert pipes == len(report.table_rows(results)[0]) + 1
     assert len(rows) == len(results.strategies)
     for row in rows:  # no stray pipe splits a cell
         assert len(re.findall(r"(?<!\\)\|", row)) == pipes, row
-    assert sum("★" in row for row in rows) == 1
+    assert sum("★" in row for row in rows) == (1 if rec.recommended else 0)
+    legend = md[md.index("| Rows | Model | Pricing |"):md.index("## Charts")]
+    for s in results.strategies:  # the model and its pricing are in the legend, not repeated in every row
+        assert s.name in legend and s.model in legend
+        assert not any(s.model in row for row in rows)
+
+
+def recommending(results: Results, name: str) -> Results:
+    """The same run as if its verdict had been a recommendation of `name` (the tiny run has 4 items: it has none)."""
+    r = as_dict(results)
+    r["recommendation"].update(status="recommended", strategy=name)
+    return Results.model_validate(r)
+
+
+def test_a_recommendation_marks_its_row_and_not_enough_evidence_marks_none(results, tmp_path):
+    assert results.recommendation.status == "not enough evidence"  # 4 eval items
+    assert results.recommendation.evidence.why.startswith("only 4 eval items")
+    html, md = render(results, tmp_path)
+    assert "Not enough evidence" in html and 'class="badge"' not in html
+    name = results.strategies[1].name
+    html, md = render(recommending(results, name), tmp_path)
+    assert re.findall(r'<tr class="win"><td>([^<]+)<', html)[0] == name and 'class="badge">recommended' in html
+    assert f"## Verdict: **{name}**" in md
+    assert sum("★" in line for line in md[md.index("## Comparison"):md.index("| Rows |")].splitlines()) == 1
+
+
+def test_long_tag_names_do_not_overlap_under_the_per_tag_chart(results):
+    from advisor.charts import by_tag_figure
+
+    names = ["billing_and_invoices", "returns-and-refunds-policy", "shipping times abroad", "account security",
+             "warranty_claims_and_repairs", "smart-home-hub-setup", "thermostat_scheduling", "camera"]
+    for tags in (names[:3], names, [f"{n}_{i}" for i in range(3) for n in names]):
+        r = as_dict(results)
+        for s in r["strategies"]:
+            first = next(iter(s["by_tag"].values()))
+            s["by_tag"] = {t: first for t in tags}
+        fig = by_tag_figure(Results.model_validate(r))
+        fig.tight_layout()
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        boxes = sorted((t.get_window_extent() for t in ax.get_xticklabels() if t.get_text()), key=lambda b: b.x0)
+        assert len(boxes) == len(tags)
+        for a, b in zip(boxes, boxes[1:]):
+            assert a.x1 <= b.x0, f"{len(tags)} tags: tick labels overlap ({a.x1:.0f} > {b.x0:.0f})"
+        width, height = fig.canvas.get_width_height()
+        assert all(b.x0 >= 0 and b.x1 <= width and b.y0 >= 0 for b in boxes), "a tag name is cut off"
 
 
 def test_planted_script_is_text_in_html_and_markdown(results, tmp_path):
@@ -207,8 +256,11 @@ def test_terminal_table_fits(results, width):
     for col in ("Strategy", "Acc (CI)", "Format", "Tokens", "$/1k req", "p50 s", "Total $"):
         assert col in text
     assert all(len(line) <= width for line in text.splitlines())
-    rec = results.recommendation.strategy
-    assert f"Recommendation: {rec}" in text
+    rec = results.recommendation
+    if rec.recommended:
+        assert f"Recommendation: {rec.strategy}" in text
+    else:
+        assert f"Not enough evidence (leading: {rec.strategy}, not a recommendation)" in text
     for s in results.strategies:
         assert re.search(rf"^(★ )?{re.escape(s.name)}\s", text, flags=re.M), s.name
 
@@ -384,6 +436,7 @@ def test_report_opens_in_chromium(results, tmp_path, browser):
 
     rec = results.recommendation.strategy
     verdict = evaluate(f"({VISIBLE})('#verdict')")
+    assert "`" not in verdict["text"], "Markdown backticks in the HTML verdict"
     assert verdict and verdict["shown"] and verdict["w"] > 300 and verdict["h"] > 50
     assert 0 <= verdict["top"] < 900, "the verdict is on the first screen"
     assert rec in verdict["text"] and "What would change it" in verdict["text"]
@@ -391,7 +444,12 @@ def test_report_opens_in_chromium(results, tmp_path, browser):
     assert table and table["shown"] and table["w"] > 300
     rows = evaluate("[...document.querySelectorAll('#comparison-table tbody tr')].map(r => r.cells[0].innerText)")
     assert [r.replace("recommended", "").strip() for r in rows] == [s.name for s in results.strategies]
-    assert evaluate("document.querySelector('#comparison-table tr.win td').innerText").startswith(rec)
+    win = evaluate("document.querySelector('#comparison-table tr.win td')?.innerText")
+    assert win.startswith(rec) if results.recommendation.recommended else win is None
+    # the comparison table fits a 1280 px window: nothing to scroll sideways inside its box either
+    fits = evaluate("(() => { const t = document.querySelector('#comparison-table');"
+                    " return [t.scrollWidth, t.parentElement.clientWidth]; })()")
+    assert fits[0] <= fits[1], f"comparison table {fits[0]} px wide in a {fits[1]} px box"
     images = evaluate("[...document.images].map(i => [i.complete, i.naturalWidth, i.src.slice(0, 22)])")
     assert len(images) >= 5
     assert all(done and w > 100 and src == "data:image/png;base64," for done, w, src in images), images
