@@ -189,3 +189,15 @@ def test_continuous_scores_use_wilcoxon():
     a = rng.random(50)
     c = paired_compare("a", a + 0.3, "b", a)
     assert c.significant and c.test.startswith("Wilcoxon")
+
+
+def test_judge_verdicts_are_parsed_and_kappa_has_an_interval():
+    from advisor.scoring.judge import kappa_interval, parse_verdict
+
+    assert parse_verdict("VERDICT: wrong\nREASON: it says 15 days, not 15%.") == (False, "it says 15 days, not 15%.")
+    assert parse_verdict("verdict: **Correct**\nreason: same price") == (True, "same price")
+    assert parse_verdict("Yes, the reply is correct.")[0] is None  # no verdict line: kept, scored as wrong
+    kappa, low, high = kappa_interval([1, 0, 1, 0, 1, 1, 0, 0, 1, 0], [1, 0, 1, 0, 1, 1, 0, 0, 1, 1], seed=0)
+    assert kappa == pytest.approx(0.8) and low < kappa <= high <= 1
+    assert kappa_interval([1, 0, 1, 0], [0, 0, 0, 0], seed=0)[0] == 0.0  # a judge that says "wrong" to everything
+    assert np.isnan(kappa_interval([1, 1, 1], [1, 1, 1], seed=0)[0])  # no disagreement possible: undefined

@@ -16,9 +16,11 @@ its numbers are shown as that, beside the scores that do count.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import cohen_kappa_score
 
 from advisor.task import Example, JudgeSpec
@@ -84,12 +86,14 @@ def kappa_interval(human: list[int], judge: list[int], seed: int) -> tuple[float
     h, j = np.asarray(human), np.asarray(judge)
     if len(h) < 2:
         return float("nan"), float("nan"), float("nan")
-    kappa = float(cohen_kappa_score(h, j, labels=[0, 1], replace_undefined_by=np.nan))
     rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(N_RESAMPLES):
-        i = rng.integers(0, len(h), len(h))
-        draws.append(cohen_kappa_score(h[i], j[i], labels=[0, 1], replace_undefined_by=np.nan))
+    with warnings.catch_warnings():  # resamples where both sides give one label have no kappa: NaN, skipped
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        kappa = float(cohen_kappa_score(h, j, labels=[0, 1], replace_undefined_by=np.nan))
+        draws = []
+        for _ in range(N_RESAMPLES):
+            i = rng.integers(0, len(h), len(h))
+            draws.append(cohen_kappa_score(h[i], j[i], labels=[0, 1], replace_undefined_by=np.nan))
     draws = np.asarray(draws, dtype=float)
     draws = draws[np.isfinite(draws)]
     if not np.isfinite(kappa) or len(draws) == 0:
@@ -103,7 +107,7 @@ class Judge:
     def __init__(self, generator, spec: JudgeSpec, name: str, batch_size: int = 8, seed: int = 0):
         self.generator, self.spec, self.name = generator, spec, name
         self.batch_size, self.seed = batch_size, seed
-        self._memo: dict[tuple[str, str], Verdict] = {}
+        self._memo: dict[tuple[Example, str], Verdict] = {}
         self.calibration: Calibration | None = None
 
     @property
@@ -113,16 +117,16 @@ class Judge:
 
     def verdicts(self, pairs: list[tuple[Example, str]]) -> list[Verdict]:
         """Verdicts on (eval item, reply) pairs; the ones not yet judged in this run go in one batched call."""
-        todo = list({(ex.id, a): (ex.id, ex, a) for ex, a in pairs if (ex.id, a) not in self._memo}.values())
+        todo = list(dict.fromkeys(p for p in pairs if p not in self._memo))
         if todo:
-            asks = [judge_messages(self.spec.rubric, ex, a) for _, ex, a in todo]
+            asks = [judge_messages(self.spec.rubric, ex, a) for ex, a in todo]
             replies = self.generator.complete(asks, max_new_tokens=self.spec.max_new_tokens,
                                               batch_size=self.batch_size, temperature=0.0, seed=self.seed)
-            for (ex_id, _, a), msgs, g in zip(todo, asks, replies):
+            for pair, msgs, g in zip(todo, asks, replies):
                 correct, reason = parse_verdict(g.text)
                 prompt = "\n\n".join(m["content"] for m in msgs)
-                self._memo[(ex_id, a)] = Verdict(correct, reason, prompt, g.text)
-        return [self._memo[(ex.id, a)] for ex, a in pairs]
+                self._memo[pair] = Verdict(correct, reason, prompt, g.text)
+        return [self._memo[p] for p in pairs]
 
     def calibrate(self, examples: list[Example]) -> Calibration:
         """Judge every human-scored answer of these items and measure agreement with the people."""
