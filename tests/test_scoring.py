@@ -201,3 +201,20 @@ def test_judge_verdicts_are_parsed_and_kappa_has_an_interval():
     assert kappa == pytest.approx(0.8) and low < kappa <= high <= 1
     assert kappa_interval([1, 0, 1, 0], [0, 0, 0, 0], seed=0)[0] == 0.0  # a judge that says "wrong" to everything
     assert np.isnan(kappa_interval([1, 1, 1], [1, 1, 1], seed=0)[0])  # no disagreement possible: undefined
+
+
+@pytest.mark.parametrize("name", ["support", "json_orders", "quick_facts"])
+def test_each_sample_reference_scores_full_marks_and_another_items_does_not(name, embedder):
+    """The samples' references are what their scoring expects: each item's own reference reply scores 1, and the
+    style / JSON items (scored on content) do not give full marks to the next item's reference reply."""
+    task = load_task(f"data/{name}")
+    tools = Tools(lambda: embedder)
+    sc = task.spec.scoring
+    for ex in task.eval:
+        if ex.output:
+            assert score(ex.output, ex, sc, tools) == 1.0, ex.id
+    content_scored = [ex for ex in task.eval if {"semantic", "json_fields"} & set(sc.method_for(ex.tags).all_of
+                                                                                  if isinstance(sc.method_for(ex.tags), AllOf) else [])]
+    assert bool(content_scored) == (name != "quick_facts")
+    for ex, other in zip(content_scored, content_scored[1:] + content_scored[:1]):
+        assert score(other.output, ex, sc, tools) < 1.0, (ex.id, other.id)
