@@ -187,8 +187,10 @@ def _parts(method: str) -> list[str]:
 
 def _method_words(method: str) -> str:
     parts = _parts(method)
+    if len(parts) == 1:
+        return METHOD_WORDS.get(method, "a plug-in scorer")
     said = "; ".join(f"{p}: {METHOD_WORDS.get(p, 'a plug-in scorer')}" for p in parts)
-    return f"all of ({said}); an answer scores its weakest part" if len(parts) > 1 else said
+    return f"all of ({said}); an answer scores its weakest part"
 
 
 def _judge_counts(results: Results) -> bool:
