@@ -5,30 +5,74 @@ tests every pair of rows on the same eval items, as one family (Holm).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from advisor.economics import pricing
-from advisor.scoring import agree, passes_format, score
+from advisor.scoring import Score, Tools, agree, passes_format, score_item
+from advisor.scoring.grounding import context_recall, faithfulness
 from advisor.stats import compare_all, mean_ci
-from advisor.task import Task
+from advisor.task import Example, ScoringSpec, Task, method_names
 from strategies import Answer, Strategy
 
 
 @dataclass(frozen=True)
 class Evaluation:
     """One row's measurements: `summary` is its entry in results.json; the per-item lists
-    (in eval order) feed the pairwise tests and the examples table."""
+    (in eval order) feed the pairwise tests and the examples table. `counted` marks the
+    items whose score counts (not those an uncalibrated judge alone scored)."""
 
     summary: dict
     answers: list[Answer]
     scores: list[float]
     formats: list[bool | None]
+    details: list[dict] = field(default_factory=list)  # per item: parts, fields, similarity, judge, grounding
+    counted: list[bool] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return self.summary["name"]
+
+
+def score_answers(texts: list[str], examples: list[Example], spec: ScoringSpec, tools: Tools | None) -> list[Score]:
+    """Every answer scored with its item's method; the judge's verdicts are asked for in one batch first."""
+    if tools is not None and tools.judge is not None:
+        tools.judge.verdicts([(ex, t) for t, ex in zip(texts, examples) if "judge" in method_names(spec.method_for(ex.tags))])
+    return [score_item(t, ex, spec, tools) for t, ex in zip(texts, examples)]
+
+
+def field_accuracy(scored: list[Score], seed: int) -> dict | None:
+    """json_fields: each field's share right over the items scored by it (a missing field is wrong)."""
+    per_field: dict[str, list[float]] = {}
+    for s in scored:
+        for name, ok in s.details.get("fields", {}).items():
+            per_field.setdefault(name, []).append(float(ok))
+    return {name: mean_ci(v, seed).as_dict() for name, v in per_field.items()} or None
+
+
+def grounding(answers: list[Answer], task: Task, scored: list[Score], tools: Tools | None,
+              seed: int) -> tuple[dict | None, list[dict]]:
+    """Context recall and faithfulness of a retrieval row (None for rows that retrieve nothing), and per item."""
+    per_item: list[dict] = [{} for _ in answers]
+    if not any(a.passages for a in answers) or tools is None or tools.similarity is None:
+        return None, per_item
+    sc = task.spec.scoring
+    recall, faithful, unsupported = [], [], []
+    for item, a, ex, s in zip(per_item, answers, task.eval, scored):
+        r = context_recall(ex.source, a.sources)
+        f = faithfulness(a.text, a.passages, sc, tools.similarity)
+        item.update({k: v for k, v in (("context_recall", r), ("faithfulness", f)) if v is not None})
+        if r is not None:
+            recall.append(float(r))
+        if f is not None:
+            faithful.append(f)
+        if s.value >= 1 and (r is False or f == 0):
+            unsupported.append(ex.id)
+    summary = {"context_recall": mean_ci(recall, seed).as_dict() if recall else None,
+               "faithfulness": mean_ci(faithful, seed).as_dict() if faithful else None,
+               "threshold": sc.faithfulness_threshold, "right_unsupported": unsupported}
+    return summary, per_item
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -41,12 +85,14 @@ def probe_items(n_eval: int, n_items: int) -> list[int]:
     return sorted({round(k * n_eval / n_items) for k in range(n_items)}) if n_items else []
 
 
-def self_agreement(strategy: Strategy, task: Task, answers: list[Answer], seed: int) -> tuple[dict | None, int]:
+def self_agreement(strategy: Strategy, task: Task, answers: list[Answer], seed: int,
+                   tools: Tools | None = None) -> tuple[dict | None, int]:
     """Would the row say the same again? (estimate, items probed)
 
     For each probed item, its greedy answer (what the row answers) and `samples - 1`
     answers sampled at the task's temperature; the share of pairs among them that
-    agree. All samples go in one call, so the items' samples share batches.
+    agree (on content: advisor.scoring.agree). All samples go in one call, so the
+    items' samples share batches.
     """
     cons, sc = task.spec.consistency, task.spec.scoring
     items = probe_items(len(task.eval), cons.items)
@@ -59,17 +105,19 @@ def self_agreement(strategy: Strategy, task: Task, answers: list[Answer], seed: 
     for j, i in enumerate(items):
         texts = [answers[i].text] + [sampled[d * len(items) + j].text for d in range(len(draws))]
         pairs = [(a, b) for k, a in enumerate(texts) for b in texts[k + 1:]]
-        per_item.append(np.mean([agree(a, b, task.eval[i], sc) for a, b in pairs]))
+        per_item.append(np.mean([agree(a, b, task.eval[i], sc, tools) for a, b in pairs]))
     return mean_ci(per_item, seed).as_dict(), len(items)
 
 
-def paraphrase_agreement(strategy: Strategy, task: Task, answers: list[Answer], seed: int) -> dict | None:
+def paraphrase_agreement(strategy: Strategy, task: Task, answers: list[Answer], seed: int,
+                         tools: Tools | None = None) -> dict | None:
     """Robustness: paraphrased inputs answered alike (greedy)."""
     para = [(i, p) for i, ex in enumerate(task.eval) for p in ex.paraphrases]
     if not para:
         return None
     para_answers = strategy.answer([p for _, p in para])
-    alike = [agree(answers[i].text, pa.text, task.eval[i], task.spec.scoring) for (i, _), pa in zip(para, para_answers)]
+    alike = [agree(answers[i].text, pa.text, task.eval[i], task.spec.scoring, tools)
+             for (i, _), pa in zip(para, para_answers)]
     return mean_ci([float(x) for x in alike], seed).as_dict()
 
 
@@ -93,22 +141,33 @@ def requests_per_row(task: Task) -> int:
     return len(task.eval) + paraphrases + sampled + min(spec.latency.requests, len(task.eval))
 
 
-def evaluate_strategy(strategy: Strategy, task: Task, seed: int) -> Evaluation:
-    """Answer the eval set (greedy), then the consistency probes; score everything."""
+def evaluate_strategy(strategy: Strategy, task: Task, seed: int, tools: Tools | None = None) -> Evaluation:
+    """Answer the eval set (greedy), then the consistency probes; score everything.
+
+    `tools` gives the scorers the task's embedder and judge; without it, the row's own embedder is used."""
     spec, sc = task.spec, task.spec.scoring
+    tools = tools or Tools(lambda: strategy.ctx.embedder)
     inputs = [ex.input for ex in task.eval]
     answers = strategy.answer(inputs)
     # Measured generation time, also when answers come from the cache (each keeps its measured share).
     gen_seconds = sum(a.seconds for a in answers)
-    scores = [score(a.text, ex, sc) for a, ex in zip(answers, task.eval)]
+    scored = score_answers([a.text for a in answers], task.eval, sc, tools)
+    scores = [s.value for s in scored]
+    counted = [s.counts for s in scored]
     formats = [passes_format(a.text, sc) for a in answers]
-    agreement, n_items = self_agreement(strategy, task, answers, seed)
-    paraphrases = paraphrase_agreement(strategy, task, answers, seed)
+    agreement, n_items = self_agreement(strategy, task, answers, seed, tools)
+    paraphrases = paraphrase_agreement(strategy, task, answers, seed, tools)
+    grounded, grounded_items = grounding(answers, task, scored, tools, seed)
+    details = [{"parts": s.parts, **s.details, **g} for s, g in zip(scored, grounded_items)]
     # Latency as a user sees it: single requests, no batching, no cache.
     latencies = [strategy.time_one(inputs[i]) for i in range(min(spec.latency.requests, len(inputs)))]
 
     tags = sorted({t for ex in task.eval for t in ex.tags})
-    by_tag = {t: mean_ci([s for s, ex in zip(scores, task.eval) if t in ex.tags], seed).as_dict() for t in tags}
+    by_tag = {t: mean_ci([s for s, ex, c in zip(scores, task.eval, counted) if t in ex.tags and c], seed).as_dict()
+              for t in tags}
+    judged = [s.parts["judge"] for s in scored if "judge" in s.parts]
+    judge = None if not judged else {"accuracy": mean_ci(judged, seed).as_dict(),
+                                     "counts": bool(tools.judge and tools.judge.counts)}
     completion = [a.completion_tokens for a in answers]
     generator_name, generator_spec = spec.models.for_strategy(strategy.name)
     summary = {
@@ -119,8 +178,10 @@ def evaluate_strategy(strategy: Strategy, task: Task, seed: int) -> Evaluation:
         "model": strategy.generator.display_name + (" + LoRA adapter" if strategy.adapter_path else ""),
         "generator": generator_name,
         "pricing": pricing(generator_spec, len(answers), gen_seconds),
-        "accuracy": mean_ci(scores, seed).as_dict(),
+        "accuracy": mean_ci([x for x, c in zip(scores, counted) if c], seed).as_dict(),
         "by_tag": by_tag,
+        "fields": field_accuracy(scored, seed),
+        "judge": judge,
         "format_adherence": mean_ci([float(f) for f in formats], seed).as_dict() if sc.format else None,
         "consistency": {"self_agreement": agreement, "paraphrase_agreement": paraphrases,
                         "samples": spec.consistency.samples, "temperature": spec.consistency.temperature,
@@ -136,11 +197,15 @@ def evaluate_strategy(strategy: Strategy, task: Task, seed: int) -> Evaluation:
         "setup": {"train_seconds": strategy.setup.train_seconds, "index_seconds": strategy.setup.index_seconds,
                   "knowledge_in_weights": strategy.setup.knowledge_in_weights, **strategy.setup.details},
         "retrieval": retrieval_quality(answers, task),
+        "grounding": grounded,
         "dropped_examples": int(sum(a.dropped_examples for a in answers)),
     }
-    return Evaluation(summary, answers, scores, formats)
+    return Evaluation(summary, answers, scores, formats, details, counted)
 
 
 def compare_rows(evaluations: list[Evaluation], seed: int) -> list[dict]:
-    """Every pair of rows, tested on the same eval items (paired), Holm-corrected as one family."""
-    return [c.as_dict() for c in compare_all({e.name: e.scores for e in evaluations}, seed)]
+    """Every pair of rows, tested on the same eval items (those whose scores count), Holm-corrected as one family."""
+    def kept(e: Evaluation) -> list[float]:
+        return [x for x, c in zip(e.scores, e.counted or [True] * len(e.scores)) if c]
+
+    return [c.as_dict() for c in compare_all({e.name: kept(e) for e in evaluations}, seed)]

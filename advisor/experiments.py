@@ -13,7 +13,7 @@ from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
-from advisor.scoring import score
+from advisor.scoring import Tools, score
 from advisor.stats import mean_ci
 from advisor.task import Document, ScoringSpec, Task, read_examples
 from strategies import Strategy
@@ -28,17 +28,18 @@ def merged_documents(original: list[Document], updated: list[Document]) -> list[
     return [new.pop(d.id, d) for d in original] + list(new.values())
 
 
-def freshness(task: Task, strategies: list[Strategy], seed: int) -> dict:
+def freshness(task: Task, strategies: list[Strategy], seed: int, tools: Tools | None = None) -> dict:
     """Share of the changed facts each strategy gets right after the documents change."""
     docs = merged_documents(task.documents, task.updated_documents)
     sc = task.spec.scoring
     out = {"n": len(task.eval_updated), "changed_documents": sorted(d.id for d in task.updated_documents),
            "strategies": {}}
     for s in strategies:
-        before = [score(a.text, ex, sc) for a, ex in zip(s.answer([e.input for e in task.eval_updated]), task.eval_updated)]
+        before = [score(a.text, ex, sc, tools)
+                  for a, ex in zip(s.answer([e.input for e in task.eval_updated]), task.eval_updated)]
         s.refresh_documents(docs)  # re-index where the strategy can; nothing is retrained
         answers = s.answer([e.input for e in task.eval_updated])
-        after = [score(a.text, ex, sc) for a, ex in zip(answers, task.eval_updated)]
+        after = [score(a.text, ex, sc, tools) for a, ex in zip(answers, task.eval_updated)]
         out["strategies"][s.name] = {
             "before_update": mean_ci(before, seed).as_dict(),
             "after_update": mean_ci(after, seed).as_dict(),
@@ -80,7 +81,7 @@ def forgetting(task: Task, strategies: list[Strategy], seed: int) -> dict:
     return out
 
 
-def data_curve(task: Task, strategy_cls: type[Strategy], ctx, sizes: list[int]) -> dict:
+def data_curve(task: Task, strategy_cls: type[Strategy], ctx, sizes: list[int], tools: Tools | None = None) -> dict:
     """Fine-tune on the first n train examples (seeded order) for growing n; eval accuracy for each."""
     order = list(task.train)
     random.Random(ctx.seed).shuffle(order)
@@ -91,7 +92,7 @@ def data_curve(task: Task, strategy_cls: type[Strategy], ctx, sizes: list[int]) 
         s = strategy_cls(ctx.with_task(sub))
         s.prepare()
         answers = s.answer([e.input for e in task.eval])
-        scores = [score(a.text, ex, task.spec.scoring) for a, ex in zip(answers, task.eval)]
+        scores = [score(a.text, ex, task.spec.scoring, tools) for a, ex in zip(answers, task.eval)]
         points.append({"examples": n, "accuracy": mean_ci(scores, ctx.seed).as_dict(),
                        "train_seconds": s.setup.train_seconds})
     return {"strategy": strategy_cls.name, "points": points}

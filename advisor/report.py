@@ -182,6 +182,110 @@ def _text(x: Any) -> str:
     return str(x)
 
 
+# What each scoring method measures, in words (advisor/scoring); an `all of` scores its weakest part.
+METHOD_WORDS = {
+    "exact": "the answer equals a reference (normalised words; numbers keep $, % and units)",
+    "contains": "the answer contains a reference (normalised words; numbers keep $, % and units)",
+    "f1": "word overlap (token F1) with the closest reference",
+    "choice": "the option the answer picks is the right one",
+    "regex": "the answer contains a match of the task's pattern",
+    "format": "the answer has the required form (not whether its content is right)",
+    "json_fields": "the share of the reference JSON's fields the reply gets right (exactly; free-text fields by meaning)",
+    "semantic": "what the reply says is as close to a reference as the threshold (embedding cosine) and states "
+                "its quantities",
+    "judge": "an LLM judge's verdict under the task's rubric",
+}
+UNCALIBRATED = "uncalibrated judge"
+
+
+def _parts(method: str) -> list[str]:
+    """The methods in a method's description (`all of: format, json_fields` -> both)."""
+    return method.removeprefix("all of: ").split(", ") if method.startswith("all of: ") else [method]
+
+
+def _method_words(method: str) -> str:
+    parts = _parts(method)
+    if len(parts) == 1:
+        return METHOD_WORDS.get(method, "a plug-in scorer")
+    said = "; ".join(f"{p}: {METHOD_WORDS.get(p, 'a plug-in scorer')}" for p in parts)
+    return f"all of ({said}); an answer scores its weakest part"
+
+
+def _judge_counts(results: Results) -> bool:
+    return results.judge is not None and results.judge.calibrated
+
+
+def item_detail(results: Results, a) -> str:
+    """What the substance scorers saw for one answer, in words (empty when only lexical or format scoring ran)."""
+    sc = a.scoring
+    if sc is None:
+        return ""
+    out = []
+    if sc.fields is not None:
+        wrong = [k for k, ok in sc.fields.items() if not ok]
+        out.append(("fields wrong: " + ", ".join(wrong)) if wrong else "every field right")
+        if sc.parsed is False:
+            out.append("no JSON object found")
+    if sc.similarity is not None:
+        out.append(f"similarity {sc.similarity:.2f}")
+    if sc.missing_quantities:
+        out.append("missing " + ", ".join(sc.missing_quantities))
+    if sc.judge is not None:
+        said = {True: "correct", False: "wrong", None: "no verdict"}[sc.judge.correct]
+        label = "judge" if _judge_counts(results) else UNCALIBRATED
+        out.append(f"{label}: {said} ({sc.judge.reason})")
+    if sc.context_recall is not None:
+        out.append("gold source retrieved" if sc.context_recall else "gold source not retrieved")
+    if sc.faithfulness is not None:
+        out.append(f"faithfulness {sc.faithfulness:.2f}")
+    return "; ".join(out)
+
+
+def measures(results: Results) -> dict:
+    """What each number measures: per tag its scoring method and each row's accuracy; per field for JSON
+    replies; the judge's calibration; grounding beside accuracy for retrieval rows."""
+    names = [s.name for s in results.strategies]
+    methods: dict[str, set[str]] = {}
+    for ex in results.examples:
+        for tag in ex.tags or ("(untagged)",):
+            if ex.method:
+                methods.setdefault(tag, set()).add(ex.method)
+    judged = ("" if results.judge is None or results.judge.calibrated
+              else f" (the judge's part not counted: {UNCALIBRATED})")
+    tags = [{"tag": t, "method": "; ".join(m + (judged if "judge" in _parts(m) else "")
+                                           for m in sorted(methods.get(t, ()))) or DASH,
+             "cells": [fmt_pct(s.by_tag.get(t)) for s in results.strategies]} for t in results.task.tags]
+    used = sorted({m for ms in methods.values() for m in ms})
+    field_names = list(dict.fromkeys(f for s in results.strategies for f in (s.fields or {})))
+    fields = None if not field_names else {
+        "names": field_names,
+        "rows": [{"strategy": s.name, "cells": [fmt_pct((s.fields or {}).get(f), ci=False) for f in field_names]}
+                 for s in results.strategies]}
+    judge = None
+    if results.judge is not None:
+        j = results.judge
+        kappa = DASH if num(j.kappa) is None else f"{j.kappa:.2f}"
+        interval = "" if num(j.low) is None or num(j.high) is None else f" ({j.low:.2f} to {j.high:.2f})"
+        status = ("Calibrated: its verdicts count" if j.calibrated else
+                  f"{UNCALIBRATED.capitalize()}: its verdicts are shown but not counted in accuracy or the verdict")
+        judge = {"line": f"Judge {j.generator}: Cohen's kappa {kappa}{interval} against people on {j.n} "
+                         f"human-scored answers (raw agreement {fmt_pct(j.agreement, ci=False)}, {j.unparsed} replies "
+                         f"without a verdict); it counts when n >= {j.min_items} and the interval's lower end "
+                         f">= {j.min_kappa:g}. {status}.",
+                 "calibrated": j.calibrated, "rubric": j.rubric,
+                 "rows": [{"strategy": s.name, "value": fmt_pct(s.judge.accuracy) +
+                           ("" if s.judge.counts else f" ({UNCALIBRATED})")}
+                          for s in results.strategies if s.judge is not None]}
+    grounding = [{"strategy": s.name, "accuracy": fmt_pct(s.accuracy),
+                  "recall": fmt_pct(s.grounding.context_recall, ci=False),
+                  "faithfulness": fmt_pct(s.grounding.faithfulness, ci=False),
+                  "threshold": f"{s.grounding.threshold:g}",
+                  "unsupported": ", ".join(s.grounding.right_unsupported) or DASH}
+                 for s in results.strategies if s.grounding is not None]
+    return {"strategies": names, "tags": tags, "methods": [{"method": m, "what": _method_words(m)} for m in used],
+            "fields": fields, "judge": judge, "grounding": grounding}
+
+
 def disagreements(results: Results) -> tuple[list[dict], int]:
     """Eval items where the strategies' scores differ, side by side; (shown, how many in all)."""
     items = []
@@ -194,7 +298,7 @@ def disagreements(results: Results) -> tuple[list[dict], int]:
             label, css = _correct_label(a.score)
             rows.append({"strategy": name, "text": _text(a.text), "verdict": label, "css": css,
                          "format": DASH if a.format_ok is None else ("yes" if a.format_ok else "no"),
-                         "sources": _cite(results, a.sources)})
+                         "sources": _cite(results, a.sources), "detail": item_detail(results, a) or DASH})
         items.append({"id": _text(ex.id), "input": _text(ex.input), "expected": _text(ex.expected),
                       "tags": ", ".join(ex.tags) or DASH, "answers": rows})
     return _round_robin(items, MAX_DISAGREEMENTS), len(items)
@@ -381,6 +485,7 @@ def context(results: Results, chart_list: list[Chart] | None = None) -> dict:
         "volume": fmt_num(results.assumptions.requests_per_day),
         "baseline": _text(results.economics.baseline),
         "charts": chart_list if chart_list is not None else _charts(results),
+        "measures": measures(results),
         "disagreements": shown,
         "n_disagreements": n_disagree,
         "n_examples": len(results.examples),
@@ -431,6 +536,9 @@ def terminal(results: Results, console: Console | None = None) -> None:
         console.print(Text(f"{m['rows']}: {m['model']}; {m['pricing']}", style="dim"))
     if results.run.budget is not None and results.run.budget.filled:
         console.print(Text(f"Budget {budget_line(results.run.budget)}.", style="dim"))
+    judge = measures(results)["judge"]
+    if judge is not None:
+        console.print(Text(judge["line"], style="dim" if judge["calibrated"] else "yellow"))
     body = Text()
     for x in rec.reasons[:3]:
         body.append(f"• {x}\n")

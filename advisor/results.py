@@ -203,6 +203,24 @@ class Retrieval(Record):
     mrr: float
 
 
+class Grounding(Record):
+    """A retrieval row's grounding (advisor/scoring/grounding.py): was the gold source retrieved (context
+    recall), and the share of answer sentences a retrieved passage supports (faithfulness, an embedding proxy)."""
+
+    context_recall: Estimate | None = Field(description="null: no eval item names a gold source")
+    faithfulness: Estimate | None
+    threshold: float = Field(description="cosine similarity at which a passage supports a sentence")
+    right_unsupported: tuple[str, ...] = Field(description="eval ids scored right whose gold source was not "
+                                                           "retrieved or which no retrieved passage supports")
+
+
+class JudgeRow(Record):
+    """The LLM judge's verdicts on one row's answers (the items whose method includes `judge`)."""
+
+    accuracy: Estimate = Field(description="share of the row's judged answers the judge called correct")
+    counts: bool = Field(description="false: an uncalibrated judge, left out of accuracy and the verdict")
+
+
 class StrategyEconomics(Record):
     """economics.Economics under `assumptions`, plus where the row pays off against the baseline."""
 
@@ -228,6 +246,7 @@ class StrategyEconomics(Record):
 class StrategyResult(Record):
     """One row of the comparison: what was measured for one strategy."""
 
+    OMIT_IF_NONE = ("fields", "judge", "grounding")
     name: str
     description: str
     family: Family = Field(description="prompting, rag, finetune or finetune+rag (decides which ownership costs apply)")
@@ -246,27 +265,59 @@ class StrategyResult(Record):
     retrieval: Retrieval | None = Field(description="null: the row retrieves nothing, or no eval item names a source")
     dropped_examples: int
     economics: StrategyEconomics
+    fields: dict[str, Estimate] | None = Field(None, description="json_fields: each field's share right")
+    judge: JudgeRow | None = None
+    grounding: Grounding | None = None
 
 
 # ---------------------------------------------------------------- per eval item
 
 
+class JudgeVerdict(Record):
+    """What the LLM judge said about one answer (advisor/scoring/judge.py)."""
+
+    correct: bool | None = Field(description="null: the judge's reply had no verdict line (scored as wrong)")
+    reason: str
+    prompt: str = Field(description="the judge's prompt as sent")
+    reply: str = Field(description="the judge's reply as written")
+
+
+class ItemScoring(Record):
+    """How one answer was scored: each method's score, and what the substance scorers saw."""
+
+    OMIT_IF_NONE = ("fields", "parsed", "similarity", "missing_quantities", "judge", "context_recall", "faithfulness")
+    parts: dict[str, float] = Field(description="method -> its score; the answer's score is the lowest that counts")
+    fields: dict[str, bool] | None = Field(None, description="json_fields: each reference field right or not")
+    parsed: bool | None = Field(None, description="json_fields: a JSON object was found in the reply")
+    similarity: float | None = Field(None, description="semantic: best cosine similarity to a reference")
+    missing_quantities: tuple[str, ...] | None = Field(None, description="semantic: a reference's quantities "
+                                                                         "the answer does not state")
+    judge: JudgeVerdict | None = None
+    context_recall: bool | None = Field(None, description="retrieval rows: the gold source was retrieved")
+    faithfulness: float | None = Field(None, description="retrieval rows: share of sentences a passage supports")
+
+
 class AnswerResult(Record):
+    OMIT_IF_NONE = ("scoring",)
     text: str
     score: float
     format_ok: bool | None
     sources: tuple[str, ...]
     prompt_tokens: int
     completion_tokens: int
+    scoring: ItemScoring | None = None
 
 
 class ExampleResult(Record):
+    OMIT_IF_NONE = ("method", "counted")
     id: str
     input: str
     expected: tuple[str, ...]
     tags: tuple[str, ...]
     source: str | None
     answers: dict[str, AnswerResult] = Field(description="strategy name -> its answer")
+    method: str | None = Field(None, description="the scoring method of this item, e.g. `all of: format, json_fields`")
+    counted: bool | None = Field(None, description="false: only an uncalibrated judge scored it; left out of accuracy")
 
 
 # ---------------------------------------------------------------- the run
@@ -349,6 +400,22 @@ class Scoring(ScoringSpec):
     """The task's scoring section as the run used it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class JudgeCalibration(Record):
+    """The LLM judge against people on the answers eval rows carry in `human_scores` (Cohen's kappa, 95% interval)."""
+
+    generator: str = Field(description="the generator that judged")
+    rubric: str
+    n: int = Field(description="human-scored answers the judge also scored")
+    kappa: float = Field(description="NaN when undefined (too few items, or a single label on one side)")
+    low: float
+    high: float
+    agreement: float = Field(description="share of answers where judge and person gave the same verdict")
+    unparsed: int = Field(description="judge replies without a verdict line (scored as wrong)")
+    min_kappa: float
+    min_items: int
+    calibrated: bool = Field(description="n >= min_items and the interval's lower end >= min_kappa: the judge counts")
 
 
 class Assumptions(EconomicsSpec):
@@ -476,6 +543,7 @@ class Results(Record):
     """Everything `advisor run` measured and concluded: the content of results.json."""
 
     model_config = ConfigDict(json_schema_extra=_file_has_version)
+    OMIT_IF_NONE = ("judge",)
     schema_version: int = Field(SCHEMA_VERSION, json_schema_extra={"const": SCHEMA_VERSION},
                                 description="the shape of this file; a reader refuses a version it does not know")
     advisor_version: str
@@ -489,6 +557,7 @@ class Results(Record):
     assumptions: Assumptions
     economics: EconomicsSummary
     recommendation: Recommendation
+    judge: JudgeCalibration | None = Field(None, description="present when the task scores with an LLM judge")
 
     @field_validator("schema_version")
     @classmethod

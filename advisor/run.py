@@ -23,7 +23,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
                            TimeRemainingColumn)
 
 from advisor import __version__, progress
-from advisor.backends import load_generators
+from advisor.backends import load_generator, load_generators
 from advisor.budget import BUDGETS, DEFAULT as DEFAULT_BUDGET, apply_budget
 from advisor.cache import atomic_write_text
 from advisor.economics import StrategyCosts, break_even_requests_per_day, economics, payback_days, volume_sweep
@@ -33,8 +33,9 @@ from advisor.kinds import Family
 from advisor.models import Embedder
 from advisor.recommend import Row, decide, explain
 from advisor.results import Results, examples_csv, write_results
+from advisor.scoring import Judge, Tools, method_for
 from advisor.stats import compare_all, mean_ci
-from advisor.task import EconomicsSpec, Task
+from advisor.task import EconomicsSpec, GeneratorSpec, Task, describe_method, method_names
 from strategies import Context, Strategy, registry
 
 LOCK = ".advisor.lock"
@@ -80,6 +81,20 @@ def build_context(task: Task, seed: int, classes: list[type[Strategy]], loaded: 
     by_strategy = {cls.name: loaded[task.spec.models.for_strategy(cls.name)[0]] for cls in classes}
     default = loaded.get("default") or next(iter(loaded.values()))
     return Context(task, seed, default, lambda: Embedder(task.spec.models.embedder), work_dir, by_strategy, reuse_only)
+
+
+def scoring_tools(task: Task, ctx: Context, loaded: dict[str, Any]) -> Tools:
+    """The embedder (the rows' own, loaded on first use) and, when the task scores with one, the LLM judge,
+    calibrated against the human-scored answers eval rows carry before any row is scored."""
+    spec = task.spec.scoring.judge
+    if spec is None or not task.spec.scoring.uses("judge"):
+        return Tools(lambda: ctx.embedder)
+    gen_spec = (task.spec.models.generators[spec.generator] if spec.generator != "default"
+                else GeneratorSpec(hf=task.spec.models.generator))
+    generator = loaded.get(spec.generator) or load_generator(gen_spec, spec.generator, task.spec.models.dtype)
+    judge = Judge(generator, spec, generator.display_name, task.spec.generation.batch_size, ctx.seed)
+    judge.calibrate(task.eval)
+    return Tools(lambda: ctx.embedder, judge)
 
 
 def log_to(handler: logging.Handler) -> logging.Handler:
@@ -162,6 +177,11 @@ def _run(task: Task, out_dir: Path, seed: int, classes: list[type[Strategy]], co
             progress.advance()
             progress.describe(f"loaded {', '.join(g.display_name for g in loaded.values())}")
         ctx = build_context(task, seed, classes + curve_row, loaded, out_dir)
+        tools = scoring_tools(task, ctx, loaded)
+        if tools.judge is not None:
+            cal = tools.judge.calibration
+            log.info("judge %s: kappa %.3f (%.3f to %.3f) on %d human-scored answers: %s", tools.judge.name,
+                     cal.kappa, cal.low, cal.high, cal.n, "counts" if cal.calibrated else "uncalibrated, not counted")
 
         # 2. each row: prepare (prompt, index, adapter), answer, score. Training opens its own bar.
         for cls in classes:
@@ -170,7 +190,7 @@ def _run(task: Task, out_dir: Path, seed: int, classes: list[type[Strategy]], co
             strategy.prepare()
             log.info("%s: answering", cls.name)
             with progress.bar(f"{cls.name}: answering", requests_per_row(task)):
-                evaluated.append(evaluate_strategy(strategy, task, seed))
+                evaluated.append(evaluate_strategy(strategy, task, seed, tools))
                 acc = evaluated[-1].summary["accuracy"]["mean"]
                 progress.describe(f"{cls.name}: answered, accuracy {acc:.0%}")
             prepared.append(strategy)
@@ -180,18 +200,21 @@ def _run(task: Task, out_dir: Path, seed: int, classes: list[type[Strategy]], co
         found = {}
         if experiments.freshness and task.updated_documents and task.eval_updated:
             with progress.bar("freshness: documents changed, answering again", 2 * len(task.eval_updated) * len(prepared)):
-                found["freshness"] = freshness(task, prepared, seed)
+                found["freshness"] = freshness(task, prepared, seed, tools)
         if experiments.forgetting and any(s.adapter_path for s in prepared):
             adapters = {s.adapter_path for s in prepared if s.adapter_path}
             with progress.bar("forgetting: general-ability probe", len(load_probe()) * (1 + len(adapters))):
                 found["forgetting"] = forgetting(task, prepared, seed)
         if experiments.data_curve:
             with progress.bar(f"data curve: {len(experiments.data_curve) + 1} trainings", None):
-                found["data_curve"] = data_curve(task, curve_row[0], ctx, experiments.data_curve)
+                found["data_curve"] = data_curve(task, curve_row[0], ctx, experiments.data_curve, tools)
 
     # 4. economics and the verdict, 5. write.
     results = assemble(task, seed, evaluated, ctx, started, time.perf_counter() - t_start, command)
     results["run"]["budget"] = budget
+    if tools.judge is not None:
+        results["judge"] = {"generator": tools.judge.name, "rubric": tools.judge.spec.rubric,
+                            **tools.judge.calibration.as_dict()}
     results["experiments"] = found
     written = write_outputs(analyze(results, task.spec.economics), out_dir)
     log.info("run finished: recommendation %s", written.recommendation.strategy)
@@ -284,7 +307,11 @@ def assemble(task: Task, seed: int, evaluated: list[Evaluation], ctx: Context, s
             "id": ex.id, "input": ex.input, "expected": list(ex.references), "tags": list(ex.tags), "source": ex.source,
             "answers": {e.name: {"text": e.answers[k].text, "score": e.scores[k], "format_ok": e.formats[k],
                                  "sources": e.answers[k].sources, "prompt_tokens": e.answers[k].prompt_tokens,
-                                 "completion_tokens": e.answers[k].completion_tokens} for e in evaluated},
+                                 "completion_tokens": e.answers[k].completion_tokens,
+                                 "scoring": e.details[k] if e.details else None} for e in evaluated},
+            "method": describe_method(method_for(ex, task.spec.scoring)),
+            "counted": all(e.counted[k] for e in evaluated if e.counted) if "judge" in method_names(
+                method_for(ex, task.spec.scoring)) else None,
         })
     return {
         "advisor_version": __version__,

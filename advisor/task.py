@@ -10,6 +10,7 @@ Nothing here executes task content (safe YAML only, duplicate keys refused).
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import re
 from collections import Counter
@@ -25,7 +26,8 @@ from advisor.cache import hash_file
 
 TASK_FILE = "task.yaml"
 DOC_SUFFIXES = set(loaders.DOCUMENT_LOADERS)
-BUILTIN_METHODS = ("exact", "contains", "f1", "choice", "regex", "format")  # more come from plug-ins (advisor.plugins)
+BUILTIN_METHODS = ("exact", "contains", "f1", "choice", "regex", "format", "json_fields", "semantic",
+                   "judge")  # more come from plug-ins (advisor.plugins)
 SEED_LIMIT = 2**32  # numpy's RandomState takes seeds below this; torch.manual_seed takes them too
 DEFAULT_EVAL_FRACTION = 0.2
 
@@ -68,12 +70,61 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+class AllOf(_Strict):
+    """Several methods at once (`all_of: [format, json_fields]`): an answer scores its weakest part."""
+
+    all_of: list[str] = Field(min_length=2)
+
+
+Method = str | AllOf
+
+
+def method_names(method: Method) -> list[str]:
+    """The scoring methods a method entry names (one, or each of an `all_of`)."""
+    return list(method.all_of) if isinstance(method, AllOf) else [method]
+
+
+def describe_method(method: Method) -> str:
+    return "all of: " + ", ".join(method.all_of) if isinstance(method, AllOf) else method
+
+
+class JudgeSpec(_Strict):
+    """An LLM judge: a rubric from the task, a generator the task names, a fixed verdict format."""
+
+    rubric: str = Field(min_length=1, description="what a correct answer must do, in the judge's prompt")
+    generator: str = Field("default", description="`default` (models.generator) or a name in models.generators")
+    max_new_tokens: int = Field(64, ge=8, le=1024)
+    min_kappa: float = Field(0.6, ge=-1, le=1, description="the judge counts when the lower end of its kappa's "
+                                                           "95% interval against human scores reaches this")
+    min_calibration_items: int = Field(10, ge=2, description="human-scored answers needed before the judge counts")
+
+
 class ScoringSpec(_Strict):
-    method: str = "contains"
-    by_tag: dict[str, str] = Field(default_factory=dict)
+    method: Method = "contains"
+    by_tag: dict[str, Method] = Field(default_factory=dict)
     regex: str | None = None
-    format: str | None = Field(None, description="regex every well-formed answer matches")
+    format: str | None = Field(None, description="regex every well-formed answer matches; a `(?P<content>...)` "
+                                                 "group marks what the reply says (semantic scoring compares it)")
+    multiline: bool = Field(False, description="answers may span lines: `.` in regex and format crosses line breaks")
     f1_threshold: float = Field(0.5, ge=0, le=1)
+    semantic_threshold: float = Field(0.7, ge=-1, le=1, description="cosine similarity at which two texts say "
+                                                                    "the same thing (semantic, json free text, agreement)")
+    faithfulness_threshold: float = Field(0.5, ge=-1, le=1, description="cosine similarity at which a retrieved "
+                                                                        "passage supports an answer sentence")
+    free_text_fields: list[str] = Field(default_factory=list, description="json_fields: fields compared by meaning, "
+                                                                          "not exactly")
+    judge: JudgeSpec | None = None
+
+    def method_for(self, tags) -> Method:
+        """The method that scores an item with these tags: the first tag in `by_tag`, else `method`."""
+        for tag in tags:
+            if tag in self.by_tag:
+                return self.by_tag[tag]
+        return self.method
+
+    def uses(self, name: str) -> bool:
+        """Whether any item may be scored with this method (directly or in an `all_of`)."""
+        return any(name in method_names(m) for m in [self.method, *self.by_tag.values()])
 
 
 DEFAULT_RETRAIN_USD = 200.0  # people time per retrain: ~2 hours of an engineer at $100/hour (see README)
@@ -309,6 +360,14 @@ class TaskSpec(_Strict):
         return [v] if isinstance(v, str) else v
 
 
+class HumanScore(BaseModel):
+    """An answer to an eval item that a person scored: what calibrates an LLM judge."""
+
+    model_config = ConfigDict(extra="forbid")
+    answer: str = Field(min_length=1)
+    score: float = Field(ge=0, le=1, description="1 right, 0 wrong (at least 0.5 counts as right)")
+
+
 class ExampleSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str | None = None
@@ -319,6 +378,7 @@ class ExampleSpec(BaseModel):
     tags: list[str] = Field(default_factory=list)
     source: str | None = None
     paraphrases: list[str] = Field(default_factory=list)
+    human_scores: list[HumanScore] = Field(default_factory=list)
 
     @field_validator("id", mode="before")
     @classmethod
@@ -339,6 +399,7 @@ class Example:
     tags: tuple[str, ...] = ()
     source: str | None = None
     paraphrases: tuple[str, ...] = ()
+    human_scores: tuple[tuple[str, float], ...] = ()  # (answer, score in [0, 1]) a person gave
 
     @property
     def references(self) -> tuple[str, ...]:
@@ -456,14 +517,17 @@ class _Collector:
 
 
 # pydantic puts the union member it tried into the location (train.str, train.DataSource.path); users never see those.
-_UNION_PARTS = {"str", "int", "float", "bool", "DataSource", "ColumnsSpec", "list[str]"}
+_UNION_PARTS = {"str", "int", "float", "bool", "DataSource", "ColumnsSpec", "list[str]", "AllOf"}
 
 
 def _schema_problems(e: ValidationError, out: _Collector, fix_prefix: tuple = ()) -> None:
     """Every pydantic error as a problem at its YAML line; a union's alternatives become one message."""
     grouped: dict[tuple, list[str]] = {}
+    locs = [fix_prefix + tuple(p for p in err["loc"] if p not in _UNION_PARTS) for err in e.errors()]
     for err in e.errors():
         loc = fix_prefix + tuple(p for p in err["loc"] if p not in _UNION_PARTS)
+        if err["type"] == "string_type" and any(o[:len(loc)] == loc and len(o) > len(loc) for o in locs):
+            continue  # a mapping given where a name or a mapping may go: the mapping's own problem says more
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = _unknown_field_message(loc)
@@ -576,7 +640,7 @@ def examples_from_rows(rows: loaders.Rows, label: str, id_prefix: str, need_outp
         examples.append(Example(
             id=ex_id, input=spec.input, output=spec.output, answers=tuple(spec.answers),
             choices=tuple(spec.choices), tags=tuple(spec.tags), source=spec.source,
-            paraphrases=tuple(spec.paraphrases),
+            paraphrases=tuple(spec.paraphrases), human_scores=tuple((h.answer, h.score) for h in spec.human_scores),
         ))
     if not examples and not problems:
         problems.append(Problem(label, "", "has no examples"))
@@ -720,25 +784,57 @@ def _check_models(models: ModelsSpec, out: _Collector, strategies: Mapping[str, 
 
 
 def _check_scoring(spec: TaskSpec, out: _Collector, scorers: Collection[str]) -> None:
-    methods = {("scoring", "method"): spec.scoring.method}
-    methods |= {("scoring", "by_tag", t): m for t, m in spec.scoring.by_tag.items()}
-    for where, m in methods.items():
-        if m not in scorers:
-            plugin_methods = [s for s in scorers if s not in BUILTIN_METHODS]
-            out.field(where, f"unknown scoring method {m!r}", f"built in: {', '.join(BUILTIN_METHODS)}; "
-                                                              f"plug-ins: {', '.join(plugin_methods) or 'none installed'}")
-    for m in set(methods.values()):
-        if m == "regex" and not spec.scoring.regex:
-            out.field("scoring.regex", "method `regex` needs a pattern in scoring.regex")
-        if m == "format" and not spec.scoring.format:
-            out.field("scoring.format", "method `format` needs a pattern in scoring.format")
+    sc = spec.scoring
+    methods = {("scoring", "method"): sc.method} | {("scoring", "by_tag", t): m for t, m in sc.by_tag.items()}
+    for where, method in methods.items():
+        for i, m in enumerate(method_names(method)):
+            if m not in scorers:
+                plugin_methods = [s for s in scorers if s not in BUILTIN_METHODS]
+                place = where + ("all_of", i) if isinstance(method, AllOf) else where
+                out.field(place, f"unknown scoring method {m!r}", f"built in: {', '.join(BUILTIN_METHODS)}; "
+                                                                  f"plug-ins: {', '.join(plugin_methods) or 'none installed'}")
+    if sc.uses("regex") and not sc.regex:
+        out.field("scoring.regex", "method `regex` needs a pattern in scoring.regex")
+    if sc.uses("format") and not sc.format:
+        out.field("scoring.format", "method `format` needs a pattern in scoring.format")
+    if sc.uses("judge") and sc.judge is None:
+        out.field("scoring.judge", "method `judge` needs scoring.judge with a `rubric` (what a correct answer must do)",
+                  "add scoring.judge: {rubric: ..., generator: default}")
+    if sc.judge is not None and sc.judge.generator != "default" and sc.judge.generator not in spec.models.generators:
+        out.field("scoring.judge.generator", f"{sc.judge.generator!r} is not in models.generators",
+                  f"use `default` or one of: {', '.join(spec.models.generators) or 'none named'}")
+    if sc.free_text_fields and not sc.uses("json_fields"):
+        out.field("scoring.free_text_fields", "only method `json_fields` compares fields; no item is scored with it")
     for pattern_field in ("regex", "format"):
-        pattern = getattr(spec.scoring, pattern_field)
+        pattern = getattr(sc, pattern_field)
         if pattern:
             try:
-                re.compile(pattern)
+                compiled = re.compile(pattern)
             except re.error as e:
                 out.field(("scoring", pattern_field), f"invalid regex: {e}")
+                continue
+            if pattern_field == "format" and "(?P<content>" in pattern and "content" not in compiled.groupindex:
+                out.field("scoring.format", "the `content` group could not be read")
+
+
+def _check_json_references(sc: ScoringSpec, examples: list[Example], label: str, out: _Collector) -> None:
+    """Items scored by json_fields need references that are JSON objects to compare fields with."""
+    for ex in examples:
+        if "json_fields" not in method_names(sc.method_for(ex.tags)):
+            continue
+        bad = [r for r in ex.references if not _is_json_object(r)]
+        if bad or not ex.references:
+            out.add(Problem(label, f"example {ex.id!r}, field {'answers' if ex.answers else 'output'}",
+                            "is scored by json_fields, so its reference must be a JSON object "
+                            f"(found {bad[0][:60]!r})" if bad else "is scored by json_fields but has no reference",
+                            "give the expected reply as a JSON object in `output` (or each of `answers`)"))
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except json.JSONDecodeError:
+        return False
 
 
 def _without(raw: dict, locs: list[tuple]) -> dict:
@@ -846,6 +942,10 @@ def load_task(path: str | Path, strategies: Mapping[str, str] | None = None,
     else:
         eval_rows, _ = examples("eval", spec.eval, need_output=False)
     eval_updated = examples("eval_updated", spec.eval_updated, need_output=False)[0] if spec.eval_updated else []
+    for name, rows in (("eval", eval_rows), ("eval_updated", eval_updated)):
+        src = getattr(spec, name) or spec.train
+        label = src if isinstance(src, str) else (src.path or src.hf or name)
+        _check_json_references(spec.scoring, rows, str(root / label) if isinstance(src, str) else label, out)
     if systems and not instructions:
         common, count = Counter(systems).most_common(1)[0]
         instructions = common

@@ -26,6 +26,7 @@ class Answer:
     completion_tokens: int
     seconds: float
     sources: list[str] = field(default_factory=list)  # retrieved document ids, best first
+    passages: list[str] = field(default_factory=list)  # the retrieved passages' text, as the prompt carried them
     dropped_examples: int = 0  # few-shot examples dropped to fit the context window
 
 
@@ -119,6 +120,10 @@ class Strategy:
     def sources(self, text: str) -> list[str]:
         return []
 
+    def passages(self, text: str) -> list[str]:
+        """The retrieved passages' text (what grounding checks an answer against); none for rows that do not retrieve."""
+        return []
+
     @property
     def adapter_path(self) -> Path | None:
         return None
@@ -170,7 +175,7 @@ class Strategy:
             )
         return [
             Answer(text=g.text, prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens,
-                   seconds=g.seconds, sources=self.sources(t), dropped_examples=d)
+                   seconds=g.seconds, sources=self.sources(t), passages=self.passages(t), dropped_examples=d)
             for g, t, (_, d) in zip(gens, inputs, prompts)
         ]
 

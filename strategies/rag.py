@@ -58,6 +58,9 @@ class Rag(Strategy):
     def sources(self, text):
         return [c.source for c in self.retrieve(text)]
 
+    def passages(self, text):
+        return [c.text for c in self.retrieve(text)]
+
     def messages(self, text, drop=0):
         instructions = self.ctx.task.instructions if self.use_instructions else ""
         shots = self.shots[: max(0, len(self.shots) - drop)]

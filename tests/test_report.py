@@ -86,8 +86,8 @@ def test_html_is_one_self_contained_file(results, tmp_path):
 def test_html_has_every_section_verdict_first(results, tmp_path):
     html, _ = render(results, tmp_path)
     rec = results.recommendation
-    order = ["verdict", "comparison", "charts", "evidence", "disagreements", "retrieval", "comparisons", "reasons",
-             "assumptions"]
+    order = ["verdict", "comparison", "measures", "charts", "evidence", "disagreements", "retrieval", "comparisons",
+             "reasons", "assumptions"]
     positions = [html.find(f'id="{x}"') for x in order]
     assert all(p > 0 for p in positions), dict(zip(order, positions))
     assert positions == sorted(positions)
@@ -124,7 +124,9 @@ def test_markdown_has_the_same_facts_and_chart_files(results, tmp_path):
     for link in links:
         assert (tmp_path / link).read_bytes().startswith(b"\x89PNG")
     assert sorted(p.name for p in (tmp_path / "charts").iterdir()) == sorted(Path(x).name for x in links)
-    table = md[md.index("## Comparison"):md.index("| Rows | Model | Pricing |")]  # the table, not its legend
+    # the table alone: it ends where its legend or the next section starts
+    end = min(i for i in (md.find("| Rows | Model | Pricing |"), md.find("## What each number measures")) if i > 0)
+    table = md[md.index("## Comparison"):end]
     header, *rows = [line for line in table.splitlines() if line.startswith("| ")]
     pipes = len(re.findall(r"(?<!\\)\|", header))
     assert pipes == len(report.table_rows(results)[0]) + 1
@@ -197,7 +199,25 @@ def test_planted_script_is_text_in_html_and_markdown(results, tmp_path):
     for line in md.splitlines():
         if "answer from" in line:
             assert line.startswith("| ") and line.endswith(" |")
-            assert len(re.findall(r"(?<!\\)\|", line)) == 6, line
+            assert len(re.findall(r"(?<!\\)\|", line)) == 7, line
+
+
+def test_the_report_says_what_each_number_measures(results, tmp_path):
+    """Per tag the scoring method beside each row's accuracy there; grounding beside accuracy for retrieval rows."""
+    html, md = render(results, tmp_path)
+    section = md[md.index("## What each number measures"):md.index("## Charts")]
+    rows = {line.split(" | ")[0].strip("| "): line for line in section.splitlines() if line.startswith("| ")}
+    assert "| contains |" in rows["knowledge"] and "| format |" in rows["style"]
+    for s in results.strategies:
+        assert report.fmt_pct(s.by_tag["style"]) in rows["style"]
+    assert "**format**: the answer has the required form (not whether its content is right)" in section
+    retrieving = [s for s in results.strategies if s.grounding is not None]
+    assert {s.name for s in retrieving} == {"rag", "lora+rag"}
+    for s in retrieving:
+        line = next(line for line in section.splitlines() if line.startswith(f"| {s.name} | {report.fmt_pct(s.accuracy)}"))
+        assert report.fmt_pct(s.grounding.context_recall, ci=False) in line
+        assert report.fmt_pct(s.grounding.faithfulness, ci=False) in line
+    assert 'id="grounding-table"' in html and 'id="tag-table"' in html and 'id="field-table"' not in html
 
 
 def test_absent_values_render_as_dashes(results, tmp_path):

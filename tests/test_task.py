@@ -40,6 +40,14 @@ def _edit_yaml(root, **changes):
     ({"scoring": {"method": "regex"}}, "scoring.regex", "needs a pattern"),
     ({"scoring": {"method": "contains", "format": "("}}, "scoring.format", "invalid regex"),
     ({"rag": {"chunk_tokens": 32, "chunk_overlap": 40}}, "rag.chunk_overlap", "smaller"),
+    ({"scoring": {"method": {"all_of": ["format", "sematic"]}, "format": "^x$"}}, "scoring.method.all_of.1",
+     "unknown scoring method 'sematic'"),
+    ({"scoring": {"method": "contains", "by_tag": {"style": {"all_of": ["format", "judge"]}}, "format": "^x$"}},
+     "scoring.judge", "needs scoring.judge with a `rubric`"),
+    ({"scoring": {"method": "judge", "judge": {"rubric": "right fact", "generator": "big"}}}, "scoring.judge.generator",
+     "not in models.generators"),
+    ({"scoring": {"method": "judge", "judge": {"generator": "default"}}}, "scoring.judge.rubric", "Field required"),
+    ({"scoring": {"method": {"all_of": ["format"]}, "format": "^x$"}}, "scoring.method.all_of", "at least 2"),
 ])
 def test_bad_task_fields(tiny_task_dir, change, where, words):
     _edit_yaml(tiny_task_dir, **change)
@@ -112,3 +120,31 @@ def test_init_scaffold_is_valid(tmp_path):
     write_task(tmp_path / "again")  # init refuses a non-empty folder
     r = subprocess.run([sys.executable, "-m", "advisor.cli", "init", str(tmp_path / "again")], capture_output=True, text=True)
     assert r.returncode == 2 and "not empty" in r.stderr
+
+
+def test_json_fields_needs_json_references_and_names_the_item(tiny_task_dir):
+    """Items scored by json_fields must have a JSON object to compare fields with; the error names file and item."""
+    _edit_yaml(tiny_task_dir, scoring={"method": "contains", "by_tag": {"style": "json_fields"}})
+    with pytest.raises(TaskError) as e:
+        load_task(tiny_task_dir)
+    problems = [str(p) for p in e.value.problems]
+    assert len(problems) == 2 and all("eval.jsonl" in p and "json_fields" in p for p in problems), problems
+    assert "example 's1', field output" in problems[0] and "JSON object" in problems[0]
+    rows = [json.loads(line) for line in (tiny_task_dir / "eval.jsonl").read_text().splitlines()]
+    for r in rows:
+        if "style" in r["tags"]:
+            r["output"] = json.dumps({"reply": r["output"], "mood": "kind"})
+    (tiny_task_dir / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert load_task(tiny_task_dir).spec.scoring.uses("json_fields")
+
+
+def test_human_scores_are_read_and_range_checked(tiny_task_dir):
+    rows = [json.loads(line) for line in (tiny_task_dir / "eval.jsonl").read_text().splitlines()]
+    rows[0]["human_scores"] = [{"answer": "It costs $73.", "score": 1}, {"answer": "It costs $37.", "score": 0}]
+    (tiny_task_dir / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert load_task(tiny_task_dir).eval[0].human_scores == (("It costs $73.", 1.0), ("It costs $37.", 0.0))
+    rows[0]["human_scores"][1]["score"] = 3
+    (tiny_task_dir / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(TaskError) as e:
+        load_task(tiny_task_dir)
+    assert e.value.where == "line 1, field human_scores.1.score" and "less than or equal to 1" in e.value.message
