@@ -28,7 +28,7 @@ import httpx
 from advisor import progress
 from advisor.cache import cache_dir, hash_bytes, hash_json
 from advisor.models import (Generation, GenerationCache, ModelError, chat_template_ids, count_tokens,
-                           embedded_generator_dir)
+                           embedded_generator_dir, sample_indices)
 from advisor.task import GeneratorSpec
 
 BACKOFF_S = 0.5  # first retry waits about this long, doubling each time (capped at BACKOFF_MAX_S)
@@ -150,7 +150,7 @@ class EndpointGenerator:
         `sample_index` is one for all conversations or one per conversation (as for a local Generator).
         """
         sampled = temperature > 0
-        indices = [sample_index] * len(conversations) if isinstance(sample_index, int) else list(sample_index)
+        indices = sample_indices(sample_index, len(conversations))
         # A distinct request seed per sample, so repeated samples differ on servers that honour `seed`.
         params = [{"max_tokens": max_new_tokens, "temperature": temperature,
                    "seed": int(hash_bytes(str(seed), str(k))[:8], 16) if sampled else seed} for k in indices]

@@ -90,6 +90,11 @@ class Generation:
     seconds: float  # this answer's share of its batch's wall time (kept in the cache, so throughput survives reuse)
 
 
+def sample_indices(sample_index: int | Sequence[int], n: int) -> list[int]:
+    """One sample index per request: `sample_index` given once for all `n`, or one per request."""
+    return [sample_index] * n if isinstance(sample_index, int) else list(sample_index)
+
+
 def chat_template_ids(tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
     """Token ids of a chat through the tokenizer's template (some tokenizers return a dict, some a list)."""
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
@@ -216,7 +221,7 @@ class Generator:
         key, so no cached sample is ever served for another.
         """
         sampled = temperature > 0
-        indices = [sample_index] * len(prompts) if isinstance(sample_index, int) else list(sample_index)
+        indices = sample_indices(sample_index, len(prompts))
         params = {"max_new_tokens": max_new_tokens, "temperature": temperature, "batch_size": batch_size,
                   "seed": seed if sampled else None}
         keys = [hash_json([self.fingerprint, self._adapter, p, params | {"sample": k if sampled else None}])
