@@ -30,7 +30,7 @@ from advisor.economics import StrategyCosts, break_even_requests_per_day, econom
 from advisor.evaluate import Evaluation, compare_rows, evaluate_strategy, requests_per_row
 from advisor.experiments import data_curve, forgetting, freshness, load_probe
 from advisor.kinds import Family
-from advisor.models import Embedder
+from advisor.models import Embedder, release_memory
 from advisor.recommend import Row, decide, explain
 from advisor.results import Results, examples_csv, write_results
 from advisor.scoring import Judge, Tools, method_for
@@ -195,6 +195,7 @@ def _run(task: Task, out_dir: Path, seed: int, classes: list[type[Strategy]], co
                 progress.describe(f"{cls.name}: answered, accuracy {acc:.0%}")
             prepared.append(strategy)
             log.info("%s: done, accuracy %.3f", cls.name, acc)
+            release_memory()  # so the next row's peak does not stack on this one's freed pages
 
         # 3. experiments on the prepared rows.
         found = {}

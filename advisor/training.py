@@ -27,10 +27,10 @@ from torch import nn
 
 from advisor import progress
 from advisor.cache import atomic_dir, atomic_write_text, cache_dir, hash_json
-from advisor.models import Generator, chat_template_ids
+from advisor.models import Generator, chat_template_ids, release_memory
 from advisor.task import Example, FinetuneSpec
 
-FORMAT_VERSION = 2  # bump when the way examples become tokens or gradients changes (2: summed pieces)
+FORMAT_VERSION = 3  # bump when the way examples become tokens or gradients change (2: summed pieces; 3: kernel by width)
 log = logging.getLogger("advisor.train")
 
 
@@ -76,16 +76,22 @@ class AnswerOnlyLoss(nn.Module):
         return nn.functional.cross_entropy(logits.float(), targets[keep], reduction=reduction)
 
 
-def attention_for_training(model: nn.Module):
-    """The attention kernel for training: on a CPU in bf16, the math kernel.
+MATH_KERNEL_MAX_WIDTH = 160  # bf16 CPU pieces up to this many padded tokens train with the math kernel
 
-    The fused (flash) kernel's CPU backward is slow in bf16: measured on 2 cores, a
-    training step of 720 tokens took 3.5 s with it and 2.3 s with the math kernel
-    (float32: 4.5 s). Elsewhere the default kernel stays.
+
+def attention_for_piece(model: nn.Module, width: int):
+    """The attention kernel for one training piece: on a CPU in bf16, the math kernel for short pieces.
+
+    The fused (flash) kernel's CPU backward is slow in bf16 on short sequences, while the
+    math kernel keeps every attention matrix (rows x heads x width^2) for the backward.
+    Measured on 2 cores: 8 examples of ~90 tokens took 2.3 s with the math kernel and
+    3.5 s fused; 8 with retrieved passages (~250 tokens) 9.7 s math and 8.8 s fused, and
+    the math kernel raised the training's peak memory by ~0.4 GB there. Elsewhere
+    (float32, a GPU) the default kernel stays.
     """
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    if model.dtype == torch.bfloat16 and model.device.type == "cpu":
+    if model.dtype == torch.bfloat16 and model.device.type == "cpu" and width <= MATH_KERNEL_MAX_WIDTH:
         return sdpa_kernel(SDPBackend.MATH)
     return contextlib.nullcontext()
 
@@ -106,7 +112,7 @@ def split_pieces(rows: list[Encoded], max_tokens: int) -> list[list[Encoded]]:
     return pieces
 
 
-def _backward_batch(loss_fn, batch: list[Encoded], pad: int, accelerator, max_tokens: int) -> float:
+def _backward_batch(loss_fn, batch: list[Encoded], pad: int, accelerator, max_tokens: int, model: nn.Module) -> float:
     """Backpropagate one batch's loss, the mean over its answer tokens; return that mean.
 
     It is computed in pieces that fit `max_tokens`, each backpropagated at once, so
@@ -122,7 +128,9 @@ def _backward_batch(loss_fn, batch: list[Encoded], pad: int, accelerator, max_to
     pieces = split_pieces(mine or batch[:1], max_tokens)
     total = torch.zeros((), device=accelerator.device)
     for i, piece in enumerate(pieces):
-        with accelerator.no_sync(loss_fn) if i < len(pieces) - 1 else contextlib.nullcontext():
+        width = max(len(r.input_ids) for r in piece)
+        with (accelerator.no_sync(loss_fn) if i < len(pieces) - 1 else contextlib.nullcontext(),
+              attention_for_piece(model, width)):
             loss = loss_fn(**collate(piece, pad, accelerator.device), reduction="sum") * weight
             accelerator.backward(loss)
         total += loss.detach()
@@ -235,20 +243,21 @@ def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec,
              accelerator.num_processes)
     t0 = time.perf_counter() - done_seconds  # a resumed run counts the time its earlier attempt measured
     steps_left = steps_per_epoch * (spec.num_train_epochs - start_epoch + 1)
-    with attention_for_training(gen.model), progress.bar(f"training the adapter: {len(train_rows)} examples", steps_left):
+    with progress.bar(f"training the adapter: {len(train_rows)} examples", steps_left):
         try:
             for epoch in range(start_epoch, spec.num_train_epochs + 1):
                 loss_fn.train()
                 losses = []
                 for batch in length_batches(train_rows, spec.per_device_train_batch_size, rng):
                     with accelerator.accumulate(loss_fn):
-                        losses.append(_backward_batch(loss_fn, batch, pad, accelerator, spec.micro_batch_tokens))
+                        losses.append(_backward_batch(loss_fn, batch, pad, accelerator, spec.micro_batch_tokens, gen.model))
                         optimizer.step()
                         scheduler.step()
                         optimizer.zero_grad()
                     tokens += sum(len(r.input_ids) for r in batch)
                     own_tokens += sum(len(r.input_ids) for r in batch[accelerator.process_index::accelerator.num_processes])
                     progress.advance()
+                    release_memory()  # pieces differ in width: freed blocks fragment the heap unless handed back
                 val = _evaluate(loss_fn, val_rows, spec.per_device_train_batch_size, pad, accelerator.device) if val_rows else None
                 history.append({"epoch": epoch, "train_loss": sum(losses) / len(losses), "val_loss": val})
                 score = val if val is not None else history[-1]["train_loss"]
@@ -288,6 +297,7 @@ def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec,
         finally:
             gen.model = peft_model.unload()  # restore the plain base model for every other strategy
             gen.model.eval()
+            release_memory()  # the pieces' activations: see advisor.models.release_memory
     return folder, metrics | {"reused": False}
 
 
