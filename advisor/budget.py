@@ -8,37 +8,52 @@ say what the fast run left out and `advisor serve` rebuilds the same rows.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from enum import Enum
+from typing import Any, Iterable
 
+from advisor.kinds import Family
 from advisor.task import Task
+
+
+@dataclass(frozen=True)
+class Setting:
+    value: Any
+    family: Family  # the rows it changes: a run without such a row does not record it as filled
 
 
 @dataclass(frozen=True)
 class Budget:
     name: str
-    settings: dict[str, Any]  # "section.field" -> value, applied where the task file sets none
+    settings: dict[str, Setting]  # "section.field" -> setting, applied where the task file sets none
     left_out: str  # what this budget measures less deeply than `full`, in words ("" for full)
 
 
 BUDGETS = {
-    "fast": Budget("fast", {"finetune.retrieval_aware": "warm-start"},
+    "fast": Budget("fast", {"finetune.retrieval_aware": Setting("warm-start", Family.FINETUNE_RAG)},
                    "lora+rag's adapter is the lora adapter trained one more epoch with retrieved passages in its "
                    "prompts, not a separate adapter trained from scratch for every epoch (--budget full)"),
-    "full": Budget("full", {"finetune.retrieval_aware": "separate"}, ""),
+    "full": Budget("full", {"finetune.retrieval_aware": Setting("separate", Family.FINETUNE_RAG)}, ""),
 }
 DEFAULT = "fast"
-BudgetName = Literal["fast", "full"]  # the keys of BUDGETS, for the command line
+BudgetName = Enum("BudgetName", {name: name for name in BUDGETS}, type=str)  # for the command line
 
 
 def apply_budget(task: Task, name: str) -> tuple[Task, dict[str, Any]]:
     """The task with the budget's settings where its file set none; and the settings the budget filled."""
     budget = BUDGETS[name]
     spec, filled = task.spec, {}
-    for path, value in budget.settings.items():
+    for path, setting in budget.settings.items():
         section, field = path.split(".")
         part = getattr(spec, section)
-        if field in part.model_fields_set or getattr(part, field) == value:
+        if field in part.model_fields_set or getattr(part, field) == setting.value:
             continue
-        spec = spec.model_copy(update={section: part.model_copy(update={field: value})})
-        filled[path] = value
+        spec = spec.model_copy(update={section: part.model_copy(update={field: setting.value})})
+        filled[path] = setting.value
     return replace(task, spec=spec), filled
+
+
+def recorded(name: str, filled: dict[str, Any], families: Iterable[Family]) -> dict:
+    """What results.json records of a run's budget: the settings it filled that change one of the run's rows."""
+    families = set(families)
+    used = {path: v for path, v in filled.items() if BUDGETS[name].settings[path].family in families}
+    return {"name": name, "filled": used, "left_out": BUDGETS[name].left_out if used else ""}

@@ -157,7 +157,7 @@ def _load(task: Path, strict: bool = False, embeddings: bool = False):
 STRICT = typer.Option(False, "--strict", help="refuse (exit 2) when eval items duplicate train items")
 SEED = typer.Option(None, min=0, max=SEED_LIMIT - 1, help="overrides the task's seed")
 BUDGET = typer.Option(
-    DEFAULT_BUDGET, "--budget",
+    BudgetName(DEFAULT_BUDGET), "--budget",
     help="fast: the first run in minutes (the report says what it measured less deeply); full: every measurement "
          "at full depth. Either only fills settings the task file leaves unset")
 
@@ -325,7 +325,7 @@ def run(
     experiments = runner.Experiments(freshness=freshness, forgetting=forgetting, data_curve=sizes)
     seed = t.spec.seed if seed is None else seed
     results = runner.run(t, out_dir, seed, strategies, console=err, command=command, experiments=experiments,
-                         budget=budget)
+                         budget=budget.value)
     report.terminal(results, out)
     out.print(f"wrote {out_dir}/results.json, examples.csv, report.md, report.html")
 
@@ -368,7 +368,7 @@ def train(
     main = int(os.environ.get("RANK", "0")) == 0
     if main:  # training progress (epochs, checkpoints, resume) on stderr, once
         runner.log_to(logging.StreamHandler(sys.stderr))
-    trained = runner.train(t, t.spec.seed if seed is None else seed, strategies, budget)
+    trained = runner.train(t, t.spec.seed if seed is None else seed, strategies, budget.value)
     if main:
         for name, m in trained.items():
             how = "reused from the cache" if m["reused"] else (

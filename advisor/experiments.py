@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import replace
 from importlib import resources
@@ -50,9 +51,11 @@ def freshness(task: Task, strategies: list[Strategy], seed: int, tools: Tools | 
     return out
 
 
-def load_probe() -> list:
+@functools.cache
+def load_probe() -> tuple:
+    """The packaged probe, read once per process (the run sizes its progress bar by it, then runs it)."""
     path = Path(str(resources.files("advisor") / "probes" / PROBE_FILE))
-    return read_examples(path, need_output=False)
+    return tuple(read_examples(path, need_output=False))
 
 
 def forgetting(task: Task, strategies: list[Strategy], seed: int) -> dict:

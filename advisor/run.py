@@ -24,7 +24,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
 
 from advisor import __version__, progress
 from advisor.backends import load_generator, load_generators
-from advisor.budget import BUDGETS, DEFAULT as DEFAULT_BUDGET, apply_budget
+from advisor.budget import DEFAULT as DEFAULT_BUDGET, apply_budget, recorded as budget_recorded
 from advisor.cache import atomic_write_text
 from advisor.economics import StrategyCosts, break_even_requests_per_day, economics, payback_days, volume_sweep
 from advisor.evaluate import Evaluation, compare_rows, evaluate_strategy, requests_per_row
@@ -149,7 +149,7 @@ def run(task: Task, out_dir: Path, seed: int, strategy_names: list[str] | None =
     handler = log_to(logging.FileHandler(out_dir / LOG, encoding="utf-8"))
     try:
         return _run(task, out_dir, seed, classes, console or Console(stderr=True), command,
-                    experiments or Experiments(), endpoints, budget_info(budget, filled, classes))
+                    experiments or Experiments(), endpoints, budget_recorded(budget, filled, [c.family for c in classes]))
     except BaseException as e:
         log.error("run stopped: %s: %s", type(e).__name__, e)
         raise
@@ -220,13 +220,6 @@ def _run(task: Task, out_dir: Path, seed: int, classes: list[type[Strategy]], co
     written = write_outputs(analyze(results, task.spec.economics), out_dir)
     log.info("run finished: recommendation %s", written.recommendation.strategy)
     return written
-
-
-def budget_info(name: str, filled: dict, classes: list[type[Strategy]]) -> dict:
-    """What results.json records of the run's budget (advisor.budget): the settings it filled that a row uses."""
-    if not any(c.family == Family.FINETUNE_RAG for c in classes):
-        filled = {k: v for k, v in filled.items() if k != "finetune.retrieval_aware"}
-    return {"name": name, "filled": filled, "left_out": BUDGETS[name].left_out if filled else ""}
 
 
 def train(task: Task, seed: int, strategy_names: list[str] | None = None, budget: str = DEFAULT_BUDGET) -> dict[str, dict]:

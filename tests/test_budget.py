@@ -8,7 +8,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 from advisor import progress
-from advisor.budget import BUDGETS, apply_budget
+from advisor.budget import BUDGETS, apply_budget, recorded
+from advisor.kinds import Family
 from advisor.models import Generator, resolve_dtype
 from advisor.task import load_task
 from tests.conftest import write_task
@@ -28,6 +29,15 @@ def test_a_budget_fills_only_what_the_task_file_leaves_unset(tmp_path):
     assert explicit.spec.finetune.retrieval_aware == "separate"
     kept, filled = apply_budget(explicit, "fast")
     assert kept.spec.finetune.retrieval_aware == "separate" and filled == {}
+
+
+def test_a_run_records_only_the_filled_settings_that_change_one_of_its_rows(tmp_path):
+    _, filled = apply_budget(load_task(write_task(tmp_path / "a")), "fast")
+    with_row = recorded("fast", filled, [Family.PROMPTING, Family.FINETUNE_RAG])
+    assert with_row["filled"] == {"finetune.retrieval_aware": "warm-start"} and with_row["left_out"]
+    # No lora+rag row: the setting changed nothing this run measured, so nothing was left out.
+    without = recorded("fast", filled, [Family.PROMPTING, Family.FINETUNE])
+    assert without == {"name": "fast", "filled": {}, "left_out": ""}
 
 
 def test_progress_bars_count_generated_and_cached_answers(generator):
