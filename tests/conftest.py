@@ -49,6 +49,52 @@ EVAL = [
 ]
 
 
+# Under pytest-xdist (`-n 2`, pyproject.toml) each worker computes on one thread, and so do the runs it
+# starts (the variables are inherited): two workers on two cores, instead of OpenMP threads that spin
+# while they wait for a core. Each worker has its own cache, below the session's, so two workers never
+# write the same entry at once; the base model is converted once, by the controller, and linked in.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if WORKER:
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    _shared = Path(os.environ["ADVISOR_CACHE"])
+    _own = _shared / f"worker-{WORKER}"
+    (_own / "models").mkdir(parents=True, exist_ok=True)
+    for _model in (_shared / "models").glob("[!.]*"):
+        if not (_own / "models" / _model.name).exists():
+            (_own / "models" / _model.name).symlink_to(_model, target_is_directory=True)
+    os.environ["ADVISOR_CACHE"] = str(_own)
+
+
+def pytest_configure(config):
+    if getattr(config.option, "numprocesses", None) and not WORKER:
+        from advisor.models import embedded_generator_dir
+
+        embedded_generator_dir()  # once, before the workers start (they link it into their caches)
+
+
+# Tests that share an expensive fixture (a module's, or the session's runs) run in one xdist worker:
+# `--dist loadgroup` keeps a group together. The heaviest groups are handed out first.
+SHARED_RUNS = {"finished_run": "tiny-run", "serve_run": "serve-run"}
+HEAVY_FIRST = ["test_resume", "tiny-run", "test_distributed", "test_benchmarks", "serve-run", "test_endpoint",
+               "test_ci", "test_history", "test_substance", "test_strategies"]
+
+
+def xdist_group(item) -> str:
+    module = item.module.__name__.split(".")[-1]
+    if module in ("test_serve", "test_export"):
+        return "serve-run"  # test_serve's module-scoped server serves serve_run; its other tests need no run
+    return next((group for fixture, group in SHARED_RUNS.items() if fixture in item.fixturenames), module)
+
+
+def pytest_collection_modifyitems(config, items):
+    if not getattr(config.option, "numprocesses", None):
+        return
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
+    rank = {group: i for i, group in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(xdist_group(item), len(rank)))  # stable: collection order within a group
+
+
 def write_task(root: Path, **overrides) -> Path:
     (root / "docs").mkdir(parents=True, exist_ok=True)
     for name, text in DOCS.items():
