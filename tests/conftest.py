@@ -72,27 +72,37 @@ def pytest_configure(config):
         embedded_generator_dir()  # once, before the workers start (they link it into their caches)
 
 
-# Tests that share an expensive fixture (a module's, or the session's runs) run in one xdist worker:
-# `--dist loadgroup` keeps a group together. The heaviest groups are handed out first.
-SHARED_RUNS = {"finished_run": "tiny-run", "serve_run": "serve-run"}
+# Tests that share an expensive fixture (a session run, or a module-scoped one) run in one xdist worker, and
+# the heaviest groups are handed out first. (xdist's own `--dist loadgroup` marks are ignored by pytest 9.2,
+# whose node ids no longer take xdist's group suffix, so the scheduler below groups by node id itself.)
+SHARED_RUNS = {"test_cli": "tiny-run", "test_report": "tiny-run", "test_results": "tiny-run",  # finished_run
+               "test_validation.py::test_roi_refuses_infinite_assumptions": "tiny-run",
+               "test_serve": "serve-run", "test_export": "serve-run"}  # serve_run
 HEAVY_FIRST = ["test_resume", "tiny-run", "test_distributed", "test_benchmarks", "serve-run", "test_endpoint",
                "test_ci", "test_history", "test_substance", "test_strategies"]
 
 
-def xdist_group(item) -> str:
-    module = item.module.__name__.split(".")[-1]
-    if module in ("test_serve", "test_export"):
-        return "serve-run"  # test_serve's module-scoped server serves serve_run; its other tests need no run
-    return next((group for fixture, group in SHARED_RUNS.items() if fixture in item.fixturenames), module)
+def xdist_group(nodeid: str) -> str:
+    path, _, name = nodeid.partition("::")
+    module = Path(path).stem
+    return SHARED_RUNS.get(f"{module}.py::{name.split('[')[0]}") or SHARED_RUNS.get(module) or module
 
 
 def pytest_collection_modifyitems(config, items):
-    if not getattr(config.option, "numprocesses", None):
-        return
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
-    rank = {group: i for i, group in enumerate(HEAVY_FIRST)}
-    items.sort(key=lambda item: rank.get(xdist_group(item), len(rank)))  # stable: collection order within a group
+    if WORKER:  # each worker collects in this order; the controller hands out the groups in it
+        rank = {group: i for i, group in enumerate(HEAVY_FIRST)}
+        items.sort(key=lambda item: rank.get(xdist_group(item.nodeid), len(rank)))  # stable within a group
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid)
+
+    return ByGroup(config, log)
 
 
 def write_task(root: Path, **overrides) -> Path:
