@@ -102,6 +102,7 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid: str) -> str:
             return xdist_group(nodeid)
 
+    config.option.loadscopereorder = False  # hand the groups out in the collection order, not by test count
     return ByGroup(config, log)
 
 
