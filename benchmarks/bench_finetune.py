@@ -19,7 +19,7 @@ import tempfile
 
 import torch
 
-from common import machine, print_table, quiet, timed
+from common import fresh_cache, machine, print_table, quiet, timed
 
 
 def baseline_trainer(gen, rows, spec, epochs: int, seed: int) -> tuple[float, float]:
@@ -56,7 +56,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--limit", type=int, default=None, help="first N training examples only (quick check)")
     args = ap.parse_args()
-    os.environ["ADVISOR_CACHE"] = tempfile.mkdtemp(prefix="bench-ft-")  # no reused adapter
+    fresh_cache("bench-ft-")  # no reused adapter
     from advisor.models import Generator
     from advisor.task import load_task
     from advisor.training import encode_example, length_batches, split_pieces, split_train_val, train_lora

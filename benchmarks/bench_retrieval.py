@@ -57,7 +57,7 @@ def recall_at_10(truth: np.ndarray, found: np.ndarray) -> float:
     return float(np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found)]))
 
 
-def bench_encode():
+def bench_encode(limit: int | None = None):
     from advisor.models import Embedder
     from advisor.task import load_task
     from advisor.retrieval import chunk_documents
@@ -68,6 +68,7 @@ def bench_encode():
         task = load_task(folder)
         texts += [t for ex in task.train + task.eval for t in (ex.input, ex.output) if t]
         texts += [c.text for c in chunk_documents(task.documents, emb.model.tokenizer, 160, 32)]
+    texts = texts[:limit]
     emb.encode(texts[:64])  # warm-up
     with timed() as ours:
         a = emb.encode(texts)
@@ -172,6 +173,7 @@ def main():
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--hnsw-max", type=int, default=100_000, help="skip HNSW above this size (slow build on 2 cores)")
     ap.add_argument("--skip-encode", action="store_true")
+    ap.add_argument("--encode-limit", type=int, default=None, help="encode the first N texts only (quick check)")
     ap.add_argument("--hnsw", nargs="+", default=[f"{HNSW_M},{HNSW_EF_CONSTRUCTION}"], metavar="M,EFC",
                     help="HNSW configurations (default: the advisor's); e.g. --hnsw 32,200 16,40")
     ap.add_argument("--ef-search", type=int, nargs="+", default=[64, 128, 256])
@@ -181,7 +183,7 @@ def main():
     quiet()
     print(machine())
     if not args.skip_encode:
-        bench_encode()
+        bench_encode(args.encode_limit)
     rows = []
     for n in args.sizes:
         rows += bench_index(n, args.queries, args.single_queries, args.hnsw_max,

@@ -19,7 +19,7 @@ import tempfile
 
 import numpy as np
 
-from common import machine, print_table, quiet, timed
+from common import fresh_cache, machine, print_table, quiet, timed
 
 
 def doubling(sizes: list[int], seconds: list[float], n0: int) -> tuple[float, float, float]:
@@ -45,7 +45,7 @@ def main():
     ap.add_argument("--docs", type=int, nargs="+", default=[10, 40, 160, 640])
     ap.add_argument("--evals", type=int, nargs="+", default=[8, 16, 32, 64])
     args = ap.parse_args()
-    os.environ["ADVISOR_CACHE"] = tempfile.mkdtemp(prefix="bench-scale-")
+    fresh_cache("bench-scale-")
     from advisor.models import Embedder, Generator
     from advisor.task import load_task
     from strategies import Context, registry

@@ -49,6 +49,63 @@ EVAL = [
 ]
 
 
+# Under pytest-xdist (`-n 2`, pyproject.toml) each worker computes on one thread, and so do the runs it
+# starts (the variables are inherited): two workers on two cores, instead of OpenMP threads that spin
+# while they wait for a core. Each worker has its own cache, below the session's, so two workers never
+# write the same entry at once; the base model is converted once, by the controller, and linked in.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if WORKER:
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    _shared = Path(os.environ["ADVISOR_CACHE"])
+    _own = _shared / f"worker-{WORKER}"
+    (_own / "models").mkdir(parents=True, exist_ok=True)
+    for _model in (_shared / "models").glob("[!.]*"):
+        if not (_own / "models" / _model.name).exists():
+            (_own / "models" / _model.name).symlink_to(_model, target_is_directory=True)
+    os.environ["ADVISOR_CACHE"] = str(_own)
+
+
+def pytest_configure(config):
+    if getattr(config.option, "numprocesses", None) and not WORKER:
+        from advisor.models import embedded_generator_dir
+
+        embedded_generator_dir()  # once, before the workers start (they link it into their caches)
+
+
+# Tests that share an expensive fixture (a session run, or a module-scoped one) run in one xdist worker, and
+# the heaviest groups are handed out first. (xdist's own `--dist loadgroup` marks are ignored by pytest 9.2,
+# whose node ids no longer take xdist's group suffix, so the scheduler below groups by node id itself.)
+SHARED_RUNS = {"test_cli": "tiny-run", "test_report": "tiny-run", "test_results": "tiny-run",  # finished_run
+               "test_validation.py::test_roi_refuses_infinite_assumptions": "tiny-run",
+               "test_serve": "serve-run", "test_export": "serve-run"}  # serve_run
+HEAVY_FIRST = ["test_resume", "tiny-run", "test_distributed", "test_benchmarks", "serve-run", "test_endpoint",
+               "test_ci", "test_history", "test_substance", "test_strategies"]
+
+
+def xdist_group(nodeid: str) -> str:
+    path, _, name = nodeid.partition("::")
+    module = Path(path).stem
+    return SHARED_RUNS.get(f"{module}.py::{name.split('[')[0]}") or SHARED_RUNS.get(module) or module
+
+
+def pytest_collection_modifyitems(config, items):
+    if WORKER:  # each worker collects in this order; the controller hands out the groups in it
+        rank = {group: i for i, group in enumerate(HEAVY_FIRST)}
+        items.sort(key=lambda item: rank.get(xdist_group(item.nodeid), len(rank)))  # stable within a group
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid)
+
+    config.option.loadscopereorder = False  # hand the groups out in the collection order, not by test count
+    return ByGroup(config, log)
+
+
 def write_task(root: Path, **overrides) -> Path:
     (root / "docs").mkdir(parents=True, exist_ok=True)
     for name, text in DOCS.items():

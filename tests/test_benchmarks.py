@@ -14,12 +14,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = {
-    "bench_retrieval": (["--sizes", "2000", "--queries", "20", "--single-queries", "5", "--ivf-lists", "40"],
+    "bench_retrieval": (["--sizes", "2000", "--queries", "20", "--single-queries", "5", "--ivf-lists", "40",
+                         "--encode-limit", "128"],
                         ["advisor: one call, length-sorted", "exact: IndexFlatIP", "(advisor's)", "IVFFlat nlist=40",
                          "single vs exact"]),
     "bench_generation": (["--n", "2", "--max-new-tokens", "4"], ["naive: one generate() per prompt", "speed-up",
                                                                   "static vs growing KV cache"]),
-    "bench_finetune": (["--limit", "8"], ["naive: HF Trainer + peft", "advisor: train_lora", "speed-up"]),
+    "bench_finetune": (["--limit", "4"], ["naive: HF Trainer + peft", "advisor: train_lora", "speed-up"]),
     "bench_serve": (["--concurrency", "1", "2", "--requests-per-client", "1", "--max-tokens", "2"],
                     ["advisor serve, ", "ratio"]),
     "bench_scale": (["--docs", "1", "2", "--evals", "1", "2"], ["indexing", "answering, rag", "t doubles at n ="]),
