@@ -13,7 +13,6 @@ at answer positions. tokens/s counts real (unpadded) tokens, the same for both.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import tempfile
 

@@ -14,7 +14,6 @@ fixed cost dominates, about 2*n0 when the stage is linear in n from the start.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 
 import numpy as np
