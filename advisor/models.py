@@ -71,8 +71,9 @@ def release_memory() -> None:
     piece) the process stayed at its training peak for the rest of the run: measured on
     the support task, a warm-start training left RSS at 2.6 GB where 1.0 GB was in use
     (malloc_trim gave back 1.6 GB), and during it RSS kept climbing from batch to batch
-    as pieces of other widths fragmented the heap. Called after each training batch and
-    each row. A no-op where the C library has no malloc_trim (macOS, musl).
+    as pieces of other widths fragmented the heap. Called after each row and each
+    training, and during a training when RSS has grown past what its first batch took.
+    A no-op where the C library has no malloc_trim (macOS, musl).
     """
     gc.collect()
     if torch.cuda.is_available():
@@ -82,9 +83,17 @@ def release_memory() -> None:
         trim(0)
 
 
+def rss_bytes() -> int:
+    """This process's resident memory; 0 where /proc is absent."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 @functools.cache
 def _malloc_trim():
-    """glibc's malloc_trim, looked up once (release_memory runs after every training batch)."""
+    """glibc's malloc_trim, looked up once."""
     libc = ctypes.util.find_library("c")
     return getattr(ctypes.CDLL(libc), "malloc_trim", None) if libc else None
 

@@ -378,7 +378,7 @@ class BudgetInfo(Record):
     """`advisor run --budget`: the settings it filled (those the task file left unset) and what it left out."""
 
     name: str
-    filled: dict[str, str]
+    filled: dict[str, str | bool | int | float]  # the setting's value as the task file would write it
     left_out: str
 
 

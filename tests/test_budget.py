@@ -18,7 +18,8 @@ from tests.conftest import write_task
 def test_a_budget_fills_only_what_the_task_file_leaves_unset(tmp_path):
     unset = load_task(write_task(tmp_path / "a"))
     fast, filled = apply_budget(unset, "fast")
-    assert fast.spec.finetune.retrieval_aware == "warm-start" and filled == {"finetune.retrieval_aware": "warm-start"}
+    assert fast.spec.finetune.retrieval_aware == "warm-start" and fast.spec.finetune.lora_dropout == 0
+    assert filled == {"finetune.retrieval_aware": "warm-start", "finetune.lora_dropout": 0.0}
     assert unset.spec.finetune.retrieval_aware == "separate"  # the loaded task is not changed
     full, filled = apply_budget(unset, "full")
     assert full.spec.finetune.retrieval_aware == "separate" and filled == {}
@@ -28,15 +29,18 @@ def test_a_budget_fills_only_what_the_task_file_leaves_unset(tmp_path):
     explicit = load_task(write_task(tmp_path / "b", finetune=finetune))
     assert explicit.spec.finetune.retrieval_aware == "separate"
     kept, filled = apply_budget(explicit, "fast")
-    assert kept.spec.finetune.retrieval_aware == "separate" and filled == {}
+    assert kept.spec.finetune.retrieval_aware == "separate" and filled == {"finetune.lora_dropout": 0.0}
 
 
 def test_a_run_records_only_the_filled_settings_that_change_one_of_its_rows(tmp_path):
     _, filled = apply_budget(load_task(write_task(tmp_path / "a")), "fast")
     with_row = recorded("fast", filled, [Family.PROMPTING, Family.FINETUNE_RAG])
-    assert with_row["filled"] == {"finetune.retrieval_aware": "warm-start"} and with_row["left_out"]
-    # No lora+rag row: the setting changed nothing this run measured, so nothing was left out.
-    without = recorded("fast", filled, [Family.PROMPTING, Family.FINETUNE])
+    assert with_row["filled"] == {"finetune.retrieval_aware": "warm-start", "finetune.lora_dropout": 0.0}
+    assert "lora+rag" in with_row["left_out"] and "dropout" in with_row["left_out"]
+    # No lora+rag row: only the setting that changes a row this run measured is recorded as left out.
+    plain = recorded("fast", filled, [Family.PROMPTING, Family.FINETUNE])
+    assert plain["filled"] == {"finetune.lora_dropout": 0.0} and "lora+rag" not in plain["left_out"]
+    without = recorded("fast", filled, [Family.PROMPTING])
     assert without == {"name": "fast", "filled": {}, "left_out": ""}
 
 

@@ -26,9 +26,10 @@ def test_run_writes_every_output(finished_run):
     lora = next(s for s in results["strategies"] if s["name"] == "lora")
     assert lora["setup"]["train_seconds"] > 0 and lora["setup"]["knowledge_in_weights"]
     # The default budget (fast) warm-starts lora+rag's adapter from lora's, says so, and charges both trainings.
-    assert results["run"]["budget"] == {"name": "fast", "filled": {"finetune.retrieval_aware": "warm-start"},
+    assert results["run"]["budget"] == {"name": "fast", "filled": {"finetune.retrieval_aware": "warm-start",
+                                                                   "finetune.lora_dropout": 0.0},
                                         "left_out": results["run"]["budget"]["left_out"]}
-    assert "separate adapter" in results["run"]["budget"]["left_out"]
+    assert "separate adapter" in results["run"]["budget"]["left_out"] and "dropout" in results["run"]["budget"]["left_out"]
     lora_rag = next(s for s in results["strategies"] if s["name"] == "lora+rag")["setup"]
     assert lora_rag["retrieval_aware"] == "warm-start" and lora_rag["started_from"] == lora["setup"]["adapter"]
     assert lora_rag["train_seconds"] > lora["setup"]["train_seconds"]
