@@ -76,10 +76,11 @@ class AnswerOnlyLoss(nn.Module):
         return nn.functional.cross_entropy(logits.float(), targets[keep], reduction=reduction)
 
 
-# A training hands freed pages back once RSS passes what its first batch took by this much. After every batch
-# (measured: 1 epoch of the support task's lora row) made it 46% slower, 57 s against 39 s, as each batch faulted
-# its pages in again; never, RSS climbed batch after batch (pieces of other widths fragment the heap).
-RELEASE_AFTER_GROWTH = 256 << 20
+# A training may hold this much memory above where it started (one batch's activations in pieces of 512 tokens
+# take ~0.8 GB) before freed pages go back to the system. Handing them back after every batch cost 15-30% of the
+# training time (each batch faulted them in again); never, RSS climbed batch after batch, as pieces of other widths
+# fragment the heap (+1.3 GB over an epoch with retrieved passages). benchmarks/README.md has the figures.
+TRAINING_RSS_ALLOWANCE = 1 << 30
 MATH_KERNEL_MAX_WIDTH = 160  # bf16 CPU pieces up to this many padded tokens train with the math kernel
 
 
@@ -245,7 +246,7 @@ def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec,
         log.info("training: resuming from the checkpoint after epoch %d of %d", meta["epoch"], spec.num_train_epochs)
     log.info("training: %d examples, epochs %d..%d, %d process(es)", len(train_rows), start_epoch, spec.num_train_epochs,
              accelerator.num_processes)
-    ceiling = 0  # RSS above which freed pages go back to the system (set after the first batch)
+    ceiling = rss_bytes() + TRAINING_RSS_ALLOWANCE
     t0 = time.perf_counter() - done_seconds  # a resumed run counts the time its earlier attempt measured
     steps_left = steps_per_epoch * (spec.num_train_epochs - start_epoch + 1)
     with progress.bar(f"training the adapter: {len(train_rows)} examples", steps_left):
@@ -262,7 +263,6 @@ def train_lora(gen: Generator, pairs: list[tuple[str, str]], spec: FinetuneSpec,
                     tokens += sum(len(r.input_ids) for r in batch)
                     own_tokens += sum(len(r.input_ids) for r in batch[accelerator.process_index::accelerator.num_processes])
                     progress.advance()
-                    ceiling = ceiling or rss_bytes() + RELEASE_AFTER_GROWTH
                     if rss_bytes() > ceiling:
                         release_memory()
                 val = _evaluate(loss_fn, val_rows, spec.per_device_train_batch_size, pad, accelerator.device) if val_rows else None

@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import ROOT, machine, print_table
+from common import ROOT, machine, print_table, speed
 
 
 # advisor run data/support, 2026-11-24 03:50 UTC, quiet machine: float32, lora+rag's own adapter (the baseline).
@@ -56,12 +56,15 @@ def main():
     ap.add_argument("--budget", default="fast", choices=["fast", "full"])
     args = ap.parse_args()
     print(machine())
+    print(speed(), "(before the cold run)")
     env = dict(os.environ, ADVISOR_CACHE=tempfile.mkdtemp(prefix="bench-e2e-cache-"))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     outs = [Path(tempfile.mkdtemp(prefix=f"bench-e2e-{k}-")) for k in ("cold", "warm")]
     cmd = [sys.executable, "-m", "advisor.cli", "run", args.task, "--no-history", "--budget", args.budget, "--out"]
     cold = timed_run(cmd + [str(outs[0])], env)
+    print(speed(), "(after the cold run)")
     warm = timed_run(cmd + [str(outs[1])], env)
+    print(speed(), "(after the warm run)")
     print_table(
         f"End to end: advisor run {args.task} --budget {args.budget}",
         ["cache", "wall s", "peak RSS GiB", "vs cold", "previous s", "vs previous", "load avg (1 min) before -> after"],

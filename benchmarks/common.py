@@ -43,6 +43,32 @@ def machine() -> str:
             f"torch {torch.__version__} threads {torch.get_num_threads()}, load avg {load}")
 
 
+def speed() -> str:
+    """One line: what this machine computes and copies now, for timings taken beside it.
+
+    The machines here are VMs whose speed drifts: the same generation script took 5.5 s
+    and 15.1 s twenty minutes apart with nothing else running (benchmarks/README.md).
+    A figure is comparable to another only if the probe beside it is.
+    """
+    import torch
+
+    def best(f, n=5):
+        f()
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    a = torch.randn(1024, 1024, dtype=torch.bfloat16)
+    x = torch.ones(64 << 20, dtype=torch.uint8)
+    y = torch.empty_like(x)
+    flops = 2 * 1024**3 / best(lambda: a @ a)
+    copy = 2 * x.numel() / best(lambda: y.copy_(x))
+    return f"speed probe: bf16 matmul {flops / 1e9:.0f} GFLOP/s, memory copy {copy / 1e9:.1f} GB/s (read + write)"
+
+
 def print_table(title: str, columns: list[str], rows: list[list], note: str = "") -> None:
     """A rich table on stdout (plain text when piped, so it pastes into the README)."""
     from rich.console import Console
