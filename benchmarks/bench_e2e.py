@@ -38,7 +38,9 @@ def timed_run(args: list[str], env: dict) -> dict:
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", p.stderr).group(1)
     seconds = sum(float(x) * 60**i for i, x in enumerate(reversed(wall.split(":"))))
     rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr).group(1))
-    return {"seconds": seconds, "rss_gib": rss_kib / 2**20, "load": f"{before:.1f} -> {os.getloadavg()[0]:.1f}"}
+    warnings = sum("Warning" in line for line in (p.stdout + p.stderr).splitlines())  # issue 19: a run prints none
+    return {"seconds": seconds, "rss_gib": rss_kib / 2**20, "load": f"{before:.1f} -> {os.getloadavg()[0]:.1f}",
+            "warnings": warnings}
 
 
 def stages(out: Path) -> str:
@@ -67,11 +69,12 @@ def main():
     print(speed(), "(after the warm run)")
     print_table(
         f"End to end: advisor run {args.task} --budget {args.budget}",
-        ["cache", "wall s", "peak RSS GiB", "vs cold", "previous s", "vs previous", "load avg (1 min) before -> after"],
+        ["cache", "wall s", "peak RSS GiB", "vs cold", "previous s", "vs previous", "load avg (1 min) before -> after",
+         "lines with Warning"],
         [["empty (fresh ADVISOR_CACHE)", cold["seconds"], cold["rss_gib"], "1.00", PREVIOUS["cold_s"],
-          f"{cold['seconds'] / PREVIOUS['cold_s']:.2f}", cold["load"]],
+          f"{cold['seconds'] / PREVIOUS['cold_s']:.2f}", cold["load"], cold["warnings"]],
          ["warm (same cache, second run)", warm["seconds"], warm["rss_gib"], f"{warm['seconds'] / cold['seconds']:.2f}",
-          PREVIOUS["warm_s"], f"{warm['seconds'] / PREVIOUS['warm_s']:.2f}", warm["load"]]],
+          PREVIOUS["warm_s"], f"{warm['seconds'] / PREVIOUS['warm_s']:.2f}", warm["load"], warm["warnings"]]],
         note=f"cold stages (measured inside the run): {stages(outs[0])}\n"
              f"goals: cold < 300 s {'met' if cold['seconds'] < 300 else 'MISSED'}; "
              f"< 3 GiB {'met' if cold['rss_gib'] < 3 else 'MISSED'}; "

@@ -183,6 +183,20 @@ def test_prefix_cache_gives_the_same_tokens_as_left_padding(generator_fp32):
     assert [g.text for g in fast] == [g.text for g in plain]
 
 
+def test_the_last_position_is_projected_without_copying_the_vocabulary_weight(generator):
+    """Generate keeps only the last position when it prefills a batch: a strided slice, which torch.matmul
+    multiplied row by row with the output weight expanded and copied for every row (864 MB for 16 rows)."""
+    from torch.profiler import profile
+
+    ids = torch.tensor([generator.chat_ids([{"role": "user", "content": f"Name a colour, {i}."}]) for i in range(4)])
+    weight = generator.model.get_output_embeddings().weight
+    with torch.inference_mode(), profile(profile_memory=True) as prof:
+        logits = generator.model(input_ids=ids, logits_to_keep=1).logits
+    assert logits.shape == (4, 1, weight.shape[0])
+    largest = max(e.cpu_memory_usage for e in prof.events())
+    assert largest < weight.numel() * weight.element_size(), f"an allocation of {largest >> 20} MB"
+
+
 def test_a_kept_prefix_gives_the_same_tokens_as_a_fresh_prefill(generator):
     long_system = "You are a careful assistant. " * 20
     prompts = [generator.chat_ids([{"role": "system", "content": long_system}, {"role": "user", "content": q}])
