@@ -73,8 +73,8 @@ def release_memory() -> None:
     the support task, a warm-start training left RSS at 2.6 GB where 1.0 GB was in use
     (malloc_trim gave back 1.6 GB), and during it RSS kept climbing from batch to batch
     as pieces of other widths fragmented the heap. Called after each row and each
-    training, and during a training when RSS has grown past what its first batch took.
-    A no-op where the C library has no malloc_trim (macOS, musl).
+    training, and during a training once RSS is `TRAINING_RSS_ALLOWANCE` above where it
+    started. A no-op where the C library has no malloc_trim (macOS, musl).
     """
     gc.collect()
     if torch.cuda.is_available():
