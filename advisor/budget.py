@@ -29,7 +29,12 @@ class Budget:
 
     @property
     def left_out(self) -> str:
-        return "; ".join(s.left_out for s in self.settings.values() if s.left_out)
+        return left_out(self.settings.values())
+
+
+def left_out(settings: Iterable[Setting]) -> str:
+    """What these settings measure less deeply than `full`, in one line ("" for none)."""
+    return "; ".join(s.left_out for s in settings if s.left_out)
 
 
 FINETUNED = frozenset({Family.FINETUNE, Family.FINETUNE_RAG})
@@ -71,4 +76,4 @@ def recorded(name: str, filled: dict[str, Any], families: Iterable[Family]) -> d
     families = set(families)
     settings = BUDGETS[name].settings
     used = {path: v for path, v in filled.items() if settings[path].families & families}
-    return {"name": name, "filled": used, "left_out": "; ".join(settings[p].left_out for p in used if settings[p].left_out)}
+    return {"name": name, "filled": used, "left_out": left_out(settings[p] for p in used)}

@@ -182,6 +182,27 @@ def _contiguous_input(module, args):
     return (args[0].contiguous(), *args[1:])
 
 
+def batch_layout(batch: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(input ids, attention mask, shared prefix length) of a batch laid out as [prefix | padding | own suffix].
+
+    The prefix is the tokens every prompt starts with, when at least PREFIX_CACHE_MIN long
+    (else 0: plain left padding); generation computes it once for the whole batch.
+    """
+    shortest = min(len(p) for p in batch)
+    n = 0
+    while n < shortest - 1 and all(p[n] == batch[0][n] for p in batch):
+        n += 1
+    n = n if n >= PREFIX_CACHE_MIN else 0
+    width = n + max(len(p) - n for p in batch)
+    ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, p in enumerate(batch):
+        ids[row, :n], mask[row, :n] = torch.tensor(p[:n], dtype=torch.long), 1
+        tail = p[n:]
+        ids[row, width - len(tail):], mask[row, width - len(tail):] = torch.tensor(tail), 1
+    return ids, mask, n
+
+
 class Generator:
     """A local causal LM with its tokenizer: chat prompts, batched generation, adapters."""
 
@@ -347,18 +368,8 @@ class Generator:
         from transformers import StaticCache
 
         pad = self.tokenizer.pad_token_id
-        shortest = min(len(p) for p in batch)
-        n = 0
-        while n < shortest - 1 and all(p[n] == batch[0][n] for p in batch):
-            n += 1
-        n = n if n >= PREFIX_CACHE_MIN else 0
-        width = n + max(len(p) - n for p in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, p in enumerate(batch):
-            ids[row, :n], mask[row, :n] = torch.tensor(p[:n], dtype=torch.long), 1
-            tail = p[n:]
-            ids[row, width - len(tail):], mask[row, width - len(tail):] = torch.tensor(tail), 1
+        ids, mask, n = batch_layout(batch, pad)
+        width = ids.shape[1]
         dev = self.model.device
         cache = StaticCache(config=self.model.config, max_cache_len=width + max_new_tokens)
         if n:

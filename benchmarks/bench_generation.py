@@ -11,14 +11,13 @@ before its static cache): same batches, same shared prefix computed once.
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 
 import torch
 from transformers import DynamicCache
 
 from advisor.run import quiet_libraries
-from advisor.models import Generator
+from advisor.models import Generator, batch_layout
 from advisor.task import load_task
 from strategies.base import fewshot_messages
 from strategies.prompting import fixed_shots
@@ -81,19 +80,12 @@ def growing_cache(gen, prompts: list[list[int]], max_new_tokens: int, batch_size
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         batch = [prompts[i] for i in idx]
-        n = 0
-        while n < min(map(len, batch)) - 1 and all(p[n] == batch[0][n] for p in batch):
-            n += 1
-        width = n + max(len(p) - n for p in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, p in enumerate(batch):
-            ids[row, :n], mask[row, :n] = torch.tensor(p[:n]), 1
-            ids[row, width - len(p) + n:], mask[row, width - len(p) + n:] = torch.tensor(p[n:]), 1
+        ids, mask, n = batch_layout(batch, pad)
+        width = ids.shape[1]
         cache = DynamicCache()
-        gen.model(input_ids=torch.tensor([batch[0][:n]]), cache=cache, use_cache=True)
-        cache = copy.deepcopy(cache)
-        cache.batch_repeat_interleave(len(batch))
+        if n:
+            gen.model(input_ids=torch.tensor([batch[0][:n]]), cache=cache, use_cache=True)
+            cache.batch_repeat_interleave(len(batch))
         out = gen.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, pad_token_id=pad,
                                  cache=cache, do_sample=False)
         for row, i in enumerate(idx):
