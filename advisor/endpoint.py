@@ -144,10 +144,11 @@ class EndpointGenerator:
 
     def complete(self, conversations: list[list[dict[str, str]]], max_new_tokens: int, batch_size: int = 16,
                  temperature: float = 0.0, seed: int = 0, sample_index: int | Sequence[int] = 0,
-                 use_cache: bool = True) -> list[Generation]:
+                 use_cache: bool = True, batch_tokens: int | None = None) -> list[Generation]:
         """Answer every conversation; cached ones cost nothing, the rest run `max_concurrency` at a time.
 
-        `sample_index` is one for all conversations or one per conversation (as for a local Generator).
+        `sample_index` is one for all conversations or one per conversation (as for a local Generator);
+        `batch_size` and `batch_tokens` are a local model's batching, which the server does its own way.
         """
         sampled = temperature > 0
         indices = sample_indices(sample_index, len(conversations))

@@ -109,15 +109,19 @@ def self_agreement(strategy: Strategy, task: Task, answers: list[Answer], seed: 
     return mean_ci(per_item, seed).as_dict(), len(items)
 
 
-def paraphrase_agreement(strategy: Strategy, task: Task, answers: list[Answer], seed: int,
+def paraphrases(task: Task) -> list[tuple[int, str]]:
+    """(eval item, paraphrase) pairs, in the eval set's order."""
+    return [(i, p) for i, ex in enumerate(task.eval) for p in ex.paraphrases]
+
+
+def paraphrase_agreement(task: Task, answers: list[Answer], para_answers: list[Answer], seed: int,
                          tools: Tools | None = None) -> dict | None:
-    """Robustness: paraphrased inputs answered alike (greedy)."""
-    para = [(i, p) for i, ex in enumerate(task.eval) for p in ex.paraphrases]
+    """Robustness: paraphrased inputs (`paraphrases(task)`, answered greedily) answered alike."""
+    para = paraphrases(task)
     if not para:
         return None
-    para_answers = strategy.answer([p for _, p in para])
     alike = [agree(answers[i].text, pa.text, task.eval[i], task.spec.scoring, tools)
-             for (i, _), pa in zip(para, para_answers)]
+             for (i, _), pa in zip(para, para_answers, strict=True)]
     return mean_ci([float(x) for x in alike], seed).as_dict()
 
 
@@ -135,10 +139,9 @@ def retrieval_quality(answers: list[Answer], task: Task) -> dict | None:
 def requests_per_row(task: Task) -> int:
     """Generation requests one row sends: eval, paraphrases, consistency samples, latency probes."""
     spec = task.spec
-    paraphrases = sum(len(ex.paraphrases) for ex in task.eval)
     items = len(probe_items(len(task.eval), spec.consistency.items)) if spec.consistency.samples >= 2 else 0
     sampled = (spec.consistency.samples - 1) * items  # the greedy eval answer is the first sample
-    return len(task.eval) + paraphrases + sampled + min(spec.latency.requests, len(task.eval))
+    return len(task.eval) + len(paraphrases(task)) + sampled + min(spec.latency.requests, len(task.eval))
 
 
 def evaluate_strategy(strategy: Strategy, task: Task, seed: int, tools: Tools | None = None) -> Evaluation:
@@ -148,7 +151,9 @@ def evaluate_strategy(strategy: Strategy, task: Task, seed: int, tools: Tools | 
     spec, sc = task.spec, task.spec.scoring
     tools = tools or Tools(lambda: strategy.ctx.embedder)
     inputs = [ex.input for ex in task.eval]
-    answers = strategy.answer(inputs)
+    # The paraphrases are answered greedily too, in the same call: they fill the eval set's batches.
+    greedy = strategy.answer(inputs + [p for _, p in paraphrases(task)])
+    answers, para_answers = greedy[: len(inputs)], greedy[len(inputs):]
     # Measured generation time, also when answers come from the cache (each keeps its measured share).
     gen_seconds = sum(a.seconds for a in answers)
     scored = score_answers([a.text for a in answers], task.eval, sc, tools)
@@ -156,7 +161,7 @@ def evaluate_strategy(strategy: Strategy, task: Task, seed: int, tools: Tools | 
     counted = [s.counts for s in scored]
     formats = [passes_format(a.text, sc) for a in answers]
     agreement, n_items = self_agreement(strategy, task, answers, seed, tools)
-    paraphrases = paraphrase_agreement(strategy, task, answers, seed, tools)
+    paraphrased = paraphrase_agreement(task, answers, para_answers, seed, tools)
     grounded, grounded_items = grounding(answers, task, scored, tools, seed)
     details = [{"parts": s.parts, **s.details, **g} for s, g in zip(scored, grounded_items)]
     # Latency as a user sees it: single requests, no batching, no cache.
@@ -183,7 +188,7 @@ def evaluate_strategy(strategy: Strategy, task: Task, seed: int, tools: Tools | 
         "fields": field_accuracy(scored, seed),
         "judge": judge,
         "format_adherence": mean_ci([float(f) for f in formats], seed).as_dict() if sc.format else None,
-        "consistency": {"self_agreement": agreement, "paraphrase_agreement": paraphrases,
+        "consistency": {"self_agreement": agreement, "paraphrase_agreement": paraphrased,
                         "samples": spec.consistency.samples, "temperature": spec.consistency.temperature,
                         "items": n_items},
         "tokens": {"prompt_mean": float(np.mean([a.prompt_tokens for a in answers])),
@@ -192,6 +197,7 @@ def evaluate_strategy(strategy: Strategy, task: Task, seed: int, tools: Tools | 
         "latency": {"p50_seconds": _percentile(latencies, 50), "p95_seconds": _percentile(latencies, 95),
                     "n": len(latencies)},
         "throughput": {"generation_seconds": gen_seconds, "batch_size": spec.generation.batch_size,
+                       "batch_tokens": spec.generation.batch_tokens,
                        "requests_per_second": len(answers) / gen_seconds if gen_seconds else None,
                        "completion_tokens_per_second": sum(completion) / gen_seconds if gen_seconds else None},
         "setup": {"train_seconds": strategy.setup.train_seconds, "index_seconds": strategy.setup.index_seconds,

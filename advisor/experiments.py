@@ -68,7 +68,8 @@ def forgetting(task: Task, strategies: list[Strategy], seed: int) -> dict:
 
     def accuracy(adapter: Path | None) -> dict:
         with gen.adapter(adapter):
-            answers = gen.generate(prompts, PROBE_MAX_NEW_TOKENS, task.spec.generation.batch_size)
+            answers = gen.generate(prompts, PROBE_MAX_NEW_TOKENS, task.spec.generation.batch_size,
+                                   batch_tokens=task.spec.generation.batch_tokens)
         return mean_ci([score(a.text, ex, spec) for a, ex in zip(answers, probe)], seed).as_dict()
 
     base = accuracy(None)

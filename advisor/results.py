@@ -139,6 +139,7 @@ class Latency(Record):
 class Throughput(Record):
     generation_seconds: float
     batch_size: int
+    batch_tokens: int | None = None  # absent before batches were bounded by cache tokens
     requests_per_second: float | None
     completion_tokens_per_second: float | None
 

@@ -92,7 +92,8 @@ def scoring_tools(task: Task, ctx: Context, loaded: dict[str, Any]) -> Tools:
     gen_spec = (task.spec.models.generators[spec.generator] if spec.generator != "default"
                 else GeneratorSpec(hf=task.spec.models.generator))
     generator = loaded.get(spec.generator) or load_generator(gen_spec, spec.generator, task.spec.models.dtype)
-    judge = Judge(generator, spec, generator.display_name, task.spec.generation.batch_size, ctx.seed)
+    judge = Judge(generator, spec, generator.display_name, task.spec.generation.batch_size, ctx.seed,
+                  task.spec.generation.batch_tokens)
     judge.calibrate(task.eval)
     return Tools(lambda: ctx.embedder, judge)
 

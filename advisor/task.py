@@ -213,7 +213,11 @@ class ModelsSpec(_Strict):
 
 class GenerationSpec(_Strict):
     max_new_tokens: int = Field(64, ge=1, le=4096)
-    batch_size: int = Field(16, ge=1, le=512)
+    batch_size: int = Field(64, ge=1, le=512, description="most prompts a local model answers in one batch")
+    # A decode step reads every weight once per batch, so short prompts go fastest in large batches; the
+    # KV cache grows with rows x width, so long prompts get fewer rows (16 of ~1,000 tokens, 64 of ~200).
+    batch_tokens: int = Field(16384, ge=1, description="most KV-cache tokens in one batch: rows x (longest "
+                                                        "prompt + max_new_tokens)")
 
 
 class PromptingSpec(_Strict):

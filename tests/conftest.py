@@ -129,7 +129,7 @@ def write_task(root: Path, **overrides) -> Path:
         "eval_updated": "eval_updated.jsonl",
         "scoring": {"method": "contains", "by_tag": {"style": "format"}, "format": FORMAT},
         "economics": {"requests_per_day": 2000, "knowledge_changes_per_month": 2},
-        "generation": {"max_new_tokens": 16, "batch_size": 8},
+        "generation": {"max_new_tokens": 16},
         "prompting": {"few_shot_k": 2},
         "rag": {"chunk_tokens": 32, "chunk_overlap": 8, "top_k": 2},
         "finetune": {"num_train_epochs": 1, "per_device_train_batch_size": 4, "r": 4, "lora_alpha": 8, "learning_rate": 0.002, "val_fraction": 0.0},

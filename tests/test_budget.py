@@ -16,32 +16,35 @@ from tests.conftest import write_task
 
 
 def test_a_budget_fills_only_what_the_task_file_leaves_unset(tmp_path):
-    unset = load_task(write_task(tmp_path / "a"))
+    unset = load_task(write_task(tmp_path / "a", latency={}))
     fast, filled = apply_budget(unset, "fast")
     assert fast.spec.finetune.retrieval_aware == "warm-start" and fast.spec.finetune.lora_dropout == 0
-    assert filled == {"finetune.retrieval_aware": "warm-start", "finetune.lora_dropout": 0.0}
+    assert filled == {"finetune.retrieval_aware": "warm-start", "finetune.lora_dropout": 0.0, "latency.requests": 1}
     assert unset.spec.finetune.retrieval_aware == "separate"  # the loaded task is not changed
     full, filled = apply_budget(unset, "full")
     assert full.spec.finetune.retrieval_aware == "separate" and filled == {}
     assert BUDGETS["fast"].left_out and not BUDGETS["full"].left_out
 
     finetune = {"num_train_epochs": 1, "retrieval_aware": True}  # the earlier yes/no form, set explicitly
-    explicit = load_task(write_task(tmp_path / "b", finetune=finetune))
+    explicit = load_task(write_task(tmp_path / "b", finetune=finetune, latency={}))
     assert explicit.spec.finetune.retrieval_aware == "separate"
     kept, filled = apply_budget(explicit, "fast")
-    assert kept.spec.finetune.retrieval_aware == "separate" and filled == {"finetune.lora_dropout": 0.0}
+    assert kept.spec.finetune.retrieval_aware == "separate"
+    assert filled == {"finetune.lora_dropout": 0.0, "latency.requests": 1}
 
 
 def test_a_run_records_only_the_filled_settings_that_change_one_of_its_rows(tmp_path):
-    _, filled = apply_budget(load_task(write_task(tmp_path / "a")), "fast")
+    _, filled = apply_budget(load_task(write_task(tmp_path / "a", latency={})), "fast")
     with_row = recorded("fast", filled, [Family.PROMPTING, Family.FINETUNE_RAG])
-    assert with_row["filled"] == {"finetune.retrieval_aware": "warm-start", "finetune.lora_dropout": 0.0}
+    assert with_row["filled"] == {"finetune.retrieval_aware": "warm-start", "finetune.lora_dropout": 0.0,
+                                  "latency.requests": 1}
     assert "lora+rag" in with_row["left_out"] and "dropout" in with_row["left_out"]
     # No lora+rag row: only the setting that changes a row this run measured is recorded as left out.
     plain = recorded("fast", filled, [Family.PROMPTING, Family.FINETUNE])
-    assert plain["filled"] == {"finetune.lora_dropout": 0.0} and "lora+rag" not in plain["left_out"]
+    assert plain["filled"] == {"finetune.lora_dropout": 0.0, "latency.requests": 1}
+    assert "lora+rag" not in plain["left_out"]
     without = recorded("fast", filled, [Family.PROMPTING])
-    assert without == {"name": "fast", "filled": {}, "left_out": ""}
+    assert without["filled"] == {"latency.requests": 1} and "dropout" not in without["left_out"]
 
 
 def test_progress_bars_count_generated_and_cached_answers(generator):

@@ -209,6 +209,18 @@ def test_a_kept_prefix_gives_the_same_tokens_as_a_fresh_prefill(generator):
     assert [g.text for g in fresh] == [g.text for g in again]
 
 
+def test_batches_are_bounded_by_rows_and_by_cache_tokens():
+    """Short prompts fill large batches; long ones get as many rows as the cache budget allows."""
+    from advisor.models import token_batches
+
+    lengths = [900, 40, 950, 35, 45, 920]
+    assert token_batches(lengths, 64, None, 48) == [[3, 1, 4, 0, 5, 2]]  # rows only: one batch, by length
+    assert token_batches(lengths, 2, None, 48) == [[3, 1], [4, 0], [5, 2]]
+    # 3 short prompts: 3 x (45 + 48) tokens; then 2 x (950 + 48) > 1,500, so each long prompt goes alone
+    assert token_batches(lengths, 64, 1500, 48) == [[3, 1, 4], [0], [5], [2]]
+    assert token_batches([5000], 64, 1500, 48) == [[0]]  # a prompt over the budget still gets its batch
+
+
 def test_samples_are_seeded_per_sample_and_never_served_for_another(generator):
     prompt = [generator.chat_ids([{"role": "user", "content": "Write a random word."}])]
     s0 = generator.generate(prompt * 6, 8, temperature=1.5, sample_index=0)

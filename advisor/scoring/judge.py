@@ -104,9 +104,10 @@ def kappa_interval(human: list[int], judge: list[int], seed: int) -> tuple[float
 class Judge:
     """Verdicts from one generator (local model or endpoint), batched, cached, and remembered per run."""
 
-    def __init__(self, generator, spec: JudgeSpec, name: str, batch_size: int = 8, seed: int = 0):
+    def __init__(self, generator, spec: JudgeSpec, name: str, batch_size: int = 8, seed: int = 0,
+                 batch_tokens: int | None = None):
         self.generator, self.spec, self.name = generator, spec, name
-        self.batch_size, self.seed = batch_size, seed
+        self.batch_size, self.batch_tokens, self.seed = batch_size, batch_tokens, seed
         self._memo: dict[tuple[Example, str], Verdict] = {}
         self.calibration: Calibration | None = None
 
@@ -121,7 +122,8 @@ class Judge:
         if todo:
             asks = [judge_messages(self.spec.rubric, ex, a) for ex, a in todo]
             replies = self.generator.complete(asks, max_new_tokens=self.spec.max_new_tokens,
-                                              batch_size=self.batch_size, temperature=0.0, seed=self.seed)
+                                              batch_size=self.batch_size, batch_tokens=self.batch_tokens,
+                                              temperature=0.0, seed=self.seed)
             for pair, msgs, g in zip(todo, asks, replies):
                 correct, reason = parse_verdict(g.text)
                 prompt = "\n\n".join(m["content"] for m in msgs)
