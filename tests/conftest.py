@@ -77,6 +77,8 @@ def pytest_configure(config):
 # whose node ids no longer take xdist's group suffix, so the scheduler below groups by node id itself.)
 SHARED_RUNS = {"test_cli": "tiny-run", "test_report": "tiny-run", "test_results": "tiny-run",  # finished_run
                "test_validation.py::test_roi_refuses_infinite_assumptions": "tiny-run",
+               "test_loaders.py::test_report_cites_documents_by_their_metadata": "tiny-run",
+               "test_robustness.py::test_no_secret_reaches_any_output_log_or_cache": "tiny-run",
                "test_serve": "serve-run", "test_export": "serve-run"}  # serve_run
 HEAVY_FIRST = ["test_resume", "tiny-run", "test_distributed", "test_benchmarks", "serve-run", "test_endpoint",
                "test_ci", "test_history", "test_substance", "test_strategies"]

@@ -130,18 +130,8 @@ def test_killed_twice_resumes_without_redoing_work_and_matches_uninterrupted_run
 
     resumed = json.loads((out / "results.json").read_text())
     assert comparable(resumed) == comparable(reference)
+    # The reference ran uninterrupted in another empty cache: this is also the determinism check.
     assert resumed["recommendation"]["strategy"] == reference["recommendation"]["strategy"]
+    assert resumed["recommendation"]["contenders"] == reference["recommendation"]["contenders"]
     lora = next(s for s in resumed["strategies"] if s["name"] == "lora")
     assert lora["setup"]["training"]["epochs_run"] == 3
-
-
-def test_same_task_seed_and_models_give_the_same_results(task, reference, tmp_path):
-    """An independent run in another empty cache reproduces every non-timing number and the verdict."""
-    cache = _cache_with_converted_model(tmp_path / "cache")
-    proc = _start(task, tmp_path / "out", cache)
-    output, _ = proc.communicate(timeout=900)
-    assert proc.returncode == 0, output[-3000:]
-    again = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert comparable(again) == comparable(reference)
-    assert again["recommendation"]["strategy"] == reference["recommendation"]["strategy"]
-    assert again["recommendation"]["contenders"] == reference["recommendation"]["contenders"]
