@@ -114,6 +114,14 @@ def paraphrases(task: Task) -> list[tuple[int, str]]:
     return [(i, p) for i, ex in enumerate(task.eval) for p in ex.paraphrases]
 
 
+def asked_again_later(task: Task) -> list[str]:
+    """Inputs the run sends every row again later with the same prompt: the freshness experiment's questions
+    before its update. Answered in the row's own call they fill its batches, and the experiment then reads them
+    from the generation cache (6 calls of 6 prompts took ~50 s). Always, not only when that experiment runs, so
+    a row's batches and hence its bf16 answers do not depend on which experiments a run has."""
+    return [ex.input for ex in task.eval_updated] if task.updated_documents else []
+
+
 def paraphrase_agreement(task: Task, answers: list[Answer], para_answers: list[Answer], seed: int,
                          tools: Tools | None = None) -> dict | None:
     """Robustness: paraphrased inputs (`paraphrases(task)`, answered greedily) answered alike."""
@@ -141,7 +149,7 @@ def requests_per_row(task: Task) -> int:
     spec = task.spec
     items = len(probe_items(len(task.eval), spec.consistency.items)) if spec.consistency.samples >= 2 else 0
     sampled = (spec.consistency.samples - 1) * items  # the greedy eval answer is the first sample
-    return len(task.eval) + len(paraphrases(task)) + sampled + min(spec.latency.requests, len(task.eval))
+    return len(task.eval) + len(paraphrases(task)) + len(asked_again_later(task)) + sampled + min(spec.latency.requests, len(task.eval))
 
 
 def evaluate_strategy(strategy: Strategy, task: Task, seed: int, tools: Tools | None = None) -> Evaluation:
@@ -152,8 +160,9 @@ def evaluate_strategy(strategy: Strategy, task: Task, seed: int, tools: Tools | 
     tools = tools or Tools(lambda: strategy.ctx.embedder)
     inputs = [ex.input for ex in task.eval]
     # The paraphrases are answered greedily too, in the same call: they fill the eval set's batches.
-    greedy = strategy.answer(inputs + [p for _, p in paraphrases(task)])
-    answers, para_answers = greedy[: len(inputs)], greedy[len(inputs):]
+    para = [p for _, p in paraphrases(task)]
+    greedy = strategy.answer(inputs + para + asked_again_later(task))
+    answers, para_answers = greedy[: len(inputs)], greedy[len(inputs): len(inputs) + len(para)]
     # Measured generation time, also when answers come from the cache (each keeps its measured share).
     gen_seconds = sum(a.seconds for a in answers)
     scored = score_answers([a.text for a in answers], task.eval, sc, tools)

@@ -36,6 +36,7 @@ def freshness(task: Task, strategies: list[Strategy], seed: int, tools: Tools | 
     out = {"n": len(task.eval_updated), "changed_documents": sorted(d.id for d in task.updated_documents),
            "strategies": {}}
     for s in strategies:
+        # Before the update these prompts are the row's own: answered in its eval call, read from the cache here.
         before = [score(a.text, ex, sc, tools)
                   for a, ex in zip(s.answer([e.input for e in task.eval_updated]), task.eval_updated)]
         s.refresh_documents(docs)  # re-index where the strategy can; nothing is retrained

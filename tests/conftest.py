@@ -118,7 +118,7 @@ def write_task(root: Path, **overrides) -> Path:
     (root / "docs_updated").mkdir(exist_ok=True)
     (root / "docs_updated" / "kettle.md").write_text(DOCS["kettle.md"].replace("$73", "$79"))
     (root / "eval_updated.jsonl").write_text(json.dumps(
-        {"id": "u1", "input": "How much is the Zephyr Kettle?", "answers": ["$79"], "tags": ["knowledge", "changed"],
+        {"id": "u1", "input": "What does the Zephyr Kettle cost now?", "answers": ["$79"], "tags": ["knowledge", "changed"],
          "source": "kettle.md"}) + "\n")
     spec = {
         "name": "tiny",

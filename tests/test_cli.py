@@ -48,6 +48,16 @@ def test_run_writes_every_output(finished_run):
     assert len(csv_lines) == 1 + 4 * 4
 
 
+def test_freshness_reads_the_answers_before_the_update_from_the_cache(finished_run):
+    """Before the update the experiment's question is each row's own prompt, answered in the row's eval call."""
+    log = (finished_run.out / "advisor.log").read_text()
+    experiments = log[log.rindex("lora+rag: done"):].splitlines()[1:]
+    freshness = [line for line in experiments if "answered 1 prompts" in line]  # the tiny task changes one fact
+    assert len(freshness) == 2 * 4, "\n".join(experiments)  # before and after the update, for each of four rows
+    before = freshness[0::2]
+    assert all("0 generated, 1 from the cache" in line for line in before), "\n".join(freshness)
+
+
 def test_report_rerenders_without_models(finished_run):
     out = finished_run.out
     (out / "report.html").unlink()
