@@ -145,7 +145,7 @@ def retrieval_quality(answers: list[Answer], task: Task) -> dict | None:
 
 
 def requests_per_row(task: Task) -> int:
-    """Generation requests one row sends: eval, paraphrases, consistency samples, latency probes."""
+    """Generation requests one row sends: eval, paraphrases, freshness questions, consistency samples, latency."""
     spec = task.spec
     items = len(probe_items(len(task.eval), spec.consistency.items)) if spec.consistency.samples >= 2 else 0
     sampled = (spec.consistency.samples - 1) * items  # the greedy eval answer is the first sample

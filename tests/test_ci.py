@@ -139,11 +139,12 @@ def test_dry_run_scales_the_measured_run_and_runs_nothing(measured, tmp_path):
     assert not (tmp_path / "dry").exists() and "nothing was run" in r.stdout
     out = " ".join(r.stdout.split())
     assert "basis: run 1 of" in out and "the same task files" in out
-    # 4 eval items + 1 paraphrase + 0 consistency samples + 1 latency probe = 6 requests per row
+    # 4 eval items + 1 paraphrase + 1 freshness question (answered in the row's call, also with --no-freshness)
+    # + 0 consistency samples + 1 latency probe = 7 requests per row
     few = next(line for line in r.stdout.splitlines() if line.strip().startswith("few-shot"))
     s = next(s for s in results["strategies"] if s["name"] == "few-shot")
-    tokens = 6 * (s["tokens"]["prompt_mean"] + s["tokens"]["completion_mean"])
-    assert few.split()[1] == "6" and f"{tokens:,.0f}" in few
+    tokens = 7 * (s["tokens"]["prompt_mean"] + s["tokens"]["completion_mean"])
+    assert few.split()[1] == "7" and f"{tokens:,.0f}" in few
     fresh = advisor("run", str(task), "--dry-run", "--history", str(tmp_path / "empty.sqlite"), *ROWS)
     assert fresh.returncode == 0 and "not measured" in fresh.stdout
 
