@@ -149,7 +149,8 @@ def requests_per_row(task: Task) -> int:
     spec = task.spec
     items = len(probe_items(len(task.eval), spec.consistency.items)) if spec.consistency.samples >= 2 else 0
     sampled = (spec.consistency.samples - 1) * items  # the greedy eval answer is the first sample
-    return len(task.eval) + len(paraphrases(task)) + len(asked_again_later(task)) + sampled + min(spec.latency.requests, len(task.eval))
+    greedy = len(task.eval) + len(paraphrases(task)) + len(asked_again_later(task))
+    return greedy + sampled + min(spec.latency.requests, len(task.eval))
 
 
 def evaluate_strategy(strategy: Strategy, task: Task, seed: int, tools: Tools | None = None) -> Evaluation:
@@ -159,7 +160,8 @@ def evaluate_strategy(strategy: Strategy, task: Task, seed: int, tools: Tools | 
     spec, sc = task.spec, task.spec.scoring
     tools = tools or Tools(lambda: strategy.ctx.embedder)
     inputs = [ex.input for ex in task.eval]
-    # The paraphrases are answered greedily too, in the same call: they fill the eval set's batches.
+    # The paraphrases and the questions asked again later are answered greedily in the same call: they fill the
+    # eval set's batches.
     para = [p for _, p in paraphrases(task)]
     greedy = strategy.answer(inputs + para + asked_again_later(task))
     answers, para_answers = greedy[: len(inputs)], greedy[len(inputs): len(inputs) + len(para)]

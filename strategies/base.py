@@ -171,7 +171,8 @@ class Strategy:
             gens = self.generator.complete(
                 [m for m, _ in prompts], max_new_tokens=max_new_tokens or spec.generation.max_new_tokens,
                 batch_size=spec.generation.batch_size, batch_tokens=spec.generation.batch_tokens,
-                temperature=temperature, seed=self.ctx.seed if seed is None else seed, sample_index=sample_index, use_cache=use_cache,
+                temperature=temperature, seed=self.ctx.seed if seed is None else seed, sample_index=sample_index,
+                use_cache=use_cache,
             )
         return [
             Answer(text=g.text, prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens,
