@@ -43,26 +43,29 @@ class InputError(Exception):
     """Bad input found by the CLI itself (an option, a folder)."""
 
 
+# (module, exception class) per exit code. Only modules already imported are looked at: an exception of a
+# class means its module was imported, and a failing command must not import torch just to name its error.
+INPUT_ERRORS = [("advisor.compare", "CompareError"), ("advisor.export", "ExportError"),
+                ("advisor.gates", "GateSpecError"), ("advisor.history", "HistoryError"),
+                ("advisor.results", "ResultsError"), ("advisor.run", "RunError"), ("advisor.serve", "ServeError"),
+                ("advisor.tracking", "TrackingError"), ("strategies", "StrategyError"),
+                ("strategies.base", "ContextTooLong")]
+MODEL_ERRORS = [("advisor.models", "ModelError"), ("torch", "OutOfMemoryError")]
+
+
+def _loaded(classes: list[tuple[str, str]]) -> tuple[type, ...]:
+    """The named exception classes whose modules are imported."""
+    found = (getattr(sys.modules.get(module), name, None) for module, name in classes)
+    return tuple(cls for cls in found if cls is not None)
+
+
 def exit_code(e: BaseException) -> int | None:
     """The exit code for a failure of this type; None for an unexpected one (a bug)."""
-    from advisor.compare import CompareError
-    from advisor.export import ExportError
-    from advisor.gates import GateSpecError
-    from advisor.history import HistoryError
-    from advisor.models import ModelError
-    from advisor.results import ResultsError
-    from advisor.run import RunError
-    from advisor.serve import ServeError
-    from advisor.tracking import TrackingError
-    from strategies.base import ContextTooLong
-
     if isinstance(e, KeyboardInterrupt):
         return EXIT_INTERRUPTED
-    if isinstance(e, (InputError, TaskError, RunError, ResultsError, ContextTooLong, GateSpecError, HistoryError,
-                      CompareError, TrackingError, ServeError, ExportError)):
+    if isinstance(e, (InputError, TaskError) + _loaded(INPUT_ERRORS)):
         return EXIT_INPUT
-    out_of_memory = getattr(sys.modules.get("torch"), "OutOfMemoryError", MemoryError)
-    if isinstance(e, (ModelError, MemoryError, out_of_memory)):
+    if isinstance(e, (MemoryError,) + _loaded(MODEL_ERRORS)):
         return EXIT_MODEL
     return None
 
@@ -294,8 +297,8 @@ def run(
     Exit codes: 0 ok, 1 a gate (--fail-under, --expect, --max-cost-per-request) failed,
     2 bad input, 3 model/endpoint/hardware failure, 4 internal error, 130 interrupted.
     """
-    from advisor import gates as gating, history, report, tracking
-    from advisor import run as runner
+    from advisor import gates as gating, history, tracking
+    from strategies import select_strategies
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         _fail("advisor run is one process; under accelerate launch or torchrun use `advisor train` "
@@ -309,7 +312,7 @@ def run(
     except ValueError:
         _fail(f"--data-curve takes comma-separated numbers of examples, got {data_curve!r}")
     gates = gating.Gates(gating.parse_fail_under(fail_under or []), expect, max_cost_per_request)
-    rows = [c.name for c in runner.select_strategies(t, strategies)]
+    rows = [c.name for c in select_strategies(t, strategies)]
     gating.check_rows(gates, rows)
     tracking.check(report_to or [])
     if dry_run:
@@ -317,6 +320,9 @@ def run(
 
         show_estimate(estimate(t, rows, history.history_path(history_file)), out)
         return
+    # Only now the models (torch, transformers: seconds of imports): bad input above has failed at once.
+    from advisor import report
+    from advisor import run as runner
     from advisor.estimate import estimate, summary_line
 
     # Before the long stages: from the last recorded run of this task, when there is one (each bar has its own ETA).
@@ -362,9 +368,9 @@ def train(
     (CPU processes: `torchrun --nproc_per_node N -m advisor.cli train TASK`), then
     `advisor run TASK` reuses the adapters and evaluates.
     """
-    from advisor import run as runner
-
     t = _load(task)
+    from advisor import run as runner  # after the task is checked: a bad task fails without loading torch
+
     main = int(os.environ.get("RANK", "0")) == 0
     if main:  # training progress (epochs, checkpoints, resume) on stderr, once
         runner.log_to(logging.StreamHandler(sys.stderr))

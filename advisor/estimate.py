@@ -19,8 +19,8 @@ from rich.text import Text
 
 from advisor import history
 from advisor.cache import hash_json
-from advisor.evaluate import requests_per_row
 from advisor.task import Task
+from advisor.workload import requests_per_row
 
 
 @dataclass(frozen=True)

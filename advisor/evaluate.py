@@ -14,6 +14,7 @@ from advisor.scoring import Score, Tools, agree, passes_format, score_item
 from advisor.scoring.grounding import context_recall, faithfulness
 from advisor.stats import compare_all, mean_ci
 from advisor.task import Example, ScoringSpec, Task, method_names
+from advisor.workload import asked_again_later, paraphrases, probe_items
 from strategies import Answer, Strategy
 
 
@@ -79,12 +80,6 @@ def _percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
-def probe_items(n_eval: int, n_items: int) -> list[int]:
-    """Items spread evenly over the eval set, so every kind of item (tag) is probed, not just the first rows."""
-    n_items = min(n_items, n_eval)
-    return sorted({round(k * n_eval / n_items) for k in range(n_items)}) if n_items else []
-
-
 def self_agreement(strategy: Strategy, task: Task, answers: list[Answer], seed: int,
                    tools: Tools | None = None) -> tuple[dict | None, int]:
     """Would the row say the same again? (estimate, items probed)
@@ -109,19 +104,6 @@ def self_agreement(strategy: Strategy, task: Task, answers: list[Answer], seed: 
     return mean_ci(per_item, seed).as_dict(), len(items)
 
 
-def paraphrases(task: Task) -> list[tuple[int, str]]:
-    """(eval item, paraphrase) pairs, in the eval set's order."""
-    return [(i, p) for i, ex in enumerate(task.eval) for p in ex.paraphrases]
-
-
-def asked_again_later(task: Task) -> list[str]:
-    """Inputs the run sends every row again later with the same prompt: the freshness experiment's questions
-    before its update. Answered in the row's own call they fill its batches, and the experiment then reads them
-    from the generation cache (6 calls of 6 prompts took ~50 s). Always, not only when that experiment runs, so
-    a row's batches and hence its bf16 answers do not depend on which experiments a run has."""
-    return [ex.input for ex in task.eval_updated] if task.updated_documents else []
-
-
 def paraphrase_agreement(task: Task, answers: list[Answer], para_answers: list[Answer], seed: int,
                          tools: Tools | None = None) -> dict | None:
     """Robustness: paraphrased inputs (`paraphrases(task)`, answered greedily) answered alike."""
@@ -142,15 +124,6 @@ def retrieval_quality(answers: list[Answer], task: Task) -> dict | None:
     return {"k": task.spec.rag.top_k, "n": len(ranks),
             "hit_at_k": float(np.mean([r is not None for r in ranks])),
             "mrr": float(np.mean([1 / r if r else 0.0 for r in ranks]))}
-
-
-def requests_per_row(task: Task) -> int:
-    """Generation requests one row sends: eval, paraphrases, freshness questions, consistency samples, latency."""
-    spec = task.spec
-    items = len(probe_items(len(task.eval), spec.consistency.items)) if spec.consistency.samples >= 2 else 0
-    sampled = (spec.consistency.samples - 1) * items  # the greedy eval answer is the first sample
-    greedy = len(task.eval) + len(paraphrases(task)) + len(asked_again_later(task))
-    return greedy + sampled + min(spec.latency.requests, len(task.eval))
 
 
 def evaluate_strategy(strategy: Strategy, task: Task, seed: int, tools: Tools | None = None) -> Evaluation:

@@ -19,11 +19,13 @@ import json
 import shlex
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from advisor.cache import atomic_dir
 from advisor.kinds import Family
-from advisor.serve import Rebuilt, ServeError, load_strategy
+
+if TYPE_CHECKING:
+    from advisor.serve import Rebuilt
 
 TARGETS = ("vllm", "merged")
 PROBES = ("What is this?", "A different question entirely, to compare.")
@@ -76,6 +78,9 @@ def export(run_dir: Path, strategy: str | None, to: str, out_dir: Path, say: Cal
         raise ExportError(f"--to {to!r}: choose one of {', '.join(TARGETS)}")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ExportError(f"{out_dir} exists and is not empty; choose a new folder")
+    # Only now the serving stack (torch, fastapi: seconds of imports), so a bad --to or folder fails at once.
+    from advisor.serve import ServeError, load_strategy
+
     try:
         r = load_strategy(run_dir, strategy, say)
     except ServeError as e:

@@ -27,7 +27,7 @@ from advisor.backends import load_generator, load_generators
 from advisor.budget import DEFAULT as DEFAULT_BUDGET, apply_budget, recorded as budget_recorded
 from advisor.cache import atomic_write_text
 from advisor.economics import StrategyCosts, break_even_requests_per_day, economics, payback_days, volume_sweep
-from advisor.evaluate import Evaluation, compare_rows, evaluate_strategy, requests_per_row
+from advisor.evaluate import Evaluation, compare_rows, evaluate_strategy
 from advisor.experiments import data_curve, forgetting, freshness, load_probe
 from advisor.kinds import Family
 from advisor.models import Embedder, release_memory
@@ -36,7 +36,8 @@ from advisor.results import Results, examples_csv, write_results
 from advisor.scoring import Judge, Tools, method_for
 from advisor.stats import compare_all, mean_ci
 from advisor.task import EconomicsSpec, GeneratorSpec, Task, describe_method, method_names
-from strategies import Context, Strategy, registry
+from advisor.workload import requests_per_row
+from strategies import Context, Strategy, registry, select_strategies
 
 LOCK = ".advisor.lock"
 LOG = "advisor.log"
@@ -57,17 +58,6 @@ class Experiments:
 
 
 # ------------------------------------------------------------------- set-up
-
-
-def select_strategies(task: Task, names: list[str] | None) -> list[type[Strategy]]:
-    known = registry()
-    wanted = names or task.spec.strategies or list(known)
-    unknown = [n for n in wanted if n not in known]
-    if unknown:
-        raise RunError(f"unknown strategies {unknown}; known: {', '.join(known)}")
-    if not task.documents:
-        wanted = [n for n in wanted if not known[n].family.retrieves]
-    return [known[n] for n in wanted]
 
 
 def finetune_row() -> type[Strategy]:

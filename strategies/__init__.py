@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import TYPE_CHECKING
 
 from advisor import plugins
 from advisor.kinds import Family
 
 from strategies.base import Answer, Context, Setup, Strategy
+
+if TYPE_CHECKING:
+    from advisor.task import Task
+
+
+class StrategyError(Exception):
+    """A strategy name that no row has (bad input)."""
 
 
 def families() -> dict[str, str]:
@@ -40,4 +48,16 @@ def registry() -> dict[str, type[Strategy]]:
     return dict(sorted(found.items(), key=lambda kv: kv[1].complexity))
 
 
-__all__ = ["Answer", "Context", "Setup", "Strategy", "families", "registry"]
+def select_strategies(task: Task, names: list[str] | None) -> list[type[Strategy]]:
+    """The rows to run: `names`, else the task's list, else all; retrieval rows only when there are documents."""
+    known = registry()
+    wanted = names or task.spec.strategies or list(known)
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise StrategyError(f"unknown strategies {unknown}; known: {', '.join(known)}")
+    if not task.documents:
+        wanted = [n for n in wanted if not known[n].family.retrieves]
+    return [known[n] for n in wanted]
+
+
+__all__ = ["Answer", "Context", "Setup", "Strategy", "StrategyError", "families", "registry", "select_strategies"]

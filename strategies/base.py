@@ -12,11 +12,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 from advisor.kinds import Family
-from advisor.models import Embedder
 from advisor.task import Example, Task
+
+if TYPE_CHECKING:  # a type only: checking a task must not load torch
+    from advisor.models import Embedder
 
 
 @dataclass

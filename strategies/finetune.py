@@ -6,12 +6,13 @@ adapter learns from (the bare questions) and how it is asked (no system prompt).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from advisor.kinds import Family
-from advisor.models import Generator
-from advisor.training import split_train_val, train_lora
 from strategies.base import Strategy, fewshot_messages
+
+if TYPE_CHECKING:  # a type only: checking a task must not load torch
+    from advisor.models import Generator
 
 
 def train_on_task(ctx, gen: Generator, user_messages: Callable[[list[str]], list[str]],
@@ -20,6 +21,8 @@ def train_on_task(ctx, gen: Generator, user_messages: Callable[[list[str]], list
 
     `start_from` / `epochs`: continue a saved adapter for that many epochs instead of training anew.
     """
+    from advisor.training import split_train_val, train_lora  # here, so listing the strategies never loads torch
+
     task = ctx.task
     spec = task.spec.finetune if epochs is None else task.spec.finetune.model_copy(update={"num_train_epochs": epochs})
     train, val = split_train_val(task.train, spec.val_fraction, ctx.seed)

@@ -6,6 +6,8 @@ fails here, in CI, instead of surfacing as an ImportError in some user's run.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,3 +101,14 @@ def test_lower_stages_never_import_the_run_or_the_report():
     bad = [f"{a} imports {b}" for a, targets in edges.items() for b in targets
            if any(a == low or a.startswith(low + ".") for low in lower) and b in top]
     assert not bad, "\n".join(bad)
+
+
+def test_checking_the_input_loads_no_heavy_library():
+    """A command that fails on bad input (a gate, a task, --to) fails at once: what checks the input never
+    imports torch, transformers, sklearn or fastapi (5-15 s of imports before a one-line error)."""
+    code = ("import advisor.cli, advisor.estimate, advisor.export, advisor.gates, advisor.history, advisor.task, "
+            "advisor.tracking, strategies; strategies.families(); import sys; "
+            "print(sorted(m for m in ('torch', 'transformers', 'sklearn', 'fastapi') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", f"imported: {done.stdout.strip()}"

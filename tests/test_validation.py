@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -23,7 +21,7 @@ from advisor import leakage
 from advisor.cli import app
 from advisor.task import (FINETUNE_RENAMED, LORA_CONFIG_NAMES, SEED_LIMIT, TRAINING_ARGUMENT_NAMES, Example,
                           FinetuneSpec, TaskError, load_task)
-from tests.conftest import write_task
+from tests.conftest import advisor, write_task
 
 # Each mistake: (what it does to the task folder, words the one error message must contain for it).
 MISTAKES = {
@@ -177,7 +175,7 @@ def test_a_library_setting_advisor_does_not_use_is_named_as_such(tmp_path):
 def test_warmup_and_weight_decay_take_effect(generator, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from strategies.finetune import train_lora
+    from advisor.training import train_lora
 
     monkeypatch.setenv("ADVISOR_CACHE", str(tmp_path / "cache"))
     pairs = [("What does the kettle cost?", "Hi! $73. Bye."), ("Toaster slots?", "Hi! 4 slots. Bye.")] * 2  # 2 steps
@@ -254,8 +252,7 @@ def test_init_from_csv_guesses_the_mapping_and_makes_a_valid_task(tmp_path):
     lines += [f"{i},How do I do thing {i}?,You do thing {i} like this.,{'billing' if i % 3 else 'tech'}" for i in range(20)]
     data.write_text("\n".join(lines) + "\n")
     folder = tmp_path / "task"
-    r = subprocess.run([sys.executable, "-m", "advisor.cli", "init", str(folder), "--from", str(data)],
-                       input="y\n", capture_output=True, text=True)
+    r = advisor("init", str(folder), "--from", str(data), input="y\n")
     assert r.returncode == 0, r.stderr
     assert "input        <- question" in r.stdout and "output       <- answer" in r.stdout
     assert "tags         <- category" in r.stdout and "ignored: ticket_id" in r.stdout
@@ -266,11 +263,9 @@ def test_init_from_csv_guesses_the_mapping_and_makes_a_valid_task(tmp_path):
     chat.write_text("".join(json.dumps({"messages": [
         {"role": "system", "content": "Answer with the number only."}, {"role": "user", "content": f"What is {i} plus {i}?"},
         {"role": "assistant", "content": str(2 * i)}]}) + "\n" for i in range(10)))
-    r = subprocess.run([sys.executable, "-m", "advisor.cli", "init", str(tmp_path / "chat-task"), "--from", str(chat),
-                        "--yes"], capture_output=True, text=True)
+    r = advisor("init", str(tmp_path / "chat-task"), "--from", str(chat), "--yes")
     assert r.returncode == 0 and "messages     <- messages" in r.stdout, r.stderr
     t = load_task(tmp_path / "chat-task")
     assert t.instructions == "Answer with the number only." and len(t.eval) == 2 and t.train[0].output.isdigit()
-    refused = subprocess.run([sys.executable, "-m", "advisor.cli", "init", str(tmp_path / "no"), "--from", str(data)],
-                             input="n\n", capture_output=True, text=True)
+    refused = advisor("init", str(tmp_path / "no"), "--from", str(data), input="n\n")
     assert refused.returncode == 2 and not (tmp_path / "no").exists()

@@ -20,8 +20,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.metrics import cohen_kappa_score
 
 from advisor.task import Example, JudgeSpec
 
@@ -83,6 +81,10 @@ class Calibration:
 
 def kappa_interval(human: list[int], judge: list[int], seed: int) -> tuple[float, float, float]:
     """Cohen's kappa and a 95% percentile bootstrap interval over the paired items (undefined resamples skipped)."""
+    # Here, not at the top: sklearn costs 1-2 s per process, and most runs have no judge.
+    from sklearn.exceptions import UndefinedMetricWarning
+    from sklearn.metrics import cohen_kappa_score
+
     h, j = np.asarray(human), np.asarray(judge)
     if len(h) < 2:
         return float("nan"), float("nan"), float("nan")
