@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny but real task, and the real embedded models loaded once."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -8,6 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import NamedTuple
+from unittest import mock
 
 import pytest
 
@@ -15,6 +17,9 @@ import pytest
 os.environ.setdefault("ADVISOR_CACHE", tempfile.mkdtemp(prefix="advisor-test-cache-"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Wide enough that a table row stays on one line: rich folds to COLUMNS (80 in an xdist worker) without a terminal,
+# and the CLI's consoles read it once, when advisor.cli is imported.
+os.environ["COLUMNS"] = "250"
 
 FORMAT = r"^Hi! .+ Bye\.$"
 # Credentials planted in the environment of the shared end-to-end run; no output or cache may hold them.
@@ -79,9 +84,10 @@ SHARED_RUNS = {"test_cli": "tiny-run", "test_report": "tiny-run", "test_results"
                "test_validation.py::test_roi_refuses_infinite_assumptions": "tiny-run",
                "test_loaders.py::test_report_cites_documents_by_their_metadata": "tiny-run",
                "test_robustness.py::test_no_secret_reaches_any_output_log_or_cache": "tiny-run",
-               "test_serve": "serve-run", "test_export": "serve-run"}  # serve_run
+               "test_serve": "serve-run", "test_export": "serve-run",  # serve_run
+               "test_ci": "small-runs", "test_history": "small-runs"}  # the same small runs: one generation cache
 HEAVY_FIRST = ["test_resume", "tiny-run", "test_distributed", "test_benchmarks", "serve-run", "test_endpoint",
-               "test_ci", "test_history", "test_substance", "test_strategies"]
+               "small-runs", "test_substance", "test_strategies"]
 
 
 def xdist_group(nodeid: str) -> str:
@@ -106,6 +112,30 @@ def pytest_xdist_make_scheduler(config, log):
 
     config.option.loadscopereorder = False  # hand the groups out in the collection order, not by test count
     return ByGroup(config, log)
+
+
+class CliResult(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def advisor(*args: str, env: dict | None = None, cwd: Path | None = None, input: str | None = None) -> CliResult:
+    """`advisor ARGS` in this process (typer's test runner): the exit code, stdout and stderr a user gets.
+
+    A subprocess would pay the imports and the model library's start-up again on every call (10-15 s of a
+    2-core machine, most of a small run); what needs a process of its own (a signal, a kill, several
+    processes, a server) still starts one. `sys.argv` is the command's, as results.json records it.
+    """
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    with contextlib.chdir(cwd or os.getcwd()), mock.patch.object(sys, "argv", ["advisor", *args]):
+        r = CliRunner().invoke(app, list(args), input=input, env=env)
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        raise r.exception  # not an exit of the command: a failure of the test runner itself
+    return CliResult(r.exit_code, r.stdout, r.stderr)
 
 
 def write_task(root: Path, **overrides) -> Path:

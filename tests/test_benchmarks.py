@@ -1,7 +1,8 @@
 """The benchmark scripts still run against today's code (tiny sizes; no timing is asserted).
 
 They import the advisor's internals, so a rename breaks them silently; this runs each
-one the way run_all.sh does and checks that it printed its comparison.
+one the way run_all.sh does and checks that it printed its comparison. Those that read
+a task read the tests' tiny one: prompts of ~100 tokens, not the sample's ~1,000.
 """
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import write_task
+
 ROOT = Path(__file__).resolve().parents[1]
+TAKES_A_TASK = {"bench_generation", "bench_finetune", "bench_serve", "bench_scale"}
 CASES = {
     "bench_retrieval": (["--sizes", "2000", "--queries", "20", "--single-queries", "5", "--ivf-lists", "40",
                          "--encode-limit", "128"],
@@ -27,10 +31,16 @@ CASES = {
 }
 
 
+@pytest.fixture(scope="module")
+def tiny_task(tmp_path_factory) -> Path:
+    return write_task(tmp_path_factory.mktemp("bench") / "task")
+
+
 @pytest.mark.parametrize("script", sorted(CASES))
-def test_benchmark_runs_and_prints_its_comparison(script, tmp_path):
+def test_benchmark_runs_and_prints_its_comparison(script, tiny_task):
     args, expected = CASES[script]
-    env = os.environ | {"PYTHONPATH": str(ROOT), "ADVISOR_CACHE": os.environ["ADVISOR_CACHE"], "COLUMNS": "200"}
+    args = args + (["--task", str(tiny_task)] if script in TAKES_A_TASK else [])
+    env = os.environ | {"PYTHONPATH": str(ROOT), "ADVISOR_CACHE": os.environ["ADVISOR_CACHE"]}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

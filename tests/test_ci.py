@@ -8,7 +8,6 @@ same numbers, and the answers come from the generation cache).
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_task
+from tests.conftest import advisor, write_task
 
 # Small enough for a busy 2-core machine; the same in test_ci.py and test_history.py, so one test session
 # answers each prompt once (the generation cache) and later runs mostly reuse it.
@@ -26,12 +25,6 @@ from tests.conftest import write_task
 SMALL = {"consistency": {"samples": 0, "items": 0}, "latency": {"requests": 1},
          "generation": {"max_new_tokens": 8, "batch_size": 8}, "scoring": {"method": "f1"}}
 ROWS = ["-s", "zero-shot", "-s", "few-shot", "--no-freshness", "--no-forgetting", "--limit", "8"]
-
-
-def advisor(*args, env: dict | None = None, cwd: Path | None = None):
-    # Wide enough that every table row stays on one line (rich folds to 80 columns without a terminal).
-    return subprocess.run([sys.executable, "-m", "advisor.cli", *args], capture_output=True, text=True,
-                          env=os.environ | {"COLUMNS": "250"} | (env or {}), cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -206,8 +199,7 @@ def test_cache_info_and_clear_keep_the_history_unless_asked(tmp_path):
     env = {"ADVISOR_CACHE": str(cache)}
     info = advisor("cache", "info", env=env)
     assert info.returncode == 0 and "adapters" in info.stdout and "3.0 MiB" in info.stdout, info.stdout
-    refused = subprocess.run([sys.executable, "-m", "advisor.cli", "cache", "clear"], input="n\n", text=True,
-                             capture_output=True, env=os.environ | env)
+    refused = advisor("cache", "clear", input="n\n", env=env)
     assert refused.returncode == 0 and (cache / "adapters").exists()
     cleared = advisor("cache", "clear", "--yes", env=env)
     assert cleared.returncode == 0 and "history is kept" in cleared.stdout

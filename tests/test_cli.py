@@ -2,14 +2,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-
-def advisor(*args):
-    return subprocess.run([sys.executable, "-m", "advisor.cli", *args], capture_output=True, text=True)
+from tests.conftest import advisor
 
 
 def test_run_writes_every_output(finished_run):

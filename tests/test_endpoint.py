@@ -22,7 +22,7 @@ import yaml
 
 from advisor.endpoint import EndpointError, EndpointGenerator
 from advisor.task import GeneratorSpec, TaskError, load_task
-from tests.conftest import write_task
+from tests.conftest import advisor, write_task
 
 KEY_ENV, KEY = "ADVISOR_TEST_ENDPOINT_KEY", "test-key-not-a-secret"
 MODEL = "tiny-hosted"
@@ -243,11 +243,6 @@ def hosted_task(root: Path, url: str, key_env: str = KEY_ENV) -> Path:
                   "local": {"hf": "embedded", "hardware_price_per_hour": 2.0}},
               "use": {"zero-shot": "hosted", "few-shot": "hosted", "rag": "hosted", "lora": "local"}}
     return write_task(root, models=models)
-
-
-def advisor(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "advisor.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
 
 
 def test_server_down_is_a_clear_error_before_anything_is_written(tmp_path):

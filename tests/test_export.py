@@ -12,7 +12,8 @@ import pytest
 import torch
 from openai import OpenAI
 
-from tests.test_endpoint import advisor, free_port, start_advisor, stop
+from tests.conftest import advisor
+from tests.test_endpoint import free_port, start_advisor, stop
 
 QUESTIONS = ["Thanks a lot!", "How much is the Zephyr Kettle?", "Can I return things?"]
 MAX_TOKENS = 12

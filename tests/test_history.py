@@ -18,7 +18,7 @@ import yaml
 from advisor import compare, history
 from advisor.results import load_results
 from advisor.stats import paired_compare
-from tests.conftest import write_task
+from tests.conftest import advisor, write_task
 
 # Small enough for a busy 2-core machine; the same in test_ci.py and test_history.py, so one test session
 # answers each prompt once (the generation cache) and later runs mostly reuse it.
@@ -27,12 +27,6 @@ SMALL = {"consistency": {"samples": 0, "items": 0}, "latency": {"requests": 1},
          "generation": {"max_new_tokens": 8, "batch_size": 8}, "scoring": {"method": "f1"}}
 ROWS = ["-s", "zero-shot", "-s", "few-shot", "--no-freshness", "--no-forgetting"]
 EDITED = "You are the <b>shop</b> assistant. Answer in one short line, starting 'Hi!' and ending 'Bye.'"
-
-
-def advisor(*args):
-    # Wide enough that every table row stays on one line (rich folds to 80 columns without a terminal).
-    return subprocess.run([sys.executable, "-m", "advisor.cli", *args], capture_output=True, text=True,
-                          env=os.environ | {"COLUMNS": "250"})
 
 
 @pytest.fixture(scope="module")

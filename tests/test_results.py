@@ -4,13 +4,12 @@ from __future__ import annotations
 import copy
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 
 from advisor.results import (SCHEMA_FILE, SCHEMA_VERSION, Results, ResultsError, json_schema, load_results,
                              write_results)
+from tests.conftest import advisor
 
 
 @pytest.fixture
@@ -89,7 +88,7 @@ def test_missing_results_says_to_run_first(tmp_path):
 def test_report_refuses_another_version_and_writes_nothing(raw, tmp_path):
     raw["schema_version"] = SCHEMA_VERSION + 1
     write_raw(tmp_path, raw)
-    r = subprocess.run([sys.executable, "-m", "advisor.cli", "report", str(tmp_path)], capture_output=True, text=True)
+    r = advisor("report", str(tmp_path))
     assert r.returncode == 2, r.stderr
     assert f"schema version {SCHEMA_VERSION + 1}" in r.stderr and "Traceback" not in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]

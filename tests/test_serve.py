@@ -18,7 +18,8 @@ from openai import OpenAI
 
 from advisor.batching import Job, RowStreamer
 from advisor.serve import Limits, ServeError, Served, build_app, check_exposure
-from tests.test_endpoint import advisor, free_port, start_advisor, stop
+from tests.conftest import advisor
+from tests.test_endpoint import free_port, start_advisor, stop
 
 QUESTIONS = ["How much is the Zephyr Kettle?", "What is the return window?", "Thank you so much!", "Good morning",
              "How many slots does the toaster have?", "Do you ship abroad?", "Where is my order?",

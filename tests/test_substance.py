@@ -8,13 +8,11 @@ uncalibrated judge, keep its verdicts out of accuracy, and say so beside its num
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from advisor.results import load_results
-from tests.conftest import write_task
+from tests.conftest import advisor, write_task
 
 RUBRIC = "The reply states the price or time period that the reference answer states."
 HUMAN = {"k1": [("The Zephyr Kettle costs $73.", 1), ("It costs $37.", 0), ("Hi! Bye.", 0)],
@@ -36,8 +34,8 @@ def judged_run(tmp_path_factory):
             r["human_scores"] = [{"answer": a, "score": s} for a, s in HUMAN[r["id"]]]
     (task / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = root / "out"
-    r = subprocess.run([sys.executable, "-m", "advisor.cli", "run", str(task), "--out", str(out), "-s", "few-shot",
-                        "-s", "rag", "--no-freshness", "--no-forgetting", "--no-history"], capture_output=True, text=True)
+    r = advisor("run", str(task), "--out", str(out), "-s", "few-shot", "-s", "rag", "--no-freshness", "--no-forgetting",
+                "--no-history")
     assert r.returncode == 0, r.stderr[-3000:]
     return out
 

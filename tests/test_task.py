@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import yaml
 
 from advisor.task import TaskError, load_task
-from tests.conftest import write_task
+from tests.conftest import advisor, write_task
 
 
 def test_sample_task_loads():
@@ -96,10 +94,10 @@ def test_eval_source_must_be_a_document(tiny_task_dir):
 
 
 def test_cli_validate_exit_codes(tiny_task_dir, tmp_path):
-    ok = subprocess.run([sys.executable, "-m", "advisor.cli", "validate", str(tiny_task_dir)], capture_output=True, text=True)
+    ok = advisor("validate", str(tiny_task_dir))
     assert ok.returncode == 0 and "ok" in ok.stdout
     _edit_yaml(tiny_task_dir, seed="not a number")
-    bad = subprocess.run([sys.executable, "-m", "advisor.cli", "validate", str(tiny_task_dir)], capture_output=True, text=True)
+    bad = advisor("validate", str(tiny_task_dir))
     assert bad.returncode == 2
     assert "task.yaml" in bad.stderr and "field seed" in bad.stderr and "Traceback" not in bad.stderr
 
@@ -107,18 +105,17 @@ def test_cli_validate_exit_codes(tiny_task_dir, tmp_path):
 def test_cli_run_bad_task_writes_nothing(tiny_task_dir, tmp_path):
     _edit_yaml(tiny_task_dir, train="nowhere.jsonl")
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "advisor.cli", "run", str(tiny_task_dir), "--out", str(out)],
-                       capture_output=True, text=True)
+    r = advisor("run", str(tiny_task_dir), "--out", str(out))
     assert r.returncode == 2 and "nowhere.jsonl" in r.stderr and not out.exists()
 
 
 def test_init_scaffold_is_valid(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "advisor.cli", "init", str(tmp_path / "new")], capture_output=True, text=True)
+    r = advisor("init", str(tmp_path / "new"))
     assert r.returncode == 0, r.stderr
     t = load_task(tmp_path / "new")
     assert t.train and t.eval and t.documents
     write_task(tmp_path / "again")  # init refuses a non-empty folder
-    r = subprocess.run([sys.executable, "-m", "advisor.cli", "init", str(tmp_path / "again")], capture_output=True, text=True)
+    r = advisor("init", str(tmp_path / "again"))
     assert r.returncode == 2 and "not empty" in r.stderr
 
 
