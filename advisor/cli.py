@@ -298,6 +298,7 @@ def run(
     2 bad input, 3 model/endpoint/hardware failure, 4 internal error, 130 interrupted.
     """
     from advisor import gates as gating, history, tracking
+    from advisor.estimate import estimate, summary_line, terminal as show_estimate
     from strategies import select_strategies
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -316,14 +317,11 @@ def run(
     gating.check_rows(gates, rows)
     tracking.check(report_to or [])
     if dry_run:
-        from advisor.estimate import estimate, terminal as show_estimate
-
         show_estimate(estimate(t, rows, history.history_path(history_file)), out)
         return
     # Only now the models (torch, transformers: seconds of imports): bad input above has failed at once.
     from advisor import report
     from advisor import run as runner
-    from advisor.estimate import estimate, summary_line
 
     # Before the long stages: from the last recorded run of this task, when there is one (each bar has its own ETA).
     err.print(summary_line(estimate(t, rows, history.history_path(history_file))), highlight=False)

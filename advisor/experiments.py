@@ -17,6 +17,7 @@ from pathlib import Path
 from advisor.scoring import Tools, score
 from advisor.stats import mean_ci
 from advisor.task import Document, ScoringSpec, Task, read_examples
+from advisor.workload import asked_again_later
 from strategies import Strategy
 
 PROBE_FILE = "general.jsonl"
@@ -37,8 +38,7 @@ def freshness(task: Task, strategies: list[Strategy], seed: int, tools: Tools | 
            "strategies": {}}
     for s in strategies:
         # Before the update these prompts are the row's own: answered in its eval call, read from the cache here.
-        before = [score(a.text, ex, sc, tools)
-                  for a, ex in zip(s.answer([e.input for e in task.eval_updated]), task.eval_updated)]
+        before = [score(a.text, ex, sc, tools) for a, ex in zip(s.answer(asked_again_later(task)), task.eval_updated)]
         s.refresh_documents(docs)  # re-index where the strategy can; nothing is retrained
         answers = s.answer([e.input for e in task.eval_updated])
         after = [score(a.text, ex, sc, tools) for a, ex in zip(answers, task.eval_updated)]

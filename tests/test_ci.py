@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import advisor, write_task
 
-# Small enough for a busy 2-core machine; the same in test_ci.py and test_history.py, so one test session
+# Small enough for a busy 2-core machine; test_history.py runs the same (one xdist group), so one test session
 # answers each prompt once (the generation cache) and later runs mostly reuse it.
 # Token F1 scoring: 8 tokens rarely hold a whole right answer, but F1 still gives graded, non-zero scores.
 SMALL = {"consistency": {"samples": 0, "items": 0}, "latency": {"requests": 1},

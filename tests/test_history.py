@@ -19,12 +19,8 @@ from advisor import compare, history
 from advisor.results import load_results
 from advisor.stats import paired_compare
 from tests.conftest import advisor, write_task
+from tests.test_ci import SMALL  # the same small runs: one xdist group, one generation cache
 
-# Small enough for a busy 2-core machine; the same in test_ci.py and test_history.py, so one test session
-# answers each prompt once (the generation cache) and later runs mostly reuse it.
-# Token F1 scoring: 8 tokens rarely hold a whole right answer, but F1 still gives graded, non-zero scores.
-SMALL = {"consistency": {"samples": 0, "items": 0}, "latency": {"requests": 1},
-         "generation": {"max_new_tokens": 8, "batch_size": 8}, "scoring": {"method": "f1"}}
 ROWS = ["-s", "zero-shot", "-s", "few-shot", "--no-freshness", "--no-forgetting"]
 EDITED = "You are the <b>shop</b> assistant. Answer in one short line, starting 'Hi!' and ending 'Bye.'"
 
