@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -67,6 +68,8 @@ def main():
     print(speed(), "(after the cold run)")
     warm = timed_run(cmd + [str(outs[1])], env)
     print(speed(), "(after the warm run)")
+    shutil.rmtree(env["ADVISOR_CACHE"])  # ~0.5 GB; the two run folders stay, for their logs and reports
+    print(f"run folders (advisor.log has each stage's time): {outs[0]} (cold), {outs[1]} (warm)")
     print_table(
         f"End to end: advisor run {args.task} --budget {args.budget}",
         ["cache", "wall s", "peak RSS GiB", "vs cold", "previous s", "vs previous", "load avg (1 min) before -> after",

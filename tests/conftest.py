@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -13,8 +14,11 @@ from unittest import mock
 
 import pytest
 
-# A private cache for the test session: tests must not depend on (or pollute) a user's cache.
-os.environ.setdefault("ADVISOR_CACHE", tempfile.mkdtemp(prefix="advisor-test-cache-"))
+# A private cache for the test session: tests must not depend on (or pollute) a user's cache. The process that
+# made it (the controller, or the only process under -n 0) removes it at the end: ~0.5 GB a session.
+SESSION_CACHE = None if "ADVISOR_CACHE" in os.environ else tempfile.mkdtemp(prefix="advisor-test-cache-")
+if SESSION_CACHE:
+    os.environ["ADVISOR_CACHE"] = SESSION_CACHE
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Wide enough that a table row stays on one line: rich folds to COLUMNS (80 in an xdist worker) without a terminal,
@@ -75,6 +79,11 @@ def pytest_configure(config):
         from advisor.models import embedded_generator_dir
 
         embedded_generator_dir()  # once, before the workers start (they link it into their caches)
+
+
+def pytest_unconfigure(config):
+    if SESSION_CACHE:
+        shutil.rmtree(SESSION_CACHE, ignore_errors=True)
 
 
 # Tests that share an expensive fixture (a session run, or a module-scoped one) run in one xdist worker, and

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TAKES_A_TASK = {"bench_generation", "bench_finetune", "bench_serve", "bench_scale"}
 CASES = {
     "bench_retrieval": (["--sizes", "2000", "--queries", "20", "--single-queries", "5", "--ivf-lists", "40",
-                         "--encode-limit", "128"],
+                         "--encode-limit", "32"],
                         ["advisor: one call, length-sorted", "exact: IndexFlatIP", "(advisor's)", "IVFFlat nlist=40",
                          "single vs exact"]),
     "bench_generation": (["--n", "2", "--max-new-tokens", "4"], ["naive: one generate() per prompt", "speed-up",
