@@ -18,7 +18,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from advisor.endpoint import EndpointError, EndpointGenerator
 from advisor.task import GeneratorSpec, TaskError, load_task

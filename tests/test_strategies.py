@@ -1,8 +1,6 @@
 """Each strategy on a tiny task with the real models: answers, token counts, retrieval, LoRA."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
