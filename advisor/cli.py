@@ -157,6 +157,14 @@ def _load(task: Path, strict: bool = False, embeddings: bool = False):
     return t
 
 
+def _warn_fit(t) -> None:
+    """Say what would waste a run's minutes (too few eval items, a scoring method that cannot fit)."""
+    from advisor import guess  # after the task loaded: bad input has failed without scipy's import
+
+    for w in guess.warnings(t):
+        err.print(f"warning: {w}", highlight=False, markup=False)
+
+
 STRICT = typer.Option(False, "--strict", help="refuse (exit 2) when eval items duplicate train items")
 SEED = typer.Option(None, min=0, max=SEED_LIMIT - 1, help="overrides the task's seed")
 BUDGET = typer.Option(
@@ -188,8 +196,12 @@ def init(
 
 
 def _init_from(folder: Path, data: Path, yes: bool) -> None:
-    """Guess the column mapping of existing data, show it, and write a task that splits the data itself."""
-    from advisor import loaders
+    """Guess what each column holds, let the person confirm or pick, and write a task that splits the data
+    itself, with eval sized for a verdict and a scoring method that fits the answers (advisor/guess.py)."""
+    import textwrap
+
+    from advisor import guess, loaders
+    from advisor.task import examples_from_rows
 
     if not data.exists():
         _fail(f"{data} does not exist")
@@ -199,36 +211,96 @@ def _init_from(folder: Path, data: Path, yes: bool) -> None:
         _fail(str(e) + (f" ({e.fix})" if e.fix else ""))
     if not rows:
         _fail(f"{data} has no rows")
-    names = list(loaders.iter_columns(rows))
-    mapping = loaders.guess_columns(names)
-    if not ("messages" in mapping or {"input", "output"} <= set(mapping)):
-        _fail(f"cannot tell which columns hold the question and the answer in {data} (columns: {', '.join(names)}); "
-              "run `advisor init` and write `columns: {input: ..., output: ...}` in task.yaml")
-    out.print(f"{data}: {len(rows)} rows, columns {', '.join(names)}", highlight=False)
-    out.print("guessed mapping (task field <- your column):", highlight=False)
-    for field_name, column in mapping.items():
-        out.print(f"  {field_name:<12} <- {column}", highlight=False)
-    ignored = [n for n in names if n not in mapping.values()]
-    if ignored:
-        out.print(f"  (ignored: {', '.join(ignored)})", highlight=False)
-    if not yes and not typer.confirm("Use this mapping?", default=True):
-        _fail("nothing written; run again, or `advisor init` and write `columns:` in task.yaml by hand")
+    g = guess.guess_columns(rows)
+    names = [c.name for c in g.columns]
+    _show_columns(data, len(rows), g)
+    complete = "messages" in g.mapping or {"input", "output"} <= set(g.mapping)
+    mapping = dict(g.mapping)
+    if yes:
+        if not complete:
+            _fail(f"cannot tell which columns hold the question and the answer in {data} (columns: {', '.join(names)}); "
+                  "run without --yes to pick them, or write `columns: {input: ..., output: ...}` in task.yaml")
+        out.print("--yes: took the guess above" + ("" if g.sure else " (the column names alone did not settle it: "
+                                                   "check it, and change `columns:` in task.yaml if it is wrong)"),
+                  highlight=False)
+    elif not (complete and g.sure and typer.confirm("Use this mapping?", default=True)):
+        mapping = _pick_columns(names, mapping)
+    examples, problems, _ = examples_from_rows(rows, str(data), data.stem, True, mapping)
+    if not examples:
+        _fail(f"no usable rows with this mapping: {problems[0] if problems else 'no examples'}")
+    held = guess.holdout(examples, seed=0)
+    method, why = guess.choose_scoring(examples)
+    err.print(("" if held.enough else "[bold yellow]warning:[/bold yellow] ") + escape(held.message), highlight=False)
+    out.print(f"scoring: {method}, because {why}", highlight=False)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / data.name
     if data.is_dir():
         shutil.copytree(data, target)
     else:
         shutil.copyfile(data, target)
+
+    def comment(text: str, indent: str = "") -> str:
+        return textwrap.fill(text, 100, initial_indent=indent + "# ", subsequent_indent=indent + "# ")
+
     columns = ", ".join(f"{k}: {json.dumps(v)}" for k, v in mapping.items())
     (folder / "task.yaml").write_text(INIT_FROM_TEMPLATE.format(
         name=json.dumps(folder.name or "my-task"), data=json.dumps(data.name), columns=columns,
-        instructions=INIT_CHAT_INSTRUCTIONS if "messages" in mapping else INIT_INSTRUCTIONS), encoding="utf-8")
+        instructions=INIT_CHAT_INSTRUCTIONS if "messages" in mapping else INIT_INSTRUCTIONS,
+        fraction=held.fraction, holdout=comment(held.message), method=method,
+        why=comment(f"Chosen by advisor init: {why}. Change it if it does not fit your answers.", "  ")),
+        encoding="utf-8")
     try:
         t = load_task(folder)
     except TaskError as e:
         _fail(f"wrote {folder}/task.yaml, but it does not validate yet; edit it:\n" + str(e))
+    for w in guess.warnings(t):
+        err.print(f"warning: {w}", highlight=False, markup=False)
     out.print(f"created {folder}/ ({len(t.train)} train, {len(t.eval)} eval after the split) — edit task.yaml "
               f"(instructions, scoring, economics), then: advisor validate {folder}", highlight=False)
+
+
+def _show_columns(data: Path, n_rows: int, g) -> None:
+    """The file's columns with what they hold and a few values, then the guessed mapping with its reasons."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    t = Table(title=f"{data}: {n_rows} rows", box=box.SIMPLE_HEAD, title_justify="left")
+    for col in ("column", "holds", "first values"):
+        t.add_column(col, overflow="fold")
+    for c in g.columns:
+        t.add_row(Text(c.name), Text(c.describe()), Text(" | ".join(c.examples)))
+    out.print(t)
+    if not g.mapping:
+        out.print("no guess: no column's name or contents says what it holds", highlight=False)
+        return
+    out.print("guessed mapping (task field <- your column, and why):", highlight=False)
+    for field_name, column in g.mapping.items():
+        out.print(f"  {field_name:<12} <- {column}  ({g.reasons[field_name]})", highlight=False, markup=False)
+    ignored = [c.name for c in g.columns if c.name not in g.mapping.values()]
+    if ignored:
+        out.print(f"  (ignored: {', '.join(ignored)})", highlight=False, markup=False)
+
+
+def _pick_columns(names: list[str], guessed: dict[str, str]) -> dict[str, str]:
+    """The person names the question, answer and tag columns (the guess is each prompt's default)."""
+    import click
+
+    none = "-"
+    out.print("pick the columns (Enter keeps the value in brackets):", highlight=False)
+    picked = {}
+    for field_name, what in (("input", "the question (input)"), ("output", "the answer (output)"),
+                             ("tags", f"tags, optional ({none}: none)")):
+        choices = names + ([none] if field_name == "tags" else [])
+        default = guessed.get(field_name, none if field_name == "tags" else None)
+        value = typer.prompt(f"column for {what}", default=default, type=click.Choice(choices))
+        if value != none:
+            picked[field_name] = value
+    if picked["input"] == picked["output"]:
+        _fail("the question and the answer must be different columns; nothing written")
+    # keep the guessed id/answers/source columns the person was not asked about, unless now taken
+    return picked | {f: c for f, c in guessed.items() if f not in ("input", "output", "tags", "messages")
+                     and c not in picked.values()}
 
 
 INIT_INSTRUCTIONS = """instructions: |
@@ -241,11 +313,13 @@ name: {name}
 {instructions}
 
 train: {data}        # one file: eval_fraction of it is held out as eval (seeded by `seed`, stratified by tag)
-eval_fraction: 0.2
+{holdout}
+eval_fraction: {fraction}
 columns: {{{columns}}}   # task field: your column (other columns are ignored)
 
 scoring:
-  method: contains     # exact | contains | f1 | choice | regex | format
+{why}
+  method: {method}     # exact | contains | f1 | choice | regex | format | json_fields | semantic | judge
 economics:
   requests_per_day: 1000
   knowledge_changes_per_month: 0
@@ -262,6 +336,7 @@ def validate(
 ):
     """Check a task file and everything it names; every problem is reported at once."""
     t = _load(task, strict, embeddings)
+    _warn_fit(t)
     out.print(f"[green]ok[/green] {t.name}: {len(t.train)} train, {len(t.eval)} eval, {len(t.documents)} documents, "
               f"instructions {len(t.instructions.split())} words")
 
@@ -317,6 +392,7 @@ def run(
     gating.check_rows(gates, rows)
     tracking.check(report_to or [])
     if dry_run:
+        _warn_fit(t)
         show_estimate(estimate(t, rows, history.history_path(history_file)), out)
         return
     # Only now the models (torch, transformers: seconds of imports): bad input above has failed at once.

@@ -45,6 +45,13 @@ def read_text(path: Path) -> str:
         data = path.read_bytes()
     except OSError as e:
         raise LoadError(path, "", f"cannot read: {e.strerror}") from None
+    if data.startswith(b"\x1f\x8b"):  # gzip-compressed (data.csv.gz, data.jsonl.gz)
+        import gzip
+
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as e:
+            raise LoadError(path, "", f"is not a valid gzip file ({e})") from None
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -77,11 +84,13 @@ def jsonl_rows(path: Path) -> Rows:
     return rows
 
 
-def _delimited_rows(path: Path, sep: str) -> Rows:
+def _delimited_rows(path: Path, sep: str | None) -> Rows:
     import pandas as pd
 
+    text = read_text(path)
+    sep = sep or _separator(text)
     try:
-        frame = pd.read_csv(io.StringIO(read_text(path)), sep=sep, dtype=str, keep_default_na=False)
+        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise LoadError(path, "", f"cannot be read as {'TSV' if sep == chr(9) else 'CSV'}: {str(e).strip()}") from None
     # The header is line 1, so data row k is line k + 1 (for rows without embedded newlines).
@@ -104,8 +113,19 @@ def _cells(row: dict) -> dict:
     return out
 
 
+def _separator(text: str) -> str:
+    """A CSV export's separator: a comma, or the semicolon spreadsheets write where the comma is a decimal mark."""
+    import csv
+
+    sample = text[:20_000].rsplit("\n", 1)[0] if len(text) > 20_000 else text
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+    except csv.Error:  # one column, or no consistent separator: the comma
+        return ","
+
+
 def csv_rows(path: Path) -> Rows:
-    return _delimited_rows(path, ",")
+    return _delimited_rows(path, None)
 
 
 def tsv_rows(path: Path) -> Rows:
@@ -178,7 +198,10 @@ def read_rows(path: Path, split: str | None = None) -> Rows:
     """Rows of a file or saved dataset folder, by its suffix."""
     if path.is_dir():
         return saved_dataset_rows(path, split)
-    reader = LOADERS.get(path.suffix.lower())
+    suffix = path.suffix.lower()
+    if suffix == ".gz":  # read_text decompresses; the format is the suffix before .gz
+        suffix = Path(path.stem).suffix.lower()
+    reader = LOADERS.get(suffix)
     if reader is None:
         raise LoadError(path, "", f"unknown data format {path.suffix or '(no suffix)'!r}",
                         f"use one of {', '.join(k for k in LOADERS if k != 'folder')} or a save_to_disk folder")
@@ -410,32 +433,3 @@ DOCUMENT_LOADERS: dict[str, Callable[[Path], list[DocRecord]]] = {
     ".jsonl": jsonl_documents,
     ".pdf": pdf_document,
 }
-
-
-# ------------------------------------------------------- guessing a column mapping
-
-# Common column names for each field, most likely first (for `advisor init --from`).
-COLUMN_GUESSES = {
-    "messages": ("messages", "conversations", "conversation", "chat", "dialogue"),
-    "input": ("input", "question", "prompt", "query", "instruction", "text", "source_text", "q", "user"),
-    "output": ("output", "answer", "response", "completion", "target", "reply", "label", "a", "assistant"),
-    "answers": ("answers", "accepted_answers", "references"),
-    "tags": ("tags", "tag", "category", "type", "label_type"),
-    "id": ("id", "uid", "example_id", "qid"),
-    "source": ("source", "document", "doc_id"),
-    "paraphrases": ("paraphrases",),
-}
-
-
-def guess_columns(names: list[str]) -> dict[str, str]:
-    """field -> column for the columns whose names say what they hold; each column used once."""
-    by_lower = {n.lower(): n for n in names}
-    mapping: dict[str, str] = {}
-    for field_name, candidates in COLUMN_GUESSES.items():
-        if field_name in ("input", "output") and "messages" in mapping:
-            continue  # a chat column already gives input and output
-        for c in candidates:
-            if c in by_lower and by_lower[c] not in mapping.values():
-                mapping[field_name] = by_lower[c]
-                break
-    return mapping
