@@ -373,7 +373,7 @@ def run(
     2 bad input, 3 model/endpoint/hardware failure, 4 internal error, 130 interrupted.
     """
     from advisor import gates as gating, history, tracking
-    from advisor.estimate import estimate, summary_line, terminal as show_estimate
+    from advisor.estimate import estimate, first_estimate, summary_line, terminal as show_estimate
     from strategies import select_strategies
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -388,12 +388,18 @@ def run(
     except ValueError:
         _fail(f"--data-curve takes comma-separated numbers of examples, got {data_curve!r}")
     gates = gating.Gates(gating.parse_fail_under(fail_under or []), expect, max_cost_per_request)
-    rows = [c.name for c in select_strategies(t, strategies)]
+    chosen = select_strategies(t, strategies)
+    rows = [c.name for c in chosen]
     gating.check_rows(gates, rows)
     tracking.check(report_to or [])
     if dry_run:
         _warn_fit(t)
-        show_estimate(estimate(t, rows, history.history_path(history_file)), out)
+        e = estimate(t, rows, history.history_path(history_file))
+        if not any(r.measured for r in e.rows):  # no earlier run to scale: count tokens and probe this machine
+            err.print("no earlier run of this task: loading the model to count tokens and probe the speed ...",
+                      highlight=False)
+            e = first_estimate(t, chosen, history.history_path(history_file))
+        show_estimate(e, out)
         return
     # Only now the models (torch, transformers: seconds of imports): bad input above has failed at once.
     from advisor import report

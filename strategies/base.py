@@ -98,6 +98,9 @@ class Strategy:
     # Order of simplicity (lower is simpler, cheaper to build and run); ties go to the simpler.
     complexity: ClassVar[int]
     family: ClassVar[Family]
+    # What its prompt carries besides the question (read by `advisor run --dry-run`'s first estimate).
+    use_instructions: ClassVar[bool] = True
+    few_shot: ClassVar[bool] = False  # prompting.few_shot_k train examples
 
     def __init__(self, ctx: Context):
         self.ctx = ctx

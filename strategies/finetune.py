@@ -43,6 +43,7 @@ class Lora(Strategy):
     description = "LoRA adapter trained on train; answers without the instructions"
     complexity = 5
     family = Family.FINETUNE
+    use_instructions = False
 
     def prepare(self):
         self.folder, self.metrics = task_adapter(self.ctx, self.generator)

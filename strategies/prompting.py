@@ -31,6 +31,7 @@ class FewShot(Strategy):
     description = "instructions + k fixed examples from train (seeded choice)"
     complexity = 1
     family = Family.PROMPTING
+    few_shot = True
 
     def prepare(self):
         self.shots = fixed_shots(self.ctx.task, self.ctx.seed)
@@ -57,6 +58,7 @@ class DynamicFewShot(Strategy):
     description = "instructions + the k train examples nearest to the question (embedding similarity)"
     complexity = 2
     family = Family.PROMPTING
+    few_shot = True
 
     def prepare(self):
         self._shots: dict[str, list[Example]] = {}
