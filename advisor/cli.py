@@ -293,7 +293,7 @@ def _pick_columns(names: list[str], guessed: dict[str, str]) -> dict[str, str]:
                              ("tags", f"tags, optional ({none}: none)")):
         choices = names + ([none] if field_name == "tags" else [])
         default = guessed.get(field_name, none if field_name == "tags" else None)
-        value = typer.prompt(f"column for {what}", default=default, type=click.Choice(choices))
+        value = click.prompt(f"column for {what}", default=default, type=click.Choice(choices))
         if value != none:
             picked[field_name] = value
     if picked["input"] == picked["output"]:

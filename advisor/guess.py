@@ -49,7 +49,7 @@ SYNONYMS = {
 CONTENT_FIT = {
     "messages": {"chat": 1.0},
     "input": {"text": 1.0, "short": 0.5, "json": 0.5, "label": 0.2, "number": 0.1},
-    "output": {"text": 1.0, "short": 1.0, "json": 1.0, "label": 0.8, "number": 0.6, "id": 0.3},
+    "output": {"text": 1.0, "short": 1.0, "json": 1.0, "label": 0.5, "number": 0.5, "id": 0.3},
     "tags": {"label": 1.0, "list": 0.6},
     "id": {"id": 1.0},
 }
@@ -81,7 +81,7 @@ class Column:
 class Guess:
     mapping: dict[str, str]  # task field -> column
     reasons: dict[str, str]  # task field -> why that column
-    sure: bool  # the names say it: input and output each found by a word of exactly one column's name
+    sure: bool  # the names say it: input and output each found by a word of its name, no other column as likely
     columns: tuple[Column, ...]
 
 
@@ -208,10 +208,15 @@ def guess_columns(rows: Rows) -> Guess:
             mapping[field_name] = max(free, key=lambda c: _score(field_name, c)).name
     by_name = {c.name: c for c in columns}
     reasons = {f: _why(f, by_name[col]) for f, col in mapping.items()}
-    sure = "messages" in mapping or all(
-        f in mapping and name_score(f, mapping[f]) and
-        sum(name_score(f, c.name) >= name_score(f, mapping[f]) for c in columns) == 1 for f in ("input", "output"))
-    return Guess(mapping, reasons, bool(sure), columns)
+    def settled(f: str, other: str) -> bool:
+        """Found by a word of its name, and no column left over scores as high for it."""
+        col = mapping.get(f)
+        if col is None or not name_score(f, col):
+            return False
+        return all(_score(f, c) < _score(f, by_name[col]) for c in columns if c.name not in (col, mapping.get(other)))
+
+    sure = "messages" in mapping or (settled("input", "output") and settled("output", "input"))
+    return Guess(mapping, reasons, sure, columns)
 
 
 # ------------------------------------------------------------------ how much to hold out

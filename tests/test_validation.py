@@ -255,7 +255,7 @@ def test_init_from_csv_guesses_the_mapping_and_makes_a_valid_task(tmp_path):
     r = advisor("init", str(folder), "--from", str(data), input="y\n")
     assert r.returncode == 0, r.stderr
     assert "input        <- question" in r.stdout and "output       <- answer" in r.stdout
-    assert "tags         <- category" in r.stdout and "ignored: ticket_id" in r.stdout
+    assert "tags         <- category" in r.stdout and "id           <- ticket_id" in r.stdout
     t = load_task(folder)
     assert len(t.train) == 16 and len(t.eval) == 4 and t.split["stratified_by"] == "first tag"
     assert t.train[0].input.startswith("How do I do thing")
@@ -267,5 +267,9 @@ def test_init_from_csv_guesses_the_mapping_and_makes_a_valid_task(tmp_path):
     assert r.returncode == 0 and "messages     <- messages" in r.stdout, r.stderr
     t = load_task(tmp_path / "chat-task")
     assert t.instructions == "Answer with the number only." and len(t.eval) == 2 and t.train[0].output.isdigit()
-    refused = advisor("init", str(tmp_path / "no"), "--from", str(data), input="n\n")
-    assert refused.returncode == 2 and not (tmp_path / "no").exists()
+    refused = advisor("init", str(tmp_path / "no"), "--from", str(data), input="n\n")  # then no picks
+    assert refused.returncode != 0 and not (tmp_path / "no").exists()
+    picked = advisor("init", str(tmp_path / "picked"), "--from", str(data), input="n\nquestion\nanswer\n-\n")
+    assert picked.returncode == 0, picked.stderr
+    assert load_task(tmp_path / "picked").spec.columns.model_dump(exclude_none=True) == {
+        "input": "question", "output": "answer", "id": "ticket_id"}
