@@ -202,9 +202,10 @@ def test_a_lora_rank_vllm_cannot_serve_is_refused_before_anything_is_written(ser
     # The run as it is, but its lora row's adapter (a copy) says rank 1024, or 600 for one module.
     data = json.loads((serve_run / "results.json").read_text())
     row = next(s for s in data["strategies"] if s["name"] == "lora")
+    trained = row["setup"]["adapter"]
     for rank, says in ((1024, "rank 1024"), (600, "rank 600")):
         big = tmp_path / f"adapter-{rank}"
-        shutil.copytree(row["setup"]["adapter"], big)
+        shutil.copytree(trained, big)
         config = json.loads((big / "adapter_config.json").read_text())
         config |= {"r": rank} if rank == 1024 else {"rank_pattern": {"q_proj": rank}}
         (big / "adapter_config.json").write_text(json.dumps(config))

@@ -89,6 +89,8 @@ def test_mlflow_store_holds_every_row(logged, tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)  # the sqlite store's artifacts go to ./mlruns
+    for name, value in PLANTED_SECRETS.items():
+        monkeypatch.setenv(name, value)
     said = []
     tracking.report(["mlflow"], results, out, settings, 7, said.append)
     client = MlflowClient(tracking_uri=uri)
@@ -111,6 +113,8 @@ def test_mlflow_store_holds_every_row(logged, tmp_path, monkeypatch):
         "adapters/abc123/adapter_config.json"]
     local = client.download_artifacts(run.info.run_id, "results.json", str(tmp_path))
     assert Path(local).read_bytes() == (out / "results.json").read_bytes()
+    stored = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()]  # the store and its artifacts
+    assert not [secret for secret in PLANTED_SECRETS.values() for data in stored if secret.encode() in data]
 
 
 # ------------------------------------------------------------------------------------------------ W&B offline
@@ -220,3 +224,11 @@ def test_a_failing_tracker_is_named_and_does_not_stop_the_others(logged, wandb_e
         tracking.report(["mlflow", "wandb"], results, folder, settings, None, said.append)
     assert "wandb" not in str(e.value) and [line.split(":")[0] for line in said] == ["logged to wandb"]
     assert wandb_run(folder)["summary"]["zero_shot/accuracy"] == pytest.approx(results.strategy("zero-shot").accuracy.mean)
+
+
+def test_an_unknown_tracker_is_bad_input_before_any_model_runs(tmp_path):
+    with pytest.raises(tracking.TrackingError, match="known trackers: mlflow, wandb"):
+        tracking.check(["mlflow", "neptune"])
+    task = write_task(tmp_path / "task", **SMALL)
+    r = advisor("run", str(task), "--out", str(tmp_path / "o"), "--report-to", "neptune")
+    assert r.returncode == 2 and "--report-to 'neptune'" in r.stderr and not (tmp_path / "o").exists()
