@@ -1,7 +1,7 @@
 """Command line: init, validate, run, train, report, roi, serve, export, history, compare, cache.
 
-Exit codes (README "In CI"): 0 ok, 1 a gate failed, 2 bad input, 3 a model, endpoint
-or hardware failure, 4 an internal error (a bug; the traceback is printed), 130
+Exit codes (README "In CI"): 0 ok, 1 a gate failed, 2 bad input, 3 a model, endpoint,
+tracker or hardware failure, 4 an internal error (a bug; the traceback is printed), 130
 interrupted. Every command is wrapped by `exits`, the one place where exception types
 become exit codes (`exit_code`), so `advisor ...`, `python -m advisor.cli` and a
 CliRunner all see the same codes.
@@ -50,7 +50,8 @@ INPUT_ERRORS = [("advisor.compare", "CompareError"), ("advisor.export", "ExportE
                 ("advisor.results", "ResultsError"), ("advisor.run", "RunError"), ("advisor.serve", "ServeError"),
                 ("advisor.tracking", "TrackingError"), ("strategies", "StrategyError"),
                 ("strategies.base", "ContextTooLong")]
-MODEL_ERRORS = [("advisor.models", "ModelError"), ("torch", "OutOfMemoryError")]
+MODEL_ERRORS = [("advisor.models", "ModelError"), ("advisor.tracking", "TrackerError"),
+                ("torch", "OutOfMemoryError")]
 
 
 def _loaded(classes: list[tuple[str, str]]) -> tuple[type, ...]:
@@ -363,7 +364,8 @@ def run(
         None, "--history", help="run history store (default $ADVISOR_HISTORY or the user cache)"),
     no_history: bool = typer.Option(False, "--no-history", help="do not record this run in the history"),
     report_to: Optional[list[str]] = typer.Option(
-        None, help="also log the run to an experiment tracker: mlflow (at $MLFLOW_TRACKING_URI)"),
+        None, help="also log the run to an experiment tracker (repeatable): mlflow (at $MLFLOW_TRACKING_URI), "
+                   "wandb (online with W&B credentials, else offline into OUT/wandb)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="estimate tokens, time and cost without running"),
     budget: BudgetName = BUDGET,
 ):
@@ -422,14 +424,15 @@ def run(
         path = history.history_path(history_file)
         run_id = history.record(path, record)
         out.print(f"recorded as run {run_id} in {path} (advisor history, advisor compare)", highlight=False)
-    settings = t.spec.model_dump(include={"generation", "prompting", "rag", "finetune", "consistency"})
-    for name, tracker_id in tracking.report(report_to or [], results, out_dir, settings, run_id).items():
-        out.print(f"logged to {name}: run {tracker_id}", highlight=False)
     if junit_xml is not None:
         gating.write_junit(junit_xml, checked, t.name)
     for g in checked:
         out.print(f"{'[green]pass[/green]' if g.passed else '[bold red]FAIL[/bold red]'} {g.name}: {g.message}",
                   highlight=False)
+    # Trackers last: one that fails (exit 3, naming it) finds every output above already written.
+    settings = t.spec.model_dump(include={"generation", "prompting", "rag", "finetune", "consistency"})
+    tracking.report(report_to or [], results, out_dir, settings, run_id,
+                    lambda line: out.print(line, highlight=False, markup=False))
     if not all(g.passed for g in checked):
         raise typer.Exit(EXIT_GATE)
 

@@ -1,4 +1,4 @@
-"""`advisor run` in CI: gates, exit codes, JUnit XML, --dry-run, --version, and MLflow export.
+"""`advisor run` in CI: gates, exit codes, JUnit XML, --dry-run, --version, and MLflow and W&B logging.
 
 Real runs of the tiny task (--limit 8, zero-shot and few-shot rows, no experiments).
 The first run measures; the gate runs set their thresholds from what it measured, so
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from advisor import history
 from tests.conftest import advisor, write_task
 
 # Small enough for a busy 2-core machine; test_history.py runs the same (one xdist group), so one test session
@@ -27,15 +28,22 @@ SMALL = {"consistency": {"samples": 0, "items": 0}, "latency": {"requests": 1},
 ROWS = ["-s", "zero-shot", "-s", "few-shot", "--no-freshness", "--no-forgetting", "--limit", "8"]
 
 
+def no_wandb_account(root: Path) -> dict:
+    """The environment of a machine without W&B credentials (W&B then runs offline), its folders under root."""
+    return {"WANDB_API_KEY": None, "WANDB_MODE": None, "WANDB_DIR": None, "WANDB_PROJECT": None,
+            "NETRC": str(root / "no.netrc"), **{name: str(root / name.lower())
+                                                for name in ("WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR")}}
+
+
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
-    """One run that records history and logs to a real local MLflow store."""
+    """One run that records history and logs to a real local MLflow store and to W&B (offline)."""
     root = tmp_path_factory.mktemp("ci")
     task = write_task(root / "task", **SMALL)
     tracking = f"sqlite:///{root / 'mlflow.db'}"  # a real local store; its artifacts go to ./mlruns under cwd
     r = advisor("run", str(task), "--out", str(root / "out"), "--history", str(root / "h.sqlite"),
-                "--report-to", "mlflow", "--junit-xml", str(root / "none.xml"), *ROWS,
-                env={"MLFLOW_TRACKING_URI": tracking}, cwd=root)
+                "--report-to", "mlflow", "--report-to", "wandb", "--junit-xml", str(root / "none.xml"), *ROWS,
+                env={"MLFLOW_TRACKING_URI": tracking, **no_wandb_account(root)}, cwd=root)
     assert r.returncode == 0, r.stderr[-3000:]
     return root, task, tracking, r, json.loads((root / "out" / "results.json").read_text())
 
@@ -165,10 +173,35 @@ def test_mlflow_store_holds_params_metrics_verdict_and_report(measured):
     assert Path(local).read_text() == (root / "out" / "report.html").read_text()
 
 
-def test_mlflow_key_for_combined_rows():
-    from advisor.tracking import metric_key
+def test_wandb_offline_run_holds_params_metrics_verdict_and_report(measured):
+    from tests.test_tracking import wandb_run  # here, not above: test_tracking imports this module
 
-    assert metric_key("few-shot+rag", "accuracy") == "few-shot_rag/accuracy"
+    root, _, _, r, results = measured
+    run = wandb_run(root / "out")
+    assert f"wandb sync {run['log'].parent}" in " ".join(r.stdout.split())
+    assert run["config"]["seed"] == results["run"]["seed"] and run["config"]["prompting_few_shot_k"] == 2
+    assert run["summary"]["advisor_verdict"] == results["recommendation"]["strategy"]
+    for s in results["strategies"]:
+        key = s["name"].replace("-", "_")
+        assert run["summary"][f"{key}/accuracy"] == pytest.approx(s["accuracy"]["mean"])
+        assert run["config"][f"{key}/name"] == s["name"]
+    assert run["artifacts"]["report.html"].read_bytes() == (root / "out" / "report.html").read_bytes()
+
+
+def test_a_failing_tracker_exits_3_after_every_output_is_written(measured):
+    """The store cannot be opened: exit 3 naming the tracker, with the reports, history and JUnit file written."""
+    root, task, _, _, results = measured
+    (root / "a-file").write_text("")  # MLflow's store would be a folder inside a file
+    out, junit, hist = root / "untracked", root / "untracked.xml", root / "untracked.sqlite"
+    r = advisor("run", str(task), "--out", str(out), "--history", str(hist), "--report-to", "mlflow", *ROWS,
+                "--fail-under", "zero-shot=0", "--junit-xml", str(junit),
+                env={"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'a-file' / 'mlflow.db'}"}, cwd=root)
+    err = " ".join(r.stderr.split())
+    assert r.returncode == 3, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "error: --report-to: could not log the run to mlflow (" in err and "Traceback" not in err, err
+    assert {"results.json", "report.html"} <= {p.name for p in out.iterdir()}
+    assert list(_cases(junit)) == ["fail-under zero-shot=0"]
+    assert [run.task_name for run in history.list_runs(hist)] == ["tiny"]
 
 
 def test_ctrl_c_exits_130(tmp_path):
