@@ -406,7 +406,7 @@ def review_cmd(
     run_dir: Path = typer.Argument(..., help="a finished run's folder"),
     sample: Optional[int] = typer.Option(None, "--random", min=1, help="review every row's answer to N random eval "
                                          "items instead of the deciding ones (for prediction-powered accuracy)"),
-    reviewer: str = typer.Option(os.environ.get("USER", ""), help="your name, kept with each label"),
+    reviewer: Optional[str] = typer.Option(None, help="your name, kept with each label (default $USER)"),
     export_csv: Optional[Path] = typer.Option(None, "--export", help="write the labels to this CSV "
                                               "(id, row, label, reviewer, note) and stop"),
     import_csv: Optional[Path] = typer.Option(None, "--import", help="add the labels of this CSV (a later label of "
@@ -445,7 +445,8 @@ def review_cmd(
             out.print("nothing decides this verdict that a person should check (no discordant, near-threshold or "
                       "judged answers); --random N reviews a random sample", highlight=False)
             return
-        labels = review.session(run_dir, results, queue, labels, reviewer, out, review.keyboard())
+        labels = review.session(run_dir, results, queue, labels, reviewer or os.environ.get("USER", ""), out,
+                                review.keyboard())
     if not labels:
         return
     from advisor.run import write_outputs
@@ -456,6 +457,49 @@ def review_cmd(
                                     results.review.items if results.review else 0)
     if recorded is not None:
         out.print(f"history: run {recorded} now records {results.review.items} reviewed item(s)", highlight=False)
+
+
+@app.command()
+@exits
+def roi(
+    run_dir: Path = typer.Argument(..., help="a finished run's folder"),
+    requests_per_day: Optional[float] = typer.Option(None, min=0.001),
+    horizon_days: Optional[float] = typer.Option(None, min=0.001),
+    knowledge_changes_per_month: Optional[float] = typer.Option(None, min=0),
+    input_price_per_mtok: Optional[float] = typer.Option(None, min=0),
+    output_price_per_mtok: Optional[float] = typer.Option(None, min=0),
+    hardware_price_per_hour: Optional[float] = typer.Option(None, min=0),
+    retrain_usd: Optional[float] = typer.Option(None, min=0, help="people cost of one retrain "
+                                                "(economics.ownership.finetune.retrain_usd)"),
+    write: bool = typer.Option(False, "--write", help="save the new economics into the run folder"),
+):
+    """Recompute economics and the recommendation under other assumptions, without running models."""
+    from pydantic import ValidationError
+
+    from advisor import report
+    from advisor import run as runner
+    from advisor.results import load_results
+    from advisor.task import EconomicsSpec
+
+    results = load_results(run_dir)
+    changes = {k: v for k, v in dict(
+        requests_per_day=requests_per_day, horizon_days=horizon_days,
+        knowledge_changes_per_month=knowledge_changes_per_month, input_price_per_mtok=input_price_per_mtok,
+        output_price_per_mtok=output_price_per_mtok, hardware_price_per_hour=hardware_price_per_hour,
+    ).items() if v is not None}
+    if retrain_usd is not None:
+        ownership = results.assumptions.model_dump()["ownership"]
+        changes["ownership"] = ownership | {"finetune": ownership.get("finetune", {}) | {"retrain_usd": retrain_usd}}
+    try:
+        spec = EconomicsSpec.model_validate(results.assumptions.model_dump() | changes)
+    except ValidationError as e:  # e.g. --requests-per-day inf
+        _fail("; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()))
+    from advisor import review
+
+    results = review.redecide(results, review.current_labels(run_dir, results), spec)  # people's labels count
+    if write:
+        runner.write_outputs(results, run_dir)
+    report.terminal(results, out)
 
 
 @app.command()

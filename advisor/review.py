@@ -63,12 +63,13 @@ def deciding(results: Results) -> list[Item]:
     fragility = results.model_dump(mode="json")["recommendation"].get("fragility") or {}
     found = [Item(x["id"], x["row"], "one of the items whose rescoring changes the verdict (fragility)")
              for x in fragility.get("items") or ()]
+    counted = [ex for ex in results.examples if ex.counted is not False]  # the items the verdict is decided on
     if other is not None:
-        for ex in results.examples:
+        for ex in counted:
             if pick in ex.answers and other in ex.answers and ex.answers[pick].score != ex.answers[other].score:
                 found += [Item(ex.id, name, f"{pick} and {other} disagree here") for name in (pick, other)]
     threshold = results.scoring.semantic_threshold
-    for ex in results.examples:
+    for ex in counted:
         for name, a in ex.answers.items():
             sim = a.scoring.similarity if a.scoring else None
             if sim is not None and abs(sim - threshold) <= NEAR:
