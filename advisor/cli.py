@@ -452,7 +452,7 @@ def review_cmd(
     from advisor.run import write_outputs
 
     results = write_outputs(review.redecide(results, labels), run_dir)
-    out.print(report.review(results)["line"], highlight=False)
+    out.print(report.review(results)["line"], highlight=False, soft_wrap=True)
     recorded = history.set_reviewed(history.history_path(history_file), run_dir, results.run.started,
                                     results.review.items if results.review else 0)
     if recorded is not None:

@@ -298,10 +298,11 @@ def review(results: Results) -> dict | None:
         return strategy if status == "recommended" else f"not enough evidence (leading: {strategy})"
 
     before, after = said(r.before.strategy, r.before.status), said(rec.strategy, rec.status)
-    moved = f"unchanged: {after}" if before == after else f"before the labels {before}; with them {after}"
+    moved = (f"the verdict is unchanged: {after}" if before == after else
+             f"the verdict moved: before the labels: {before}; with them: {after}")
     line = (f"People reviewed {count(r.items)} eval item{'s' if r.items != 1 else ''} ({count(r.answers)} answers "
-            f"labelled; the label changed {count(r.changed)} score{'s' if r.changed != 1 else ''}): the verdict is "
-            f"{moved}. A label replaces its answer's automatic score.")
+            f"labelled; the labels changed {count(r.changed)} score{'s' if r.changed != 1 else ''}): {moved}. "
+            "A label replaces its answer's automatic score.")
 
     def kappa(m) -> str:
         if num(m.kappa) is None:
