@@ -128,7 +128,7 @@ def read_key(stream: TextIO) -> str:
     fd = stream.fileno()
     old = termios.tcgetattr(fd)
     try:
-        tty.setcbreak(fd)
+        tty.setcbreak(fd, termios.TCSANOW)  # not the default TCSAFLUSH: it drops keys typed ahead
         return os.read(fd, 1).decode("utf-8", "replace")
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, old)
