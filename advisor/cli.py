@@ -1,4 +1,4 @@
-"""Command line: init, validate, run, train, report, roi, serve, export, history, compare, cache.
+"""Command line: init, validate, run, train, report, review, roi, serve, export, history, compare, cache.
 
 Exit codes (README "In CI"): 0 ok, 1 a gate failed, 2 bad input, 3 a model, endpoint,
 tracker or hardware failure, 4 an internal error (a bug; the traceback is printed), 130
@@ -46,7 +46,7 @@ class InputError(Exception):
 # (module, exception class) per exit code. Only modules already imported are looked at: an exception of a
 # class means its module was imported, and a failing command must not import torch just to name its error.
 INPUT_ERRORS = [("advisor.compare", "CompareError"), ("advisor.export", "ExportError"),
-                ("advisor.gates", "GateSpecError"), ("advisor.history", "HistoryError"),
+                ("advisor.gates", "GateSpecError"), ("advisor.history", "HistoryError"), ("advisor.labels", "LabelError"),
                 ("advisor.results", "ResultsError"), ("advisor.run", "RunError"), ("advisor.serve", "ServeError"),
                 ("advisor.tracking", "TrackingError"), ("strategies", "StrategyError"),
                 ("strategies.base", "ContextTooLong")]
@@ -470,13 +470,78 @@ def train(
 @app.command("report")
 @exits
 def report_cmd(run_dir: Path = typer.Argument(..., help="a finished run's folder")):
-    """Re-render the reports from results.json without running any model."""
-    from advisor import report
+    """Re-render the reports from results.json without running any model (re-decided with people's labels)."""
+    from advisor import report, review
     from advisor.results import load_results
 
     results = load_results(run_dir)
-    report.write_reports(results, run_dir)
+    labels = review.current_labels(run_dir, results)
+    if labels or results.review is not None:
+        from advisor.run import write_outputs
+
+        results = write_outputs(review.redecide(results, labels), run_dir)
+    else:
+        report.write_reports(results, run_dir)
     report.terminal(results, out)
+
+
+@app.command("review")
+@exits
+def review_cmd(
+    run_dir: Path = typer.Argument(..., help="a finished run's folder"),
+    sample: Optional[int] = typer.Option(None, "--random", min=1, help="review every row's answer to N random eval "
+                                         "items instead of the deciding ones (for prediction-powered accuracy)"),
+    reviewer: Optional[str] = typer.Option(None, help="your name, kept with each label (default $USER)"),
+    export_csv: Optional[Path] = typer.Option(None, "--export", help="write the labels to this CSV "
+                                              "(id, row, label, reviewer, note) and stop"),
+    import_csv: Optional[Path] = typer.Option(None, "--import", help="add the labels of this CSV (a later label of "
+                                              "the same answer replaces the earlier) and re-decide"),
+    to_human_scores: Optional[Path] = typer.Option(None, "--to-human-scores", help="write the labels as eval rows' "
+                                                   "human_scores (JSONL, by id) for the judge's calibration, and stop"),
+    history_file: Optional[Path] = typer.Option(None, "--history", help="default $ADVISOR_HISTORY or the user cache"),
+):
+    """Label the answers the verdict turns on (r right, w wrong, s skip, q quit), then re-decide with the labels.
+
+    Every key is saved to RUN/labels.json at once; run it again to go on where you stopped."""
+    from advisor import history, labels as store, report, review
+    from advisor.cache import atomic_write_text
+    from advisor.results import load_results
+
+    results = load_results(run_dir)
+    labels = review.current_labels(run_dir, results)
+    if export_csv is not None or to_human_scores is not None:
+        if export_csv is not None:
+            atomic_write_text(export_csv, store.to_csv(labels))
+            out.print(f"wrote {len(labels)} label(s) to {export_csv}", highlight=False)
+        if to_human_scores is not None:
+            n = review.write_human_scores(to_human_scores, results, labels)
+            out.print(f"wrote {n} human score(s) to {to_human_scores}; add each row's human_scores to the eval row "
+                      "with the same id", highlight=False)
+        return
+    data = results.model_dump(mode="json")
+    if import_csv is not None:
+        new = store.from_csv(import_csv, data)
+        labels = store.merge(labels, new)
+        store.save(run_dir, data, labels)
+        out.print(f"imported {len(new)} label(s) from {import_csv}", highlight=False)
+    else:
+        queue = review.random_sample(results, sample) if sample else review.deciding(results)
+        if not queue:
+            out.print("nothing decides this verdict that a person should check (no discordant, near-threshold or "
+                      "judged answers); --random N reviews a random sample", highlight=False)
+            return
+        labels = review.session(run_dir, results, queue, labels, reviewer or os.environ.get("USER", ""), out,
+                                review.keyboard())
+    if not labels:
+        return
+    from advisor.run import write_outputs
+
+    results = write_outputs(review.redecide(results, labels), run_dir)
+    out.print(report.review(results)["line"], highlight=False, soft_wrap=True)
+    recorded = history.set_reviewed(history.history_path(history_file), run_dir, results.run.started,
+                                    results.review.items if results.review else 0)
+    if recorded is not None:
+        out.print(f"history: run {recorded} now records {results.review.items} reviewed item(s)", highlight=False)
 
 
 @app.command()
@@ -514,7 +579,9 @@ def roi(
         spec = EconomicsSpec.model_validate(results.assumptions.model_dump() | changes)
     except ValidationError as e:  # e.g. --requests-per-day inf
         _fail("; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()))
-    results = runner.reanalyze(results, spec)
+    from advisor import review
+
+    results = review.redecide(results, review.current_labels(run_dir, results), spec)  # people's labels count
     if write:
         runner.write_outputs(results, run_dir)
     report.terminal(results, out)

@@ -46,6 +46,9 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX runs_task ON runs(task_name)",
         "CREATE INDEX runs_out ON runs(out_dir)",
     ],
+    [  # 1 -> 2: eval items people reviewed (advisor review)
+        "ALTER TABLE runs ADD COLUMN reviewed INTEGER NOT NULL DEFAULT 0",
+    ],
 ]
 
 
@@ -93,6 +96,7 @@ class RunRecord:
     scores: dict[str, dict[str, float]] = field(default_factory=dict)  # strategy -> example id -> score
     answers: dict[str, dict[str, str]] = field(default_factory=dict)  # strategy -> example id -> answer
     gates: tuple[dict, ...] = ()
+    reviewed: int = 0  # eval items people labelled (advisor review); their labels replaced the automatic scores
 
     def row(self, strategy: str) -> RowRecord | None:
         return next((r for r in self.rows if r.strategy == strategy), None)
@@ -144,7 +148,7 @@ def record_from_results(results: Results, task_yaml: str, out_dir: Path | str | 
         advisor_version=results.advisor_version, n_eval=task.n_eval, verdict=rec.strategy,
         reasons=tuple(rec.reasons), out_dir=str(out_dir) if out_dir is not None else None,
         command=run.command, retries=run.retries, rows=tuple(rows), scores=scores,
-        answers=answers, gates=tuple(gates or ()))
+        answers=answers, gates=tuple(gates or ()), reviewed=results.review.items if results.review else 0)
 
 
 # ------------------------------------------------------------------- the store
@@ -199,10 +203,12 @@ def record(path: Path, rec: RunRecord) -> int:
             created = rec.created or datetime.now(timezone.utc).isoformat(timespec="seconds")
             cur = con.execute(
                 "INSERT INTO runs (created, task_name, task_hash, task_yaml, task_files, models, seed, advisor_version,"
-                " n_eval, verdict, reasons, out_dir, command, retries, gates) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " n_eval, verdict, reasons, out_dir, command, retries, gates, reviewed)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (created, rec.task_name, rec.task_hash, rec.task_yaml, json.dumps(rec.task_files),
                  json.dumps(rec.models), rec.seed, rec.advisor_version, rec.n_eval, rec.verdict,
-                 json.dumps(list(rec.reasons)), rec.out_dir, rec.command, rec.retries, json.dumps(list(rec.gates))))
+                 json.dumps(list(rec.reasons)), rec.out_dir, rec.command, rec.retries, json.dumps(list(rec.gates)),
+                 rec.reviewed))
             run_id = cur.lastrowid
             con.executemany(
                 "INSERT INTO rows VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -239,7 +245,7 @@ def _run_from_row(con: sqlite3.Connection, r: sqlite3.Row, with_answers: bool) -
         task_files=json.loads(r["task_files"]), models=json.loads(r["models"]), seed=r["seed"],
         advisor_version=r["advisor_version"], n_eval=r["n_eval"], verdict=r["verdict"],
         reasons=tuple(json.loads(r["reasons"])), out_dir=r["out_dir"], command=r["command"], retries=r["retries"],
-        rows=rows, scores=scores, answers=answers, gates=tuple(json.loads(r["gates"])))
+        rows=rows, scores=scores, answers=answers, gates=tuple(json.loads(r["gates"])), reviewed=r["reviewed"])
 
 
 def _query(path: Path, sql: str, args: tuple, with_answers: bool) -> list[RunRecord]:
@@ -265,6 +271,23 @@ def get_run(path: Path, run_id: int) -> RunRecord:
     if not found:
         raise HistoryError(f"{path}: no run {run_id} in the history (see `advisor history`)")
     return found[0]
+
+
+def set_reviewed(path: Path, out_dir: Path, started: str, items: int) -> int | None:
+    """Record that people reviewed `items` eval items of the run written to `out_dir` that started at `started`
+    (advisor review); the run's id, or None when the history does not hold that run."""
+    if not Path(path).exists():
+        return None
+    con = connect(path)
+    try:
+        found = con.execute("SELECT id FROM runs WHERE out_dir = ? AND created = ? ORDER BY id DESC LIMIT 1",
+                            (str(Path(out_dir).resolve()), started)).fetchone()
+        if found is None:
+            return None
+        con.execute("UPDATE runs SET reviewed = ? WHERE id = ?", (items, found[0]))
+        return found[0]
+    finally:
+        con.close()
 
 
 def latest_for_out_dir(path: Path, out_dir: Path) -> RunRecord | None:

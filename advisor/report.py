@@ -286,6 +286,35 @@ def measures(results: Results) -> dict:
             "fields": fields, "judge": judge, "grounding": grounding}
 
 
+def review(results: Results) -> dict | None:
+    """People's labels (advisor review): how many items, how the verdict moved, each automatic method's agreement
+    with the people, and the prediction-powered accuracy when they labelled a random sample; None without labels."""
+    r = results.review
+    if r is None:
+        return None
+    rec = results.recommendation
+
+    def said(strategy: str, status: str) -> str:
+        return strategy if status == "recommended" else f"not enough evidence (leading: {strategy})"
+
+    before, after = said(r.before.strategy, r.before.status), said(rec.strategy, rec.status)
+    moved = (f"the verdict is unchanged: {after}" if before == after else
+             f"the verdict moved: before the labels: {before}; with them: {after}")
+    line = (f"People reviewed {count(r.items)} eval item{'s' if r.items != 1 else ''} ({count(r.answers)} answers "
+            f"labelled; the labels changed {count(r.changed)} score{'s' if r.changed != 1 else ''}): {moved}. "
+            "A label replaces its answer's automatic score.")
+
+    def kappa(m) -> str:
+        if num(m.kappa) is None:
+            return "kappa undefined (one side gives one label)"
+        return f"kappa {m.kappa:.2f} ({m.low:.2f} to {m.high:.2f})"
+
+    agreement = [f"{m.method}: {kappa(m)}, {fmt_pct(m.agreement, ci=False)} agree on {count(m.n)}"
+                 for m in r.agreement]
+    ppi = [f"{name} {fmt_pct(e)} ({count(e.n)} sampled answers)" for name, e in (r.ppi or {}).items()]
+    return {"line": line, "agreement": "; ".join(agreement), "ppi": "; ".join(ppi)}
+
+
 def disagreements(results: Results) -> tuple[list[dict], int]:
     """Eval items where the strategies' scores differ, side by side; (shown, how many in all)."""
     items = []
@@ -486,6 +515,7 @@ def context(results: Results, chart_list: list[Chart] | None = None) -> dict:
         "baseline": _text(results.economics.baseline),
         "charts": chart_list if chart_list is not None else _charts(results),
         "measures": measures(results),
+        "review": review(results),
         "disagreements": shown,
         "n_disagreements": n_disagree,
         "n_examples": len(results.examples),
@@ -545,6 +575,12 @@ def terminal(results: Results, console: Console | None = None) -> None:
     for x in rec.cautions:
         body.append(f"! {x}\n", style="yellow")
     changes = rec.sensitivity_text
+    reviewed = review(results)
+    if reviewed is not None:
+        body.append(f"\n{reviewed['line']}\n")
+        body.append(f"Agreement with the people: {reviewed['agreement']}\n", style="dim")
+        if reviewed["ppi"]:
+            body.append(f"Prediction-powered accuracy (their random sample): {reviewed['ppi']}\n", style="dim")
     body.append(f"\nSample: {evidence_text(results)}\n", style="dim")
     body.append("What would change it: ", style="dim")
     body.append("; ".join(changes[:2]) if changes else "nothing within the volumes tried")

@@ -299,14 +299,15 @@ class ItemScoring(Record):
 
 
 class AnswerResult(Record):
-    OMIT_IF_NONE = ("scoring",)
+    OMIT_IF_NONE = ("scoring", "auto_score")
     text: str
-    score: float
+    score: float = Field(description="the score that counts: a person's label when there is one (advisor review)")
     format_ok: bool | None
     sources: tuple[str, ...]
     prompt_tokens: int
     completion_tokens: int
     scoring: ItemScoring | None = None
+    auto_score: float | None = Field(None, description="the automatic score, when a person's label replaced it")
 
 
 class ExampleResult(Record):
@@ -318,7 +319,8 @@ class ExampleResult(Record):
     source: str | None
     answers: dict[str, AnswerResult] = Field(description="strategy name -> its answer")
     method: str | None = Field(None, description="the scoring method of this item, e.g. `all of: format, json_fields`")
-    counted: bool | None = Field(None, description="false: only an uncalibrated judge scored it; left out of accuracy")
+    counted: bool | None = Field(None, description="false: only an uncalibrated judge scored it; left out of accuracy "
+                                                   "and the comparisons unless people labelled every row's answer")
 
 
 # ---------------------------------------------------------------- the run
@@ -535,6 +537,52 @@ class Recommendation(Record):
         return self.strategy if self.status == "recommended" else None
 
 
+# ---------------------------------------------------------------- people's review (advisor review)
+
+
+class ReviewLabel(Record):
+    """A person's verdict on one row's answer to one eval item (advisor/labels.py)."""
+
+    id: str
+    row: str
+    label: Literal["right", "wrong", "skip"]
+    reviewer: str = ""
+    note: str = ""
+    sample: Literal["deciding", "random"] = Field("deciding", description="random: part of a random sample of items "
+                                                                          "(`advisor review --random`), used by PPI")
+
+
+class VerdictState(Record):
+    strategy: str
+    status: Literal["recommended", "not enough evidence"]
+
+
+class MethodAgreement(Record):
+    """An automatic scoring method against the people on the labelled answers."""
+
+    method: str = Field(description="`automatic score` (the score as it counted) or a scoring method of the items")
+    n: int
+    agreement: float = Field(description="share of labelled answers where method and person agree")
+    kappa: float = Field(description="Cohen's kappa; NaN when undefined (one side gives a single label)")
+    low: float = Field(description="95% interval: the wider of a bootstrap and the Wilson interval of the agreement "
+                                   "mapped to kappa (not degenerate at perfect agreement)")
+    high: float
+
+
+class Review(Record):
+    """People's labels on the run's answers, which replace those answers' automatic scores."""
+
+    OMIT_IF_NONE = ("ppi",)
+    labels: tuple[ReviewLabel, ...]
+    items: int = Field(description="eval items with at least one answer labelled right or wrong")
+    answers: int = Field(description="answers labelled right or wrong")
+    changed: int = Field(description="answers whose score the label changed")
+    before: VerdictState = Field(description="the verdict on the automatic scores alone")
+    agreement: tuple[MethodAgreement, ...]
+    ppi: dict[str, Estimate] | None = Field(None, description="prediction-powered accuracy per row, from the labels "
+                                                              "on a random sample (Angelopoulos et al. 2023)")
+
+
 def _file_has_version(schema: dict) -> None:
     """In the file schema_version is required (load_results refuses a file without it); the run may leave it out."""
     schema["required"] = ["schema_version", *schema.get("required", [])]
@@ -544,7 +592,7 @@ class Results(Record):
     """Everything `advisor run` measured and concluded: the content of results.json."""
 
     model_config = ConfigDict(json_schema_extra=_file_has_version)
-    OMIT_IF_NONE = ("judge",)
+    OMIT_IF_NONE = ("judge", "review")
     schema_version: int = Field(SCHEMA_VERSION, json_schema_extra={"const": SCHEMA_VERSION},
                                 description="the shape of this file; a reader refuses a version it does not know")
     advisor_version: str
@@ -559,6 +607,7 @@ class Results(Record):
     economics: EconomicsSummary
     recommendation: Recommendation
     judge: JudgeCalibration | None = Field(None, description="present when the task scores with an LLM judge")
+    review: Review | None = Field(None, description="present when people labelled answers (advisor review)")
 
     @field_validator("schema_version")
     @classmethod

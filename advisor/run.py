@@ -30,6 +30,7 @@ from advisor.economics import StrategyCosts, break_even_requests_per_day, econom
 from advisor.evaluate import Evaluation, compare_rows, evaluate_strategy
 from advisor.experiments import data_curve, forgetting, freshness, load_probe
 from advisor.kinds import Family
+from advisor.labels import apply_labels, counts
 from advisor.models import Embedder, release_memory
 from advisor.recommend import Row, decide, explain
 from advisor.results import Results, examples_csv, write_results
@@ -320,9 +321,15 @@ def assemble(task: Task, seed: int, evaluated: list[Evaluation], ctx: Context, s
     }
 
 
+def counted_examples(results: dict) -> list[dict]:
+    """The eval items whose scores count, the same for every row: not those only an uncalibrated judge scored
+    (`examples[].counted`), unless people labelled every row's answer (advisor.labels.counts)."""
+    return [ex for ex in results["examples"] if counts(ex)]
+
+
 def item_scores(results: dict) -> dict[str, list[float]]:
-    """Each row's score on every eval item, in eval order (rows missing an item are left out)."""
-    examples = results["examples"]
+    """Each row's score on every counted eval item, in eval order (rows missing an item are left out)."""
+    examples = counted_examples(results)
     names = [s["name"] for s in results["strategies"]]
     return {n: [ex["answers"][n]["score"] for ex in examples] for n in names
             if examples and all(n in ex["answers"] for ex in examples)}
@@ -330,11 +337,12 @@ def item_scores(results: dict) -> dict[str, list[float]]:
 
 def restate_statistics(results: dict) -> None:
     """Accuracy, per-tag and format intervals and the paired comparisons, from the per-item scores in
-    `examples`: the run's own statistics, and a stored run's re-decided (`advisor roi`) with today's methods."""
+    `examples`: the run's own statistics, and a stored run's re-decided (`advisor roi`) with today's methods.
+    Accuracy and the comparisons count the counted items only; format adherence is measured on every answer."""
     scores, seed = item_scores(results), results["run"]["seed"]
     if not scores:
         return
-    examples = results["examples"]
+    examples = counted_examples(results)
     for s in results["strategies"]:
         x = scores.get(s["name"])
         if x is None:
@@ -342,7 +350,7 @@ def restate_statistics(results: dict) -> None:
         s["accuracy"] = mean_ci(x, seed).as_dict()
         s["by_tag"] = {t: mean_ci([v for v, ex in zip(x, examples) if t in ex["tags"]], seed).as_dict()
                        for t in s["by_tag"]}
-        formats = [ex["answers"][s["name"]]["format_ok"] for ex in examples]
+        formats = [ex["answers"][s["name"]]["format_ok"] for ex in results["examples"]]
         if s["format_adherence"] is not None and None not in formats:
             s["format_adherence"] = mean_ci([float(f) for f in formats], seed).as_dict()
     results["comparisons"] = [c.as_dict() for c in compare_all(scores, seed)]
@@ -375,12 +383,14 @@ def fresh_scores(results: dict) -> dict[str, list[float]] | None:
 
 
 def analyze(results: dict, spec: EconomicsSpec) -> dict:
-    """Statistics, economics and recommendation from measured results under the given assumptions."""
+    """Statistics, economics and recommendation from measured results under the given assumptions; people's
+    labels (results["review"], advisor review) replace their answers' automatic scores first."""
+    apply_labels(results, lambda unlabelled: analyze(unlabelled, spec)["recommendation"])
     restate_statistics(results)
     rows = rows_from_results(results)
     comparisons = {(c["a"], c["b"]): c for c in results["comparisons"]}
     seed, fresh = results["run"]["seed"], fresh_scores(results)
-    item_tags = [tuple(ex["tags"]) for ex in results["examples"]]
+    item_tags = [tuple(ex["tags"]) for ex in counted_examples(results)]
     verdict = decide(rows, comparisons, spec, fresh, seed)
     rec = explain(rows, comparisons, spec, verdict, results["task"]["n_train"], item_tags, fresh, seed)
     econ = verdict.economics
@@ -402,11 +412,6 @@ def analyze(results: dict, spec: EconomicsSpec) -> dict:
                                "(forgetting experiment): check that nothing outside the task matters to you.")
     results["recommendation"] = rec
     return results
-
-
-def reanalyze(results: Results, spec: EconomicsSpec) -> Results:
-    """The economics and verdict of a finished run under other assumptions (`advisor roi`): no model runs."""
-    return Results.model_validate(analyze(results.model_dump(mode="json"), spec))
 
 
 def write_outputs(results: dict | Results, out_dir: Path) -> Results:

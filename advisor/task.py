@@ -96,7 +96,8 @@ class JudgeSpec(_Strict):
     max_new_tokens: int = Field(64, ge=8, le=1024)
     min_kappa: float = Field(0.6, ge=-1, le=1, description="the judge counts when the lower end of its kappa's "
                                                            "95% interval against human scores reaches this")
-    min_calibration_items: int = Field(10, ge=2, description="human-scored answers needed before the judge counts")
+    min_calibration_items: int = Field(10, ge=10, description="human-scored answers needed before the judge counts "
+                                       "(at least 10: fewer say little about agreement)")
 
 
 class ScoringSpec(_Strict):

@@ -26,7 +26,7 @@ def judged_run(tmp_path_factory):
         "method": {"all_of": ["contains", "judge"]},
         "by_tag": {"style": {"all_of": ["format", "semantic"]}},
         "format": r"^Hi! (?P<content>.+) Bye\.$",
-        "judge": {"rubric": RUBRIC, "min_calibration_items": 4}},
+        "judge": {"rubric": RUBRIC}},
         consistency={"samples": 0}, latency={"requests": 0})  # not what these tests check
     rows = [json.loads(line) for line in (task / "eval.jsonl").read_text().splitlines()]
     for r in rows:

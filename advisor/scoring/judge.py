@@ -8,7 +8,7 @@ kept as written and counts as wrong.
 
 A judge is only as good as its agreement with people. Eval rows may carry answers a
 person scored (`human_scores`); the judge scores them too, and Cohen's kappa with a
-95% bootstrap interval says how well it agrees. The judge counts toward accuracy and
+95% interval (`kappa_interval`) says how well it agrees. The judge counts toward accuracy and
 the verdict only when at least `min_calibration_items` answers were compared and the
 interval's lower end reaches `min_kappa`; otherwise it is an *uncalibrated judge* and
 its numbers are shown as that, beside the scores that do count.
@@ -58,7 +58,8 @@ def parse_verdict(reply: str) -> tuple[bool | None, str]:
 
 @dataclass(frozen=True)
 class Calibration:
-    """The judge against people on the same answers: Cohen's kappa (95% bootstrap interval) and raw agreement."""
+    """The judge against people on the same answers: Cohen's kappa (95% interval, `kappa_interval`) and raw
+    agreement."""
 
     n: int
     kappa: float  # NaN when undefined (fewer than two items, or one side gives a single label)
@@ -80,10 +81,20 @@ class Calibration:
 
 
 def kappa_interval(human: list[int], judge: list[int], seed: int) -> tuple[float, float, float]:
-    """Cohen's kappa and a 95% percentile bootstrap interval over the paired items (undefined resamples skipped)."""
+    """Cohen's kappa and a 95% interval: the wider of a percentile bootstrap over the paired items and the
+    Wilson interval of the observed agreement mapped to kappa (undefined resamples skipped).
+
+    The bootstrap alone collapses to [1, 1] at perfect agreement: no resample can disagree where the sample
+    never did, so 10 agreeing items would look as certain as 10,000. The Wilson interval of the agreement
+    p_o (k of n items) does not: at 10 of 10 its lower end is 0.72. Mapped through kappa = (p_o - p_e) /
+    (1 - p_e) at the observed chance agreement p_e, it bounds kappa from the agreement's uncertainty; the
+    bootstrap adds the marginals' (p_e's). Taking the union of the two is conservative: never narrower than
+    either."""
     # Here, not at the top: sklearn costs 1-2 s per process, and most runs have no judge.
     from sklearn.exceptions import UndefinedMetricWarning
     from sklearn.metrics import cohen_kappa_score
+
+    from advisor.stats import wilson
 
     h, j = np.asarray(human), np.asarray(judge)
     if len(h) < 2:
@@ -100,7 +111,11 @@ def kappa_interval(human: list[int], judge: list[int], seed: int) -> tuple[float
     draws = draws[np.isfinite(draws)]
     if not np.isfinite(kappa) or len(draws) == 0:
         return kappa, float("nan"), float("nan")
-    return kappa, float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
+    chance = float(h.mean() * j.mean() + (1 - h.mean()) * (1 - j.mean()))
+    p_low, p_high = wilson(int((h == j).sum()), len(h))
+    low = max(-1.0, (p_low - chance) / (1 - chance))
+    high = min(1.0, (p_high - chance) / (1 - chance))
+    return kappa, min(low, float(np.percentile(draws, 2.5))), max(high, float(np.percentile(draws, 97.5)))
 
 
 class Judge:
