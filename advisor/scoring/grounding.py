@@ -4,8 +4,9 @@
 - faithfulness: the share of the answer's sentences that a retrieved passage supports,
   measured with the task's embedder: a sentence is supported when its cosine similarity
   to some retrieved passage reaches `scoring.faithfulness_threshold`, that passage states
-  every quantity the sentence states, and the passage's sentence closest to it does not
-  contradict it (negation, names, contrasting words: advisor/scoring/meaning.py). A bare
+  every quantity the sentence states, and neither the passage's sentence closest to it nor
+  the closest that states its quantities contradicts it (negation, names, contrasting
+  words: advisor/scoring/meaning.py). A bare
   answer ("The answer is: 3 days") is supported by a passage that states its quantities.
   Citation markers a reply copied from the prompt ("[1] (source: doc.md > Section)") are
   not read as quantities, nor is a number cut off at the end of a truncated reply ("by 3").
@@ -22,7 +23,8 @@ from __future__ import annotations
 import re
 
 from advisor.scoring.format import content
-from advisor.scoring.meaning import RULES, Contradiction, contradiction, quantities_decide, strip_markers
+from advisor.scoring.lexical import quantities
+from advisor.scoring.meaning import Contradiction, contradiction, quantities_decide, strip_markers
 from advisor.scoring.semantic import Similarity
 from advisor.task import ScoringSpec
 
@@ -48,14 +50,29 @@ def claims(answer: str, spec: ScoringSpec) -> list[str]:
     return [s for s in said if re.search(r"\w", s)]
 
 
+def spoken_of(sentence: str, passage: str, similarity: Similarity) -> list[str]:
+    """The passage's sentences a sentence speaks of: the closest of those sharing the most quantities with it, and the
+    closest of all unless that one states a quantity the sentence does not (then it is about another fact:
+    "With Nimbus Plus, clips are kept for 60 days" is not what "...3 days if you don't have Nimbus Plus" denies)."""
+    def closest(options: list[str]) -> str:
+        return max(options, key=lambda p: similarity.cosine(sentence, p))
+
+    parts, said = sentences(passage) or [passage], quantities(sentence)
+    most = max(len(said & quantities(p)) for p in parts)
+    near = [closest([p for p in parts if len(said & quantities(p)) == most])] if most else []
+    if quantities(nearest := closest(parts)) <= said and nearest not in near:
+        near.append(nearest)
+    return near
+
+
 def supported(sentence: str, passage: str, spec: ScoringSpec, similarity: Similarity) -> tuple[bool, Contradiction | None]:
     """Does this passage support this sentence? (and the contradiction that refused it, if any)"""
     if similarity.cosine(sentence, passage) < spec.faithfulness_threshold and not quantities_decide(sentence, passage):
         return False, None
     found = contradiction(sentence, passage, "supported", rules=("quantities",))
     if found is None:
-        nearest = max(sentences(passage), key=lambda s: similarity.cosine(sentence, s), default=passage)
-        found = contradiction(sentence, nearest, rules=tuple(r for r in RULES if r != "quantities"))
+        found = next(filter(None, (contradiction(sentence, p, rules=("negation", "names", "contrast"))
+                                   for p in spoken_of(sentence, passage, similarity))), None)
     return found is None, found
 
 

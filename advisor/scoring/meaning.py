@@ -49,9 +49,11 @@ NEGATIONS = frozenset("not no never cannot cant dont doesnt didnt isnt arent was
                       "nothing nowhere neither nor unless".split())
 NOT_DENIALS = re.compile(r"\b(?:no (?:problem|problems|worries|rush|doubt|matter)|not only|no (?:later|more|less|"
                          r"longer|sooner) than)\b")
-_SCOPE = 4
+_SCOPE = 4  # content words a negation reaches, within its clause
+VERBS = frozenset("is are was were be been am have has had do does did can could will would should may might "
+                  "must".split())  # a new predicate ends a negation's reach
 # Words a bare answer wraps its quantity in ("The answer is: about 3 business days").
-FILLER = frozenset("answer about around approximately roughly exactly business".split())  # content words a negation reaches, within its clause
+FILLER = frozenset("answer about around approximately roughly exactly business".split())
 
 # Sets of mutually exclusive words; each alternative lists its inflected forms. A pair is refused when each text
 # uses an alternative of a set that the other does not use at all.
@@ -60,7 +62,7 @@ CONTRASTS: tuple[tuple[frozenset[str], ...], ...] = tuple(
         "open opens opened opening|close closes closed closing shut shuts",
         "lower lowers lowered lowering decrease decreases decreased reduce reduces reduced|"
         "raise raises raised raising higher increase increases increased",
-        "low|high", "hot|cold", "warmer warm|cooler", "before|after", "free|paid", "on|off",
+        "low|high", "hot|cold", "warmer warm|cooler", "before|after", "over above|under below", "free|paid", "on|off",
         "accept accepts accepted allow allows allowed|reject rejects rejected refuse refuses refused forbid",
         "include includes included|exclude excludes excluded", "add adds added|remove removes removed delete deletes",
         "enable enables enabled|disable disables disabled", "start starts started begin begins|stop stops stopped",
@@ -113,25 +115,39 @@ def _is_negation(token: str) -> bool:
 
 
 def polarity(text: str) -> _Polarity:
-    """Negations and what they reach: up to four content words after each, within its clause. A sentence's
-    answer word "No," before another negation of the same sentence ("No, we don't...") counts once."""
+    """Negations and what they reach: up to four content words after each, within its clause, ending at
+    a verb like "is" or "have" once a word was reached ("without the box | have a fee"). A sentence's
+    answer word "No," before another negation of the same sentence ("No, we don't...") counts once. A
+    clause with two negations ("can't return it without the box") is left out: its words' polarity is
+    beyond a word rule, and a rule refuses only on evidence."""
     text = NOT_DENIALS.sub(" ", text.lower())
     count, denied, stated = 0, set(), set()
     for sentence in re.split(r"(?<=[.!?])\s+", text):
         tokens = re.findall(r"[a-z][a-z'’-]*|[,.;:!?()\[\]\n]", sentence)
-        cues = [i for i, t in enumerate(tokens) if _is_negation(t)]
-        if len(cues) > 1 and tokens[0] == "no" and len(tokens) > 1 and _CLAUSE_END.fullmatch(tokens[1]):
-            cues = cues[1:]
-        count += len(cues)
-        reach = 0
-        for i, t in enumerate(tokens):
-            if i in cues:
-                reach = _SCOPE
-            elif _CLAUSE_END.fullmatch(t):
-                reach = 0
-            elif t not in STOPWORDS and not _is_negation(t):
-                (denied if reach else stated).add(_stem(t))
-                reach = max(reach - 1, 0)
+        if tokens[:1] == ["no"] and len(tokens) > 1 and _CLAUSE_END.fullmatch(tokens[1]) and \
+                any(_is_negation(t) for t in tokens[2:]):
+            tokens = tokens[2:]
+        clause: list[str] = []
+        for t in tokens + ["."]:
+            if not _CLAUSE_END.fullmatch(t):
+                clause.append(t)
+                continue
+            cues = sum(map(_is_negation, clause))
+            if cues and cues % 2 == 0:
+                clause = []
+                continue
+            count += cues
+            reach, reached = 0, False
+            for w in clause:
+                if _is_negation(w):
+                    reach, reached = _SCOPE, False
+                elif w in STOPWORDS:
+                    if w in VERBS and reached:
+                        reach = 0
+                else:
+                    (denied if reach else stated).add(_stem(w))
+                    reached, reach = reached or reach > 0, max(reach - 1, 0)
+            clause = []
     return _Polarity(count % 2 == 1, frozenset(denied), frozenset(stated))
 
 
@@ -171,6 +187,12 @@ def _contrast(a: _Polarity, b: _Polarity) -> tuple[str, ...]:
     return ()
 
 
+def _denies_the_alternative(a: _Polarity, b: _Polarity) -> bool:
+    """a denies one word of a contrast set and b states another: "not open" against "closed" agree."""
+    return any(alt & a.denied and any(other & b.stated for other in group if other is not alt)
+               for group in CONTRASTS for alt in group)
+
+
 def _quantities_differ(said: str, other: str, direction: Direction) -> tuple[str, ...]:
     qs, qo = quantities(said), quantities(other)
     if direction == "states":
@@ -190,9 +212,9 @@ def contradiction(said: str, other: str, direction: Direction = "same",
         return Contradiction("quantities", q)
     pa, pb = polarity(said), polarity(other)
     flips = _contrast(pa, pb)
-    if "negation" in rules and pa.odd != pb.odd and not flips:  # "not closed" is "open": a flip undoes a negation
-        hit = _denied_stated(pa, pb) | _denied_stated(pb, pa)
-        if hit:
+    explained = flips or _denies_the_alternative(pa, pb) or _denies_the_alternative(pb, pa)
+    if "negation" in rules and pa.odd != pb.odd and not explained:  # "not closed" is "open"
+        if hit := _denied_stated(pa, pb) | _denied_stated(pb, pa):
             return Contradiction("negation", tuple(sorted(hit)))
     if "names" in rules and (n := _swapped_names(said, other)):
         return Contradiction("names", n)
