@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from advisor.results import ItemScoring
+from advisor.report import item_detail
+from advisor.results import AnswerResult, ItemScoring
 from advisor.scoring import Tools, agree, score_item
 from advisor.scoring.grounding import faithfulness, support
 from advisor.scoring.meaning import contradiction, polarity
@@ -69,9 +70,14 @@ def test_the_issues_contradictions_pass_the_cosine_and_are_not_the_same(similari
     assert ItemScoring(parts=s.parts, **s.details).contradictions[0].rule == rule  # results.json holds why
 
 
-def test_the_names_that_differ_are_named(similarity):
+def test_the_names_that_differ_are_named_in_the_results_and_the_report(similarity):
     found = contradiction("The capital of Denmark is Oslo.", "The capital of Denmark is Copenhagen.")
-    assert found.rule == "names" and set(found.differ) == {"Oslo", "Copenhagen"}
+    assert found.rule == "names" and found.differ == ("Oslo", "Copenhagen")
+    s = score_item("The capital of Denmark is Oslo.", Example(id="q08", input="q", output="The capital of Denmark is "
+                   "Copenhagen."), ScoringSpec(method="semantic"), Tools(lambda: similarity.embedder))
+    answer = AnswerResult(text="The capital of Denmark is Oslo.", score=s.value, format_ok=None, sources=(),
+                          prompt_tokens=0, completion_tokens=0, scoring=ItemScoring(parts=s.parts, **s.details))
+    assert "semantic refused: names (Oslo, Copenhagen)" in item_detail(None, answer)
 
 
 def test_a_support_style_item_keeps_the_issue_answer_wrong(similarity):

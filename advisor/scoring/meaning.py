@@ -103,7 +103,9 @@ def _stem(word: str) -> str:
 
 
 @dataclass(frozen=True)
-class _Polarity:
+class Polarity:
+    """What a text denies and states, word by word (stems), and whether it denies overall."""
+
     odd: bool              # an odd number of negations: the text denies something overall
     denied: frozenset      # content words inside a negation's reach
     stated: frozenset      # content words outside any
@@ -114,7 +116,7 @@ def _is_negation(token: str) -> bool:
     return t in NEGATIONS or t.endswith("n't")
 
 
-def polarity(text: str) -> _Polarity:
+def polarity(text: str) -> Polarity:
     """Negations and what they reach: up to four content words after each, within its clause, ending at
     a verb like "is" or "have" once a word was reached ("without the box | have a fee"). A sentence's
     answer word "No," before another negation of the same sentence ("No, we don't...") counts once. A
@@ -148,10 +150,10 @@ def polarity(text: str) -> _Polarity:
                     (denied if reach else stated).add(_stem(w))
                     reached, reach = reached or reach > 0, max(reach - 1, 0)
             clause = []
-    return _Polarity(count % 2 == 1, frozenset(denied), frozenset(stated))
+    return Polarity(count % 2 == 1, frozenset(denied), frozenset(stated))
 
 
-def _denied_stated(a: _Polarity, b: _Polarity) -> set[str]:
+def _denied_stated(a: Polarity, b: Polarity) -> set[str]:
     """Words a denies and b states, that a does not also state nor b also deny."""
     return {w for w in a.denied if w in b.stated and w not in a.stated and w not in b.denied}
 
@@ -178,7 +180,7 @@ def _swapped_names(a: str, b: str) -> tuple[str, ...]:
     return tuple(only_a + only_b) if only_a and only_b else ()
 
 
-def _contrast(a: _Polarity, b: _Polarity) -> tuple[str, ...]:
+def _contrast(a: Polarity, b: Polarity) -> tuple[str, ...]:
     for group in CONTRASTS:
         used_a = {i for i, alt in enumerate(group) if alt & a.stated}
         used_b = {i for i, alt in enumerate(group) if alt & b.stated}
@@ -187,7 +189,7 @@ def _contrast(a: _Polarity, b: _Polarity) -> tuple[str, ...]:
     return ()
 
 
-def _denies_the_alternative(a: _Polarity, b: _Polarity) -> bool:
+def _denies_the_alternative(a: Polarity, b: Polarity) -> bool:
     """a denies one word of a contrast set and b states another: "not open" against "closed" agree."""
     return any(alt & a.denied and any(other & b.stated for other in group if other is not alt)
                for group in CONTRASTS for alt in group)
