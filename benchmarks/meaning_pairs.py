@@ -99,13 +99,14 @@ def precision_recall(judged: list[tuple[dict, bool]]) -> tuple[float, float]:
 
 
 def table(results: dict[str, list[tuple[dict, bool, bool]]]) -> str:
-    lines = ["| comparer | pairs (same/different) | precision before | recall before | precision after | recall after |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| comparer | pairs (same/different) | precision before | recall before | precision after "
+             "| recall after |", "|---|---|---|---|---|---|"]
     for name, rows in results.items():
         pb, rb = precision_recall([(p, b) for p, b, _ in rows])
         pa, ra = precision_recall([(p, a) for p, _, a in rows])
         same = sum(p["label"] == "same" for p, _, _ in rows)
-        lines.append(f"| {name} | {len(rows)} ({same}/{len(rows) - same}) | {pb:.2f} | {rb:.2f} | {pa:.2f} | {ra:.2f} |")
+        lines.append(f"| {name} | {len(rows)} ({same}/{len(rows) - same}) | {pb:.2f} | {rb:.2f} | {pa:.2f} "
+                     f"| {ra:.2f} |")
     return "\n".join(lines)
 
 

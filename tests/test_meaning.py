@@ -50,7 +50,8 @@ def similarity(embedder) -> Similarity:
 
 ISSUE = [  # (answer, reference, the rule that must refuse it)
     ("Thank you for being with us. Yes, I can offer you a free device, and I am happy to help with anything else.",
-     "Thank you for being with us. I cannot offer free devices, but I am happy to help with anything else.", "negation"),
+     "Thank you for being with us. I cannot offer free devices, but I am happy to help with anything else.",
+     "negation"),
     ("Sorry, you cannot reach a person by phone or by live chat in the Nimbus app.",
      "Of course, you can reach our team by phone or by live chat in the Nimbus app.", "negation"),
     ("The capital of Denmark is Oslo.", "The capital of Denmark is Copenhagen.", "names"),

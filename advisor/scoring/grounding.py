@@ -4,9 +4,8 @@
 - faithfulness: the share of the answer's sentences that a retrieved passage supports,
   measured with the task's embedder: a sentence is supported when its cosine similarity
   to some retrieved passage reaches `scoring.faithfulness_threshold`, that passage states
-  every quantity the sentence states, and neither the passage's sentence closest to it nor
-  the closest that states its quantities contradicts it (negation, names, contrasting
-  words: advisor/scoring/meaning.py). A bare
+  every quantity the sentence states, and the passage's sentences it speaks of do not
+  contradict it (negation, names, contrasting words: advisor/scoring/meaning.py). A bare
   answer ("The answer is: 3 days") is supported by a passage that states its quantities.
   Citation markers a reply copied from the prompt ("[1] (source: doc.md > Section)") are
   not read as quantities, nor is a number cut off at the end of a truncated reply ("by 3").
@@ -51,9 +50,10 @@ def claims(answer: str, spec: ScoringSpec) -> list[str]:
 
 
 def spoken_of(sentence: str, passage: str, similarity: Similarity) -> list[str]:
-    """The passage's sentences a sentence speaks of: the closest of those sharing the most quantities with it, and the
-    closest of all unless that one states a quantity the sentence does not (then it is about another fact:
-    "With Nimbus Plus, clips are kept for 60 days" is not what "...3 days if you don't have Nimbus Plus" denies)."""
+    """The passage's sentences a sentence speaks of: the closest of those sharing the most quantities with it,
+    and the closest of all unless that one states a quantity the sentence does not (then it is about another
+    fact: "With Nimbus Plus, clips are kept for 60 days" is not what "...3 days if you don't have Nimbus Plus"
+    denies)."""
     def closest(options: list[str]) -> str:
         return max(options, key=lambda p: similarity.cosine(sentence, p))
 
@@ -65,7 +65,8 @@ def spoken_of(sentence: str, passage: str, similarity: Similarity) -> list[str]:
     return near
 
 
-def supported(sentence: str, passage: str, spec: ScoringSpec, similarity: Similarity) -> tuple[bool, Contradiction | None]:
+def supported(sentence: str, passage: str, spec: ScoringSpec,
+              similarity: Similarity) -> tuple[bool, Contradiction | None]:
     """Does this passage support this sentence? (and the contradiction that refused it, if any)"""
     if similarity.cosine(sentence, passage) < spec.faithfulness_threshold and not quantities_decide(sentence, passage):
         return False, None
