@@ -181,6 +181,7 @@ def test_a_sentence_worded_like_its_passage_that_contradicts_it_is_not_supported
     assert similarity.cosine(wrong, eco) >= SUPPORT.faithfulness_threshold
     share, refused = support(wrong, [eco], SUPPORT, similarity)
     assert share == 0.0 and refused[0]["rule"] == "contrast" and refused[0]["sentence"] == wrong
+    assert ItemScoring(parts={}, faithfulness=share, contradictions=refused).contradictions[0].sentence == wrong
     storage = section("camera.md", "Video storage")
     assert faithfulness("With Nimbus Plus, cloud clips are kept for 3 days.", [storage], SUPPORT, similarity) == 0.0
     assert faithfulness("With Nimbus Plus, cloud clips are kept for 60 days.", [storage], SUPPORT, similarity) == 1.0
