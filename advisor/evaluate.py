@@ -11,7 +11,7 @@ import numpy as np
 
 from advisor.economics import pricing
 from advisor.scoring import Score, Tools, agree, passes_format, score_item
-from advisor.scoring.grounding import context_recall, faithfulness
+from advisor.scoring.grounding import context_recall, support
 from advisor.stats import compare_all, mean_ci
 from advisor.task import Example, ScoringSpec, Task, method_names
 from advisor.workload import asked_again_later, paraphrases, probe_items
@@ -62,8 +62,10 @@ def grounding(answers: list[Answer], task: Task, scored: list[Score], tools: Too
     recall, faithful, unsupported = [], [], []
     for item, a, ex, s in zip(per_item, answers, task.eval, scored):
         r = context_recall(ex.source, a.sources)
-        f = faithfulness(a.text, a.passages, sc, tools.similarity)
+        f, refused = support(a.text, a.passages, sc, tools.similarity)
         item.update({k: v for k, v in (("context_recall", r), ("faithfulness", f)) if v is not None})
+        if refused:
+            item["contradictions"] = refused
         if r is not None:
             recall.append(float(r))
         if f is not None:
@@ -148,6 +150,9 @@ def evaluate_strategy(strategy: Strategy, task: Task, seed: int, tools: Tools | 
     paraphrased = paraphrase_agreement(task, answers, para_answers, seed, tools)
     grounded, grounded_items = grounding(answers, task, scored, tools, seed)
     details = [{"parts": s.parts, **s.details, **g} for s, g in zip(scored, grounded_items)]
+    for d, s, g in zip(details, scored, grounded_items):  # the scorer's refusals and grounding's, both kept
+        if "contradictions" in s.details and "contradictions" in g:
+            d["contradictions"] = s.details["contradictions"] + g["contradictions"]
     # Latency as a user sees it: single requests, no batching, no cache.
     latencies = [strategy.time_one(inputs[i]) for i in range(min(spec.latency.requests, len(inputs)))]
 

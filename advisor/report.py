@@ -230,6 +230,9 @@ def item_detail(results: Results, a) -> str:
         out.append(f"similarity {sc.similarity:.2f}")
     if sc.missing_quantities:
         out.append("missing " + ", ".join(sc.missing_quantities))
+    for c in sc.contradictions or ():  # close in meaning, refused by a rule (advisor/scoring/meaning.py)
+        where = f' in "{c.sentence}"' if c.sentence else ""
+        out.append(f"{c.comparer} refused: {c.rule} ({', '.join(c.differ)}){where}")
     if sc.judge is not None:
         said = {True: "correct", False: "wrong", None: "no verdict"}[sc.judge.correct]
         label = "judge" if _judge_counts(results) else UNCALIBRATED

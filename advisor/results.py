@@ -283,10 +283,21 @@ class JudgeVerdict(Record):
     reply: str = Field(description="the judge's reply as written")
 
 
+class Contradiction(Record):
+    """Why a comparison of meaning whose cosine passed was refused (advisor/scoring/meaning.py)."""
+
+    OMIT_IF_NONE = ("sentence",)
+    comparer: str = Field(description="semantic, json_fields:<field> or faithfulness")
+    rule: str = Field(description="quantities, negation, names or contrast")
+    differ: tuple[str, ...] = Field(description="the quantities, denied words, names or contrasting words that differ")
+    sentence: str | None = Field(None, description="faithfulness: the answer's sentence no passage supports")
+
+
 class ItemScoring(Record):
     """How one answer was scored: each method's score, and what the substance scorers saw."""
 
-    OMIT_IF_NONE = ("fields", "parsed", "similarity", "missing_quantities", "judge", "context_recall", "faithfulness")
+    OMIT_IF_NONE = ("fields", "parsed", "similarity", "missing_quantities", "judge", "context_recall", "faithfulness",
+                    "contradictions")
     parts: dict[str, float] = Field(description="method -> its score; the answer's score is the lowest that counts")
     fields: dict[str, bool] | None = Field(None, description="json_fields: each reference field right or not")
     parsed: bool | None = Field(None, description="json_fields: a JSON object was found in the reply")
@@ -296,6 +307,8 @@ class ItemScoring(Record):
     judge: JudgeVerdict | None = None
     context_recall: bool | None = Field(None, description="retrieval rows: the gold source was retrieved")
     faithfulness: float | None = Field(None, description="retrieval rows: share of sentences a passage supports")
+    contradictions: tuple[Contradiction, ...] | None = Field(None, description="comparisons close in meaning that a "
+                                                             "rule refused (negation, names, ...), and why")
 
 
 class AnswerResult(Record):

@@ -1,16 +1,19 @@
 """Meaning-based checks with the task's sentence embedder (the one retrieval uses).
 
 Two texts say the same thing when their embeddings' cosine similarity reaches the
-task's `scoring.semantic_threshold` and they state the same quantities: sentence
-embeddings barely tell "covered for 18 months" from "covered for 18 days" (cosine
-0.95 with MiniLM), so numbers with their currency, percent sign or unit must match too.
+task's `scoring.semantic_threshold` and no rule of advisor/scoring/meaning.py finds a
+contradiction: sentence embeddings barely tell "covered for 18 months" from "covered for
+18 days" (cosine 0.95 with MiniLM) nor "can offer" from "cannot offer" (0.90), so the
+quantities, the polarity, the names and contrasting words must agree too. A bare answer
+("The answer is: 3 days") is compared by its quantities alone: there is nothing else to embed.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from advisor.scoring.format import content
-from advisor.scoring.lexical import normalize, quantities
+from advisor.scoring.lexical import normalize
+from advisor.scoring.meaning import Contradiction, Direction, contradiction, quantities_decide
 from advisor.task import Example, ScoringSpec
 
 
@@ -39,27 +42,36 @@ class Similarity:
         va, vb = self.vectors([a, b])
         return float(va @ vb)  # the embedder L2-normalizes
 
+    def check(self, said: str, other: str, threshold: float,
+              direction: Direction = "same") -> tuple[bool, float, Contradiction | None]:
+        """(same meaning?, cosine, the contradiction found when the cosine passed).
+
+        `direction` says how quantities must relate (advisor.scoring.meaning.Direction)."""
+        sim = self.cosine(said, other)
+        if sim < threshold and not quantities_decide(said, other):
+            return False, sim, None
+        found = contradiction(said, other, direction)
+        return found is None, sim, found
+
     def same_meaning(self, a: str, b: str, threshold: float) -> bool:
-        if normalize(a) == normalize(b):
-            return True
-        return quantities(a) == quantities(b) and self.cosine(a, b) >= threshold
+        return normalize(a) == normalize(b) or self.check(a, b, threshold)[0]
 
 
 def semantic(answer: str, ex: Example, spec: ScoringSpec, similarity: Similarity) -> Part:
-    """1 when the answer's content is as close as `semantic_threshold` to a reference's and states every
-    quantity that reference states; the best raw similarity is kept either way."""
+    """1 when the answer's content is as close as `semantic_threshold` to a reference's, states every
+    quantity that reference states and contradicts it by no rule (advisor.scoring.meaning); the best raw
+    similarity is kept either way, and why a close reference was refused."""
     said = content(answer, spec)
-    best, passed, missing = -1.0, False, []
+    best, passed, refused = -1.0, False, []
     for ref in ex.references:
-        want = content(ref, spec)
-        sim = similarity.cosine(said, want)
-        lacking = sorted(quantities(want) - quantities(said))
-        best = max(best, sim)
-        if sim >= spec.semantic_threshold and not lacking:
-            passed = True
-        elif sim >= spec.semantic_threshold:
-            missing = lacking
+        same, sim, found = similarity.check(said, content(ref, spec), spec.semantic_threshold, "states")
+        best, passed = max(best, sim), passed or same
+        if found is not None:
+            refused.append(found)
     details = {"similarity": round(best, 4)}
-    if missing and not passed:
-        details["missing_quantities"] = missing
+    if refused and not passed:
+        if refused[0].rule == "quantities":
+            details["missing_quantities"] = list(refused[0].differ)
+        else:
+            details["contradictions"] = [{"comparer": "semantic", **refused[0].as_dict()}]
     return Part(float(passed), details)

@@ -48,16 +48,32 @@ def compare(got: dict | None, want: dict, spec: ScoringSpec, similarity: Similar
     return {k: got is not None and k in got and field_right(k, got[k], v, spec, similarity) for k, v in want.items()}
 
 
+def refused_fields(got: dict | None, want: dict, spec: ScoringSpec, similarity: Similarity | None) -> list[dict]:
+    """Why free-text fields close in meaning were refused: the contradiction each shows (advisor.scoring.meaning).
+    A field with a contradiction is wrong (same_meaning refuses it), so every one listed is a wrong field."""
+    out = []
+    for name in spec.free_text_fields:
+        if similarity is not None and got and isinstance(got.get(name), str) and isinstance(want.get(name), str):
+            found = similarity.check(got[name], want[name], spec.semantic_threshold)[2]
+            if found is not None:
+                out.append({"comparer": f"json_fields:{name}", **found.as_dict()})
+    return out
+
+
 def json_fields(answer: str, ex: Example, spec: ScoringSpec, similarity: Similarity | None) -> Part:
     got = parse_object(answer)
     best: dict[str, bool] = {}
+    best_ref: dict = {}
     for ref in ex.references:
         want = json.loads(ref)  # load_task checked that every reference of these items is a JSON object
         fields = compare(got, want, spec, similarity)
         if not best or sum(fields.values()) / max(len(fields), 1) > sum(best.values()) / max(len(best), 1):
-            best = fields
+            best, best_ref = fields, want
     value = sum(best.values()) / len(best) if best else float(got == {})
-    return Part(value, {"fields": best, "parsed": got is not None})
+    details = {"fields": best, "parsed": got is not None}
+    if refused := refused_fields(got, best_ref, spec, similarity):  # a contradiction makes its field wrong
+        details["contradictions"] = refused
+    return Part(value, details)
 
 
 def same_fields(a: dict, b: dict, spec: ScoringSpec, similarity: Similarity | None) -> bool:
