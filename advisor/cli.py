@@ -532,6 +532,7 @@ def _delete_runs(path: Path, task: str | None, ids: list[int], keep: int | None,
             return
     else:
         doomed = [history.get_run(path, i) for i in ids]
+    history.require_writable(path)  # before asking
     history.terminal(doomed, out, f"to delete from {path}:")
     if not yes and not typer.confirm(f"delete these {len(doomed)} runs?"):
         out.print("nothing deleted", highlight=False)

@@ -188,10 +188,9 @@ def pair_items(a: history.RunRecord, b: history.RunRecord) -> Pairing:
     (in order of appearance), then list the rest as changed (same id, other content) or found in one run only."""
     ids_a, ids_b = _item_ids(a), _item_ids(b)
     if not (a.items and b.items):
-        shared = set(ids_b)
-        pairs = tuple((i, i) for i in ids_a if i in shared)
-        return Pairing(pairs, (), (), tuple(i for i in ids_a if i not in shared),
-                       tuple(i for i in ids_b if i not in set(ids_a)), False)
+        in_a, in_b = set(ids_a), set(ids_b)
+        return Pairing(tuple((i, i) for i in ids_a if i in in_b), (), (), tuple(i for i in ids_a if i not in in_b),
+                       tuple(j for j in ids_b if j not in in_a), False)
     pairs = [(i, i) for i in ids_a if b.items.get(i) == a.items[i]]
     same = {i for i, _ in pairs}
     waiting: dict[str, list[str]] = {}  # content -> B's unpaired ids with it, in order
@@ -314,6 +313,19 @@ def pairing_lines(p: Pairing) -> list[str]:
     return out
 
 
+def _table(title: str, rows: list[dict[str, str]], columns: list[str]) -> Table:
+    """Some columns of the per-row table; a cell never wraps (a number or a test name broken over two lines is
+    unreadable): only the strategy gives way, ending in "…", when the terminal is too narrow."""
+    t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, padding=(0, 1, 0, 0))
+    for i, col in enumerate(columns):
+        width = max([len(col)] + [len(r[col]) for r in rows])
+        t.add_column(col, justify="left" if col in ("Strategy", "test") else "right", no_wrap=True,
+                     overflow="ellipsis", min_width=min(width, 8) if i == 0 else width)
+    for r in rows:
+        t.add_row(*(Text(r[col]) for col in columns))
+    return t
+
+
 def terminal(c: Comparison, console: Console) -> None:
     console.print(Text(f"A: {c.label_a}, {c.a.task_name}, {c.a.created}", style="bold"))
     console.print(Text(f"B: {c.label_b}, {c.b.task_name}, {c.b.created}", style="bold"))
@@ -327,17 +339,12 @@ def terminal(c: Comparison, console: Console) -> None:
     else:
         console.print(Text("What changed: nothing in the task, models or seed", style="dim"))
     rows = table_rows(c)
-    t = Table(title="Rows (Δ = B − A on the eval items both runs asked)", box=box.SIMPLE_HEAD, title_justify="left",
-              pad_edge=False, padding=(0, 1, 0, 0))
-    for i, col in enumerate(rows[0] if rows else []):
-        # no cell wraps (a number or a test name broken over lines is unreadable); only the strategy gives way
-        width = max([len(col)] + [len(r[col]) for r in rows])
-        t.add_column(col, justify="left" if col in ("Strategy", "test") else "right", no_wrap=True,
-                     overflow="ellipsis", min_width=min(width, 8) if i == 0 else width)
-    for r in rows:
-        t.add_row(*(Text(v) for v in r.values()))
-    console.print(t)
-    console.print(Text(TESTS_LEGEND, style="dim"))
+    if rows:  # accuracy and cost in two tables: each fits 80 columns, no cell wraps, no column is dropped
+        accuracy = [k for k in rows[0] if not k.startswith(("$", "Δ $"))]
+        cost = ["Strategy"] + [k for k in rows[0] if k.startswith(("$", "Δ $"))]
+        console.print(_table("Accuracy (Δ = B − A on the eval items both runs asked)", rows, accuracy))
+        console.print(Text(TESTS_LEGEND, style="dim"))
+        console.print(_table("Cost per request", rows, cost))
     lines = pairing_lines(c.pairing)
     if lines:
         console.print(Text("Items:", style="bold"))
@@ -346,7 +353,7 @@ def terminal(c: Comparison, console: Console) -> None:
     console.print(Text(verdict_line(c), style="bold yellow" if c.verdict_changed else "bold green"))
     for label, run in (("A", c.a), ("B", c.b)):
         for reason in run.reasons[:2]:
-            console.print(Text(f"  {label} ({verdict_text(run)}): {reason}"))
+            console.print(Text(f"  {label}, {verdict_text(run)}: {reason}"))
 
 
 def html(c: Comparison) -> str:

@@ -198,8 +198,7 @@ def connect(path: Path) -> sqlite3.Connection:
 def _migrate(con: sqlite3.Connection, path: Path) -> None:
     version = con.execute("PRAGMA user_version").fetchone()[0]
     if version > len(MIGRATIONS):
-        raise HistoryError(f"{path}: schema version {version} is newer than this advisor knows "
-                           f"({len(MIGRATIONS)}); upgrade advisor or use another --history")
+        raise _newer(path, version)
     if version == len(MIGRATIONS):
         return
     con.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then see the new version
@@ -213,6 +212,11 @@ def _migrate(con: sqlite3.Connection, path: Path) -> None:
     except BaseException:
         con.execute("ROLLBACK")
         raise
+
+
+def _newer(path: Path, version: int) -> HistoryError:
+    return HistoryError(f"{path}: schema version {version} is newer than this advisor knows ({len(MIGRATIONS)}); "
+                        "upgrade advisor or use another --history")
 
 
 def record(path: Path, rec: RunRecord) -> int:
@@ -296,8 +300,7 @@ def open_for_reading(path: Path) -> sqlite3.Connection:
     if version > len(MIGRATIONS) or version < READABLE_FROM:
         con.close()
         if version > len(MIGRATIONS):
-            raise HistoryError(f"{path}: schema version {version} is newer than this advisor knows "
-                               f"({len(MIGRATIONS)}); upgrade advisor or use another --history")
+            raise _newer(path, version)
         raise HistoryError(f"{path}: schema version {version} is too old to read, and the store is read-only so it "
                            f"cannot be migrated; open it once with write access, or point --history elsewhere")
     return con
@@ -338,11 +341,14 @@ def latest_for_out_dir(path: Path, out_dir: Path) -> RunRecord | None:
 # ------------------------------------------------------------ delete, prune
 
 
+def require_writable(path: Path) -> None:
+    if not Path(path).exists() or not writable(Path(path)):
+        raise HistoryError(f"{path}: the history store is read-only (or absent); nothing was deleted")
+
+
 def delete(path: Path, run_ids: list[int]) -> None:
     """Delete these runs (their rows and answers go with them) in one transaction."""
-    path = Path(path)
-    if not path.exists() or not writable(path):
-        raise HistoryError(f"{path}: the history store is read-only (or absent); nothing was deleted")
+    require_writable(path)
     con = connect(path)
     try:
         con.execute("BEGIN IMMEDIATE")
@@ -410,12 +416,12 @@ def _models_text(models: dict[str, str]) -> str:
     return ", ".join(f"{role} {name}" for role, name in sorted(models.items())) or "–"
 
 
-def verdict_text(r: RunRecord) -> str:
+def _verdict_cell(r: RunRecord) -> str:
     """The verdict as history shows it: the row, in parentheses when it only leads (not enough evidence)."""
     return f"({r.verdict})" if r.status == "not enough evidence" else str(r.verdict)
 
 
-def table(runs: list[RunRecord], title: str, wide: bool = False) -> Table:
+def table(runs: list[RunRecord], wide: bool = False) -> Table:
     """The runs as a table that fits 80 columns: no cell wraps, so no word is ever broken; only the task and the
     verdict give way, ending in "…" when a name is longer than its share (`--wide` or `--json` give everything).
     Models are labelled m1, m2, ... (the legend under the table)."""
@@ -425,9 +431,9 @@ def table(runs: list[RunRecord], title: str, wide: bool = False) -> Table:
         s = summary(r)
         cells.append([str(r.id), r.created[:16].replace("T", " "), r.task_name,
                       _models_text(r.models) if wide else labels[_models_text(r.models)], str(r.seed),
-                      verdict_text(r), "–" if s["best_accuracy"] is None else f"{s['best_accuracy']:.0%}",
+                      _verdict_cell(r), "–" if s["best_accuracy"] is None else f"{s['best_accuracy']:.0%}",
                       "–" if s["cost_per_request"] is None else money(s["cost_per_request"])])
-    t = Table(title=title or None, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, show_edge=False,
+    t = Table(box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, show_edge=False,
               padding=(0, 1, 0, 0))  # one space between columns: the box's divider
     flexible = {"task": 6, "verdict": 8}  # the only columns that may narrow, down to this width
     for i, name in enumerate(("id", "when", "task", "models", "seed", "verdict", "best", "$/req")):
@@ -442,14 +448,12 @@ def table(runs: list[RunRecord], title: str, wide: bool = False) -> Table:
 
 def terminal(runs: list[RunRecord], console: Console, title: str, wide: bool = False) -> None:
     console.print(Text(title, style="bold"), soft_wrap=True)
-    t = table(runs, "", wide)
-    # --wide: every field whole, in lines as long as they need (the terminal wraps them, not the table)
-    if wide:
+    t = table(runs, wide)
+    if wide:  # every field whole, in lines as long as they need (the terminal wraps them, not the table)
         width = max(console.width, Measurement.get(console, console.options.update(width=10_000), t).maximum)
         Console(file=console.file, width=width, force_terminal=console.is_terminal, no_color=console.no_color).print(t)
     else:
         console.print(t)
-    if not wide:
         for models, label in model_labels(runs).items():
             console.print(Text(f"{label}: {models}"), highlight=False)
     console.print(Text("when: UTC; verdict in parentheses: not enough evidence, the leading row is not a "
