@@ -643,32 +643,54 @@ def export(
 def history_cmd(
     task: Optional[str] = typer.Argument(None, help="only runs of this task (its name)"),
     history_file: Optional[Path] = typer.Option(None, "--history", help="default $ADVISOR_HISTORY or the user cache"),
+    wide: bool = typer.Option(False, "--wide", help="every field whole (model names too), however long the lines"),
+    as_json: bool = typer.Option(False, "--json", help="the runs as a JSON array, for scripts"),
+    as_csv: bool = typer.Option(False, "--csv", help="the runs as CSV, one line per run"),
+    delete: Optional[list[int]] = typer.Option(None, "--delete", help="delete this run (repeatable)"),
+    prune: bool = typer.Option(False, "--prune", help="delete all but the newest --keep runs of each task"),
+    keep: Optional[int] = typer.Option(None, "--keep", min=0, help="with --prune: runs to keep per task"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="delete without asking"),
 ):
-    """List recorded runs: when, task, models, seed, verdict, best accuracy, cost per request."""
-    from rich import box
-    from rich.table import Table
-    from rich.text import Text
-
+    """List recorded runs (when, task, models, seed, verdict, best accuracy, cost per request); delete or prune them."""
     from advisor import history
-    from advisor.formatting import money
 
     path = history.history_path(history_file)
-    runs = history.list_runs(path, task)
-    if not runs:
-        out.print(f"no runs recorded in {path}" + (f" for task {task!r}" if task else ""), highlight=False)
+    if as_json and as_csv:
+        _fail("--json and --csv: choose one")
+    if prune != (keep is not None):
+        _fail("--prune needs --keep N (runs to keep per task), and --keep goes with --prune")
+    if delete or prune:
+        _delete_runs(path, task, delete or [], keep if prune else None, yes)
         return
-    t = Table(title=f"advisor history: {path}", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
-    for col in ("id", "when", "task", "models", "seed", "verdict", "best acc", "$/req"):
-        t.add_column(col, justify="right" if col in ("id", "seed", "best acc", "$/req") else "left",
-                     overflow="fold")  # a narrow terminal wraps the cells instead of cutting them
-    for r in runs:
-        pick = r.row(r.verdict) if r.verdict else None
-        cost = pick.cost_per_request if pick else None
-        best = r.best_accuracy
-        t.add_row(str(r.id), Text(r.created[:16].replace("T", " ")), Text(r.task_name), Text(", ".join(sorted({m.split(" @")[0] for m in r.models.values()}))),
-                  str(r.seed), Text(str(r.verdict)), "–" if best is None else f"{best:.0%}",
-                  "–" if cost is None else money(cost))
-    out.print(t)
+    runs = history.list_runs(path, task)
+    if as_json:
+        typer.echo(json.dumps([history.summary(r) for r in runs], indent=2))
+    elif as_csv:
+        typer.echo(history.to_csv(runs), nl=False)
+    elif not runs:
+        out.print(f"no runs recorded in {path}" + (f" for task {task!r}" if task else ""), highlight=False)
+    else:
+        history.terminal(runs, out, f"advisor history: {path}", wide)
+
+
+def _delete_runs(path: Path, task: str | None, ids: list[int], keep: int | None, yes: bool) -> None:
+    """--delete ID / --prune --keep N: list what goes, ask (unless --yes), delete in one transaction."""
+    from advisor import history
+
+    if keep is not None:
+        doomed = history.to_prune(history.list_runs(path, task), keep)
+        if not doomed:
+            out.print(f"nothing to prune: no task has more than {keep} runs in {path}", highlight=False)
+            return
+    else:
+        doomed = [history.get_run(path, i) for i in ids]
+    history.require_writable(path)  # before asking
+    history.terminal(doomed, out, f"to delete from {path}:")
+    if not yes and not typer.confirm(f"delete these {len(doomed)} runs?"):
+        out.print("nothing deleted", highlight=False)
+        return
+    history.delete(path, [r.id for r in doomed])
+    out.print(f"deleted {len(doomed)} run{'s' if len(doomed) != 1 else ''} from {path}", highlight=False)
 
 
 @app.command("compare")
@@ -678,6 +700,9 @@ def compare_cmd(
     b: str = typer.Argument(..., help="run id (advisor history) or run folder"),
     html_out: Optional[Path] = typer.Option(None, "--html", help="also write a self-contained HTML page here"),
     history_file: Optional[Path] = typer.Option(None, "--history", help="default $ADVISOR_HISTORY or the user cache"),
+    fail_on_verdict_change: bool = typer.Option(
+        False, "--fail-on-verdict-change",
+        help="a gate: exit 1 when the verdict changed, its row or its status (recommended / not enough evidence)"),
 ):
     """What changed between two runs, per-row paired accuracy deltas, cost deltas and the verdict."""
     from advisor import compare, history
@@ -690,6 +715,9 @@ def compare_cmd(
     if html_out is not None:
         atomic_write_text(html_out, compare.html(c))
         out.print(f"wrote {html_out}", highlight=False)
+    if fail_on_verdict_change and c.verdict_changed:
+        err.print(f"FAIL --fail-on-verdict-change: {compare.verdict_line(c)}", highlight=False)
+        raise typer.Exit(EXIT_GATE)
 
 
 cache_app = typer.Typer(no_args_is_help=True, help="The user cache: converted weights, embeddings, indexes, "

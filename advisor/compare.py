@@ -2,9 +2,15 @@
 
 A and B are history run ids or output folders. The answer has four parts: the inputs
 that changed (task.yaml fields, task files, models, seed), per-row accuracy deltas
-with a paired test on the eval items both runs answered (the same McNemar / Wilcoxon
-as within a run, `advisor.scoring.paired_compare`), cost deltas, and whether the
-verdict changed and what each run gave as its reasons.
+with a paired test on the eval items both runs asked (the same McNemar / permutation
+test as within a run, `advisor.stats.paired_compare`), cost deltas, and whether the
+verdict changed (its row or its status: recommended or not enough evidence) and what
+each run gave as its reasons.
+
+Items are paired by id and content: two runs asked the same question when its input and
+references hash alike (`history.item_hash`). An automatic id (`eval-N`) that moved because
+a line was inserted still pairs by content; an item edited under its old id is listed as
+changed and left out of the paired test, as are items only one run has.
 """
 from __future__ import annotations
 
@@ -43,11 +49,23 @@ class Change:
 
 
 @dataclass(frozen=True)
+class Pairing:
+    """Which eval item of A is which of B."""
+
+    pairs: tuple[tuple[str, str], ...]  # (id in A, id in B): the same question and references
+    moved: tuple[tuple[str, str], ...]  # the pairs whose id differs (an automatic id that shifted)
+    changed: tuple[str, ...]  # the same id asks another question or expects another answer: not compared
+    only_a: tuple[str, ...]
+    only_b: tuple[str, ...]
+    by_content: bool  # False: a run recorded before item contents were kept; paired by id alone
+
+
+@dataclass(frozen=True)
 class RowDelta:
     strategy: str
     accuracy_a: float | None
     accuracy_b: float | None
-    shared: int  # eval items both runs answered with this row
+    shared: int  # paired eval items both runs answered with this row
     diff: float | None  # B - A on the shared items
     low: float | None
     high: float | None
@@ -67,10 +85,16 @@ class Comparison:
     changes: tuple[Change, ...]
     yaml_diff: str  # unified diff of the task.yaml snapshots ('' when equal or unknown)
     rows: tuple[RowDelta, ...]
+    pairing: Pairing
+
+    @property
+    def status_changed(self) -> bool:
+        """Recommended in one run, not enough evidence in the other (unknown in records older than the status)."""
+        return None not in (self.a.status, self.b.status) and self.a.status != self.b.status
 
     @property
     def verdict_changed(self) -> bool:
-        return self.a.verdict != self.b.verdict
+        return self.a.verdict != self.b.verdict or self.status_changed
 
 
 # ---------------------------------------------------------------- loading runs
@@ -152,14 +176,47 @@ def changes(a: history.RunRecord, b: history.RunRecord) -> list[Change]:
     return out
 
 
-def row_deltas(a: history.RunRecord, b: history.RunRecord, seed: int = 0) -> list[RowDelta]:
+def _item_ids(run: history.RunRecord) -> list[str]:
+    """The run's eval item ids in order (from its content hashes, else from its scores)."""
+    if run.items:
+        return list(run.items)
+    return list(dict.fromkeys(i for by_id in run.scores.values() for i in by_id))
+
+
+def pair_items(a: history.RunRecord, b: history.RunRecord) -> Pairing:
+    """Pair the items that ask the same question: same id and content first, then same content under another id
+    (in order of appearance), then list the rest as changed (same id, other content) or found in one run only."""
+    ids_a, ids_b = _item_ids(a), _item_ids(b)
+    if not (a.items and b.items):
+        in_a, in_b = set(ids_a), set(ids_b)
+        return Pairing(tuple((i, i) for i in ids_a if i in in_b), (), (), tuple(i for i in ids_a if i not in in_b),
+                       tuple(j for j in ids_b if j not in in_a), False)
+    pairs = [(i, i) for i in ids_a if b.items.get(i) == a.items[i]]
+    same = {i for i, _ in pairs}
+    waiting: dict[str, list[str]] = {}  # content -> B's unpaired ids with it, in order
+    for j in ids_b:
+        if j not in same:
+            waiting.setdefault(b.items[j], []).append(j)
+    moved = []
+    for i in ids_a:
+        if i not in same and waiting.get(a.items[i]):
+            moved.append((i, waiting[a.items[i]].pop(0)))
+    paired_a, paired_b = same | {i for i, _ in moved}, same | {j for _, j in moved}
+    rest_a = [i for i in ids_a if i not in paired_a]
+    rest_b = [j for j in ids_b if j not in paired_b]
+    changed = set(rest_a) & set(rest_b)
+    return Pairing(tuple(pairs + moved), tuple(moved), tuple(i for i in rest_a if i in changed),
+                   tuple(i for i in rest_a if i not in changed), tuple(j for j in rest_b if j not in changed), True)
+
+
+def row_deltas(a: history.RunRecord, b: history.RunRecord, pairing: Pairing, seed: int = 0) -> list[RowDelta]:
     names = [r.strategy for r in a.rows] + [r.strategy for r in b.rows if a.row(r.strategy) is None]
     out = []
     for name in names:
         ra, rb = a.row(name), b.row(name)
         sa, sb = a.scores.get(name, {}), b.scores.get(name, {})
-        shared = [i for i in sa if i in sb]
-        c = paired_compare(f"B {name}", [sb[i] for i in shared], f"A {name}", [sa[i] for i in shared], seed) \
+        shared = [(i, j) for i, j in pairing.pairs if i in sa and j in sb]
+        c = paired_compare(f"B {name}", [sb[j] for _, j in shared], f"A {name}", [sa[i] for i, _ in shared], seed) \
             if shared else None
         out.append(RowDelta(
             strategy=name, accuracy_a=ra.accuracy if ra else None, accuracy_b=rb.accuracy if rb else None,
@@ -176,7 +233,9 @@ def compare(a: history.RunRecord, b: history.RunRecord, label_a: str = "A", labe
         diff = "".join(difflib.unified_diff(a.task_yaml.splitlines(keepends=True), b.task_yaml.splitlines(keepends=True),
                                             f"{label_a}/task.yaml", f"{label_b}/task.yaml"))
     seed = b.seed if b.seed is not None else 0
-    return Comparison(a, b, label_a, label_b, tuple(changes(a, b)), diff, tuple(row_deltas(a, b, seed)))
+    pairing = pair_items(a, b)
+    return Comparison(a, b, label_a, label_b, tuple(changes(a, b)), diff, tuple(row_deltas(a, b, pairing, seed)),
+                      pairing)
 
 
 # ---------------------------------------------------------------- rendering
@@ -206,20 +265,65 @@ def _short(s: str, n: int = 60) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
+def _test_name(test: str) -> str:
+    """The test, in a word for the table (the legend under it says what each is)."""
+    return "McNemar" if test.startswith("McNemar") else "permutation" if "permutation" in test else test
+
+
 def table_rows(c: Comparison) -> list[dict[str, str]]:
     """The per-row table, as text: terminal and HTML show the same cells."""
     return [{"Strategy": r.strategy, "Acc A": _pct(r.accuracy_a), "Acc B": _pct(r.accuracy_b),
              "Δ paired (95% CI)": DASH if r.diff is None else f"{_pp(r.diff)} ({100 * r.low:+.0f}…{100 * r.high:+.0f})",
              "items": str(r.shared), "p": DASH if r.p_value is None else f"{r.p_value:.3g}",
-             "test": r.test, "significant": "yes" if r.significant else "no",
+             "test": _test_name(r.test), "sig.": "yes" if r.significant else "no",
              "$/req A": _usd(r.cost_a), "$/req B": _usd(r.cost_b), "Δ $/req": _usd_delta(r.cost_a, r.cost_b)}
             for r in c.rows]
 
 
+TESTS_LEGEND = ("McNemar: McNemar's exact test on the items one run got right and the other wrong (pass/fail "
+                "scores); permutation: a sign-flip permutation test of the mean difference (graded scores).")
+
+
+def verdict_text(run: history.RunRecord) -> str:
+    """A run's verdict with its status: "lora+rag (recommended)", "lora+rag (not enough evidence)"."""
+    return f"{run.verdict} ({run.status})" if run.status else str(run.verdict)
+
+
 def verdict_line(c: Comparison) -> str:
     if not c.verdict_changed:
-        return f"verdict unchanged: {c.a.verdict}"
-    return f"verdict changed: {c.a.verdict} -> {c.b.verdict}"
+        return f"verdict unchanged: {verdict_text(c.b)}"
+    return f"verdict changed: {verdict_text(c.a)} -> {verdict_text(c.b)}"
+
+
+def pairing_lines(p: Pairing) -> list[str]:
+    """How the items were paired, in words; empty when every item of both runs is the same question under its id."""
+    out = []
+    if not p.by_content:
+        out.append(f"{len(p.pairs)} items paired by id alone: a run recorded before item contents were kept cannot "
+                   "show whether an item's question or reference changed")
+    if p.moved:
+        out.append(f"{len(p.moved)} paired by content under another id (A -> B): "
+                   + ", ".join(f"{i} -> {j}" for i, j in p.moved))
+    if p.changed:
+        out.append(f"{len(p.changed)} changed (same id, another question or reference; not compared): "
+                   + ", ".join(p.changed))
+    for label, ids in (("A", p.only_a), ("B", p.only_b)):
+        if ids:
+            out.append(f"{len(ids)} only in {label} (not compared): " + ", ".join(ids))
+    return out
+
+
+def _table(title: str, rows: list[dict[str, str]], columns: list[str]) -> Table:
+    """Some columns of the per-row table; a cell never wraps (a number or a test name broken over two lines is
+    unreadable): only the strategy gives way, ending in "…", when the terminal is too narrow."""
+    t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, padding=(0, 1, 0, 0))
+    for i, col in enumerate(columns):
+        width = max([len(col)] + [len(r[col]) for r in rows])
+        t.add_column(col, justify="left" if col in ("Strategy", "test") else "right", no_wrap=True,
+                     overflow="ellipsis", min_width=min(width, 8) if i == 0 else width)
+    for r in rows:
+        t.add_row(*(Text(r[col]) for col in columns))
+    return t
 
 
 def terminal(c: Comparison, console: Console) -> None:
@@ -235,20 +339,27 @@ def terminal(c: Comparison, console: Console) -> None:
     else:
         console.print(Text("What changed: nothing in the task, models or seed", style="dim"))
     rows = table_rows(c)
-    t = Table(title="Rows (Δ = B − A on the eval items both runs answered)", box=box.SIMPLE_HEAD, title_justify="left")
-    for col in rows[0] if rows else []:
-        t.add_column(col, justify="left" if col in ("Strategy", "test") else "right", overflow="fold")
-    for r in rows:
-        t.add_row(*(Text(v) for v in r.values()))
-    console.print(t)
+    if rows:  # accuracy and cost in two tables: each fits 80 columns, no cell wraps, no column is dropped
+        accuracy = [k for k in rows[0] if not k.startswith(("$", "Δ $"))]
+        cost = ["Strategy"] + [k for k in rows[0] if k.startswith(("$", "Δ $"))]
+        console.print(_table("Accuracy (Δ = B − A on the eval items both runs asked)", rows, accuracy))
+        console.print(Text(TESTS_LEGEND, style="dim"))
+        console.print(_table("Cost per request", rows, cost))
+    lines = pairing_lines(c.pairing)
+    if lines:
+        console.print(Text("Items:", style="bold"))
+        for line in lines:
+            console.print(Text(f"  {line}"))
     console.print(Text(verdict_line(c), style="bold yellow" if c.verdict_changed else "bold green"))
     for label, run in (("A", c.a), ("B", c.b)):
         for reason in run.reasons[:2]:
-            console.print(Text(f"  {label} ({run.verdict}): {reason}"))
+            console.print(Text(f"  {label}, {verdict_text(run)}: {reason}"))
 
 
 def html(c: Comparison) -> str:
     env = Environment(loader=PackageLoader("advisor", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True),
                       trim_blocks=True, lstrip_blocks=True)
-    return env.get_template("compare.html.j2").render(c=c, rows=table_rows(c), verdict=verdict_line(c))
+    return env.get_template("compare.html.j2").render(c=c, rows=table_rows(c), verdict=verdict_line(c),
+                                                        pairing=pairing_lines(c.pairing), tests=TESTS_LEGEND,
+                                                        verdicts={"A": verdict_text(c.a), "B": verdict_text(c.b)})

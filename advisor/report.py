@@ -31,7 +31,7 @@ from rich.text import Text
 
 from advisor.cache import atomic_write_bytes, atomic_write_text
 from advisor.charts import Chart, charts as render_charts, estimate, num
-from advisor.formatting import count, money
+from advisor.formatting import count, money, pct
 from advisor.kinds import PricingKind
 from advisor.results import Assumptions, Estimate, Pricing, Results
 
@@ -127,15 +127,15 @@ def table_rows(results: Results) -> list[dict[str, str]]:
         e = s.economics
         rows.append({
             "Strategy": s.name or DASH,
-            "Accuracy (95% CI)": fmt_pct(s.accuracy),
-            "Self-agreement": fmt_pct(s.consistency.self_agreement, ci=False),
-            "Paraphrase": fmt_pct(s.consistency.paraphrase_agreement, ci=False),
+            "Accuracy (95%\u00a0CI)": fmt_pct(s.accuracy),
+            # pairs share a column (a / b), so the table fits a 1280 px window; no-break spaces keep a header's
+            # "a / b" on one line when it wraps
+            "Agreement self\u00a0/\u00a0para.": f"{fmt_pct(s.consistency.self_agreement, ci=False)} / "
+                                      f"{fmt_pct(s.consistency.paraphrase_agreement, ci=False)}",
             "Format": fmt_pct(s.format_adherence, ci=False),
-            "Prompt tok": fmt_num(s.tokens.prompt_mean),
-            "Answer tok": fmt_num(s.tokens.completion_mean),
+            "Tokens in\u00a0/\u00a0out": f"{fmt_num(s.tokens.prompt_mean)} / {fmt_num(s.tokens.completion_mean)}",
             "$ / 1k req": fmt_money(_per_1k(e.cost_per_request)),
-            "p50 (s)": fmt_num(s.latency.p50_seconds, 2),
-            "p95 (s)": fmt_num(s.latency.p95_seconds, 2),
+            "Latency (s) p50\u00a0/\u00a0p95": f"{fmt_num(s.latency.p50_seconds, 2)} / {fmt_num(s.latency.p95_seconds, 2)}",
             "Set-up": fmt_money(e.setup_cost),
             "Total (horizon)": fmt_money(e.total_cost),
             "Payback": _payback(s.name, e.payback_days, results.economics.baseline),
@@ -474,6 +474,54 @@ def reproducibility(results: Results) -> dict:
     }
 
 
+def money_reason(results: Results) -> str | None:
+    """What the verdict's row costs against the baseline, in one line for the verdict block: cost per request and
+    payback, or "never" with why. The same facts as the reasons list further down, from the numbers in results."""
+    rec, a = results.recommendation, results.assumptions
+    pick, base = results.strategy(rec.strategy), results.strategy(results.economics.baseline)
+    if pick is None or base is None or pick.economics is None or base.economics is None:
+        return None
+    ew, eb = pick.economics, base.economics
+    volume, horizon = f"{count(a.requests_per_day)} requests/day", f"{count(a.horizon_days)} days"
+    if pick.name == base.name:
+        return (f"Money: {money(ew.cost_per_request)} a request, {money(ew.total_cost)} over {horizon} at {volume}; "
+                "it is the baseline, with no set-up to pay back.")
+    said = f"Money: a request to {pick.name} costs {money(ew.cost_per_request)} against {money(eb.cost_per_request)} " \
+           f"for {base.name}"
+    if eb.cost_per_request > 0:
+        delta = 1 - ew.cost_per_request / eb.cost_per_request
+        said += f" ({pct(abs(delta))} {'cheaper' if delta >= 0 else 'dearer'})"
+    month = 365 / 12
+    saving = (eb.cost_per_request - ew.cost_per_request) * a.requests_per_day * month
+    running = (ew.maintenance_cost - eb.maintenance_cost) / a.horizon_days * month
+    extra = ew.setup_cost - eb.setup_cost
+    if ew.payback_days is not None:
+        said += ("; it has no extra set-up to pay back" if extra <= 0 else
+                 f"; its extra set-up ({money(extra)}) is paid back on day {count(math.ceil(ew.payback_days))} at "
+                 f"{volume}")
+    elif saving <= 0:
+        said += f"; it never pays back: it saves nothing per request at {volume}"
+    elif saving - running <= 0:
+        said += (f"; it never pays back: its extra running costs ({money(running)}/month) exceed what it saves "
+                 f"({money(saving)}/month at {volume})")
+    else:
+        said += (f"; it never pays back within {horizon}: its extra set-up ({money(extra)}) takes longer to repay "
+                 f"at {volume}")
+    return said + "."
+
+
+def top_reasons(results: Results, n: int = 3) -> list[str]:
+    """The verdict block's reasons: the first (quality, or why there is no recommendation), then the money, then
+    the next reason unless it states the baseline's price again (a money reason already said)."""
+    reasons = list(results.recommendation.reasons)
+    line = money_reason(results)
+    if line is None:
+        return reasons[:n]
+    base = results.strategy(results.economics.baseline)
+    said = money(base.economics.cost_per_request)
+    return (reasons[:1] + [line] + [r for r in reasons[1:] if said not in r])[:n]
+
+
 def evidence_text(results: Results) -> str:
     """The sample the verdict rests on and the smallest difference it can detect, in words."""
     ev = results.recommendation.evidence
@@ -505,7 +553,7 @@ def context(results: Results, chart_list: list[Chart] | None = None) -> dict:
                 "headline": _text(rec.recommended) if rec.recommended else "Not enough evidence",
                 "evidence": evidence_text(results),
                 "ruled_out": [f"{name}: {why}" for name, why in rec.ruled_out.items()],
-                "top_reasons": list(rec.reasons[:3]),
+                "top_reasons": top_reasons(results),
                 "reasons": list(rec.reasons),
                 "cautions": list(rec.cautions),
                 "changes": list(rec.sensitivity_text),

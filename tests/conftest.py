@@ -14,15 +14,24 @@ from unittest import mock
 
 import pytest
 
-# A private cache for the test session: tests must not depend on (or pollute) a user's cache. The process that
-# made it (the controller, or the only process under -n 0) removes it at the end: ~0.5 GB a session.
-SESSION_CACHE = None if "ADVISOR_CACHE" in os.environ else tempfile.mkdtemp(prefix="advisor-test-cache-")
-if SESSION_CACHE:
-    os.environ["ADVISOR_CACHE"] = SESSION_CACHE
+# The test session's own cache: tests neither depend on nor write a user's cache, so a user's ADVISOR_CACHE (and
+# ADVISOR_HISTORY, where runs without --history would be recorded) is replaced for the session. By default it is a
+# private temp dir that the process that made it (the controller, or the only process under -n 0) removes at the
+# end (~0.5 GB a session). ADVISOR_TEST_CACHE names a cache the test sessions keep instead (the converted model and
+# the generations are reused from one session to the next, for development): the tests' own, never a user's.
+# xdist workers inherit the controller's choice through ADVISOR_TEST_SESSION_CACHE.
+if "ADVISOR_TEST_SESSION_CACHE" in os.environ:  # an xdist worker: the controller made (and removes) it
+    SESSION_CACHE = None
+else:
+    SESSION_CACHE = None if os.environ.get("ADVISOR_TEST_CACHE") else tempfile.mkdtemp(prefix="advisor-test-cache-")
+    os.environ["ADVISOR_TEST_SESSION_CACHE"] = os.environ.get("ADVISOR_TEST_CACHE") or SESSION_CACHE
+os.environ["ADVISOR_CACHE"] = os.environ["ADVISOR_TEST_SESSION_CACHE"]
+os.environ.pop("ADVISOR_HISTORY", None)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Wide enough that a table row stays on one line: rich folds to COLUMNS (80 in an xdist worker) without a terminal,
-# and the CLI's consoles read it once, when advisor.cli is imported.
+# Wide enough that a table row stays on one line: rich folds to COLUMNS (80 in an xdist worker) without a terminal.
+# The CLI's consoles read it once, when advisor.cli is imported; `advisor(..., env={"COLUMNS": "80"})` below sets
+# their width for one command, as a terminal of that width would.
 os.environ["COLUMNS"] = "250"
 
 FORMAT = r"^Hi! .+ Bye\.$"
@@ -138,10 +147,16 @@ def advisor(*args: str, env: dict | None = None, cwd: Path | None = None, input:
     """
     from typer.testing import CliRunner
 
-    from advisor.cli import app
+    from advisor import cli
 
-    with contextlib.chdir(cwd or os.getcwd()), mock.patch.object(sys, "argv", ["advisor", *args]):
-        r = CliRunner().invoke(app, list(args), input=input, env=env)
+    columns = int((env or {}).get("COLUMNS") or os.environ["COLUMNS"])
+    widths = cli.out.width, cli.err.width
+    cli.out.width = cli.err.width = columns
+    try:
+        with contextlib.chdir(cwd or os.getcwd()), mock.patch.object(sys, "argv", ["advisor", *args]):
+            r = CliRunner().invoke(cli.app, list(args), input=input, env=env)
+    finally:
+        cli.out.width, cli.err.width = widths
     if r.exception is not None and not isinstance(r.exception, SystemExit):
         raise r.exception  # not an exit of the command: a failure of the test runner itself
     return CliResult(r.exit_code, r.stdout, r.stderr)

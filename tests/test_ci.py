@@ -52,6 +52,16 @@ def _cases(path: Path) -> dict[str, ET.Element]:
     return {c.get("name"): c for c in ET.parse(path).getroot().iter("testcase")}
 
 
+def test_a_run_without_gates_writes_an_empty_passing_suite(measured):
+    """--junit-xml with no gate: a well-formed report with no test case and no failure, named after the task."""
+    root = measured[0]
+    tree = ET.parse(root / "none.xml").getroot()
+    assert tree.tag == "testsuites" and (tree.get("tests"), tree.get("failures")) == ("0", "0")
+    suites = tree.findall("testsuite")
+    assert len(suites) == 1 and suites[0].get("name") == "tiny" and suites[0].get("failures") == "0"
+    assert list(tree.iter("testcase")) == []
+
+
 def test_gates_from_the_measured_numbers_pass(measured):
     root, task, _, _, results = measured
     acc = {s["name"]: s["accuracy"]["mean"] for s in results["strategies"]}

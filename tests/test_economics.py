@@ -127,11 +127,20 @@ def test_running_costs_above_the_savings_never_pay_back():
         "finetune": OwnershipSpec(setup_usd=400, monthly_usd=50), "rag": OwnershipSpec(setup_usd=200, monthly_usd=25)}})
     base = economics(costs("few-shot", 1000, 50), spec)  # $0.0011 a request
     both = economics(StrategyCosts("lora+rag", 950, 50, 300, 5, False, 0.5, family="finetune+rag"), spec)
-    saved_per_month = (base.cost_per_request - both.cost_per_request) * 3000 * 365 / 12  # about $4.56
-    assert saved_per_month < 75  # its ownership alone is $75 a month
+    # By hand: (950 + 50 x 2) tokens at $1/$2 per M is $0.00105 a request against $0.0011, $0.15 a day saved at
+    # 3,000 requests/day ($4.56 a month) against $75 a month of ownership ($900 a year); set-up $603.05: $3 of
+    # training and $0.05 of indexing at $36/hour, and $600 of ownership set-up.
+    assert base.cost_per_request == pytest.approx(0.0011) and both.cost_per_request == pytest.approx(0.00105)
+    assert both.setup_cost == pytest.approx(603.05) and both.maintenance_cost == pytest.approx(900)
     assert payback_days(both, base, 3000, 365) is None
-    # The old formula (extra set-up over per-request savings, running costs left out) gave a finite figure:
-    assert 0 < (both.setup_cost - base.setup_cost) / (saved_per_month * 12 / 365) < float("inf")
+    # It is the running costs, not the horizon: without them the set-up is repaid on day 4,020 (603.05 / 0.15), the
+    # figure the old formula gave; with them it never is, even over 5,000 days.
+    free_running = {"finetune": OwnershipSpec(setup_usd=400), "rag": OwnershipSpec(setup_usd=200)}
+    for horizon, ownership, expected in ((5000, free_running, 603.05 / 0.15), (5000, spec.ownership, None)):
+        long = spec.model_copy(update={"horizon_days": horizon, "ownership": ownership})
+        b = economics(StrategyCosts("lora+rag", 950, 50, 300, 5, False, 0.5, family="finetune+rag"), long)
+        days = payback_days(b, economics(costs("few-shot", 1000, 50), long), 3000, horizon)
+        assert days == (None if expected is None else pytest.approx(expected))
     # Paid back later than the horizon is never, too; and a row cheaper to set up that costs more to run never is.
     cheap_setup = economics(StrategyCosts("x", 2000, 50, 0, 0, False, 0.5, family="rag"), spec.model_copy(
         update={"ownership": {"rag": OwnershipSpec(monthly_usd=25)}}))

@@ -95,7 +95,9 @@ def test_html_has_every_section_verdict_first(results, tmp_path):
     assert rec.strategy in verdict
     from markupsafe import escape
 
-    for reason in rec.reasons[:3]:
+    top = report.top_reasons(results)  # the first reason, the money, then the next reasons
+    assert top[0] == rec.reasons[0] and top[1] == report.money_reason(results) and len(top) == 3
+    for reason in top:
         assert str(escape(reason)) in verdict
     for text in rec.sensitivity_text:
         assert str(escape(text)) in verdict
@@ -157,6 +159,41 @@ def test_a_recommendation_marks_its_row_and_not_enough_evidence_marks_none(resul
     assert re.findall(r'<tr class="win"><td>([^<]+)<', html)[0] == name and 'class="badge">recommended' in html
     assert f"## Verdict: **{name}**" in md
     assert sum("★" in line for line in md[md.index("## Comparison"):md.index("| Rows |")].splitlines()) == 1
+
+
+def money_case(results: Results, pick: str, payback_days: float | None) -> Results:
+    """`pick` recommended at 3,000 requests/day over 365 days: $0.00033 a request against the baseline's $0.0011,
+    $603.05 more set-up, $900 of running costs over the horizon ($75 a month)."""
+    r = as_dict(results)
+    base = r["economics"]["baseline"]
+    r["assumptions"].update(requests_per_day=3000, horizon_days=365)
+    r["recommendation"].update(status="recommended", strategy=pick)
+    for s in r["strategies"]:
+        if s["name"] in (pick, base):
+            mine = s["name"] == pick
+            s["economics"].update(cost_per_request=0.00033 if mine else 0.0011, setup_cost=603.05 if mine else 0.0,
+                                  maintenance_cost=900.0 if mine else 0.0, payback_days=payback_days if mine else None)
+    return Results.model_validate(r)
+
+
+def test_the_verdict_block_carries_the_money(results, tmp_path):
+    """The issue's case: 70% cheaper per request and never paying back were only far below the verdict."""
+    base = results.economics.baseline
+    pick = next(s.name for s in results.strategies if s.name != base)
+    never = money_case(results, pick, None)
+    # By hand: $0.00077 saved a request x 3,000 a day x 365/12 days = $70.26 a month, against $900 / 12 = $75.00.
+    line = (f"Money: a request to {pick} costs $0.00033 against $0.0011 for {base} (70% cheaper); it never pays back: "
+            "its extra running costs ($75.00/month) exceed what it saves ($70.26/month at 3,000 requests/day).")
+    assert report.money_reason(never) == line
+    html, md = render(never, tmp_path)
+    verdict = html[html.index('id="verdict"'):html.index('id="comparison"')]
+    assert verdict.index("<ol>") < verdict.index(line) < verdict.index("</ol>")  # among the top reasons
+    assert report.md_text(line) in md[md.index("## Verdict"):md.index("## Comparison")]  # as Markdown escapes it
+    paid = money_case(results, pick, 148.2)
+    assert report.money_reason(paid).endswith(
+        "(70% cheaper); its extra set-up ($603.05) is paid back on day 149 at 3,000 requests/day.")
+    baseline = money_case(results, base, None)
+    assert report.money_reason(baseline).endswith("it is the baseline, with no set-up to pay back.")
 
 
 def test_long_tag_names_do_not_overlap_under_the_per_tag_chart(results):
@@ -239,7 +276,7 @@ def test_absent_values_render_as_dashes(results, tmp_path):
     html, md = render(absent, tmp_path)
     name = absent.strategies[0].name
     cells = re.search(rf"<tr[^>]*><td>{re.escape(name)}.*?</tr>", html).group(0)
-    assert cells.count("<td>–</td>") >= 8, cells  # accuracy, agreements, format, $/1k, p50, p95, ROI
+    assert cells.count("–") >= 8, cells  # accuracy, agreements (2), format, $/1k, p50, p95, ROI
     assert "nothing within the volumes tried" in html and "nothing within the volumes tried" in md
     assert 'id="chart-training_loss"' not in html and 'id="experiments"' not in html
     section = html[html.index('id="comparisons"'):html.index('id="reasons"')]
@@ -460,16 +497,14 @@ def test_report_opens_in_chromium(results, tmp_path, browser):
     assert verdict and verdict["shown"] and verdict["w"] > 300 and verdict["h"] > 50
     assert 0 <= verdict["top"] < 900, "the verdict is on the first screen"
     assert rec in verdict["text"] and "What would change it" in verdict["text"]
+    assert report.money_reason(results) in verdict["text"]  # the money, among the top reasons
     table = evaluate(f"({VISIBLE})('#comparison-table')")
     assert table and table["shown"] and table["w"] > 300
     rows = evaluate("[...document.querySelectorAll('#comparison-table tbody tr')].map(r => r.cells[0].innerText)")
     assert [r.replace("recommended", "").strip() for r in rows] == [s.name for s in results.strategies]
     win = evaluate("document.querySelector('#comparison-table tr.win td')?.innerText")
     assert win.startswith(rec) if results.recommendation.recommended else win is None
-    # the comparison table fits a 1280 px window: nothing to scroll sideways inside its box either
-    fits = evaluate("(() => { const t = document.querySelector('#comparison-table');"
-                    " return [t.scrollWidth, t.parentElement.clientWidth]; })()")
-    assert fits[0] <= fits[1], f"comparison table {fits[0]} px wide in a {fits[1]} px box"
+    assert_table_fits(evaluate)
     images = evaluate("[...document.images].map(i => [i.complete, i.naturalWidth, i.src.slice(0, 22)])")
     assert len(images) >= 5
     assert all(done and w > 100 and src == "data:image/png;base64," for done, w, src in images), images
@@ -487,6 +522,58 @@ def test_report_opens_in_chromium(results, tmp_path, browser):
     assert evaluate("getComputedStyle(document.querySelector('nav.toc')).display") == "none"
     pdf = browser.send("Page.printToPDF", {}, session=session, timeout=60)
     assert base64.b64decode(pdf["data"]).startswith(b"%PDF")
+
+
+def assert_table_fits(evaluate) -> None:
+    """The comparison table fits the 1280 px window: its right edge and its last column's are inside the viewport,
+    and nothing scrolls sideways inside its box."""
+    right, last, width, scroll, box = evaluate(
+        "(() => { const t = document.querySelector('#comparison-table'), c = t.querySelector('thead th:last-child');"
+        " return [t.getBoundingClientRect().right, c.getBoundingClientRect().right, window.innerWidth,"
+        " t.scrollWidth, t.parentElement.clientWidth]; })()")
+    assert width == 1280 and right <= width and last <= width, f"table ends at {right} px, ROI at {last} px"
+    assert scroll <= box, f"comparison table {scroll} px wide in a {box} px box"
+
+
+def widest(results: Results) -> Results:
+    """The support run's shape at its widest: six rows with long names, money in thousands, a payback day and an
+    ROI in every row, the recommended badge on the longest name."""
+    r = as_dict(results)
+    template = r["strategies"][0]
+    names = ["zero-shot", "few-shot", "rag", "few-shot+rag", "lora", "lora+rag"]
+    families = ["prompting", "prompting", "rag", "rag", "finetune", "finetune+rag"]
+    rows = []
+    for i, (name, family) in enumerate(zip(names, families)):
+        s = copy.deepcopy(template) | {"name": name, "family": family}
+        s["accuracy"].update(mean=0.48, low=0.31, high=0.65)
+        s["economics"] = s["economics"] | {"name": name, "cost_per_request": 0.0011, "setup_cost": 12345.67,
+                                           "total_cost": 123456.78, "roi": 12.3, "payback_days": 1234.0}
+        rows.append(s)
+    r["strategies"] = rows
+    for ex in r["examples"]:
+        answer = next(iter(ex["answers"].values()))
+        ex["answers"] = {n: answer for n in names}
+    r["comparisons"], r["experiments"] = [], {}
+    r["economics"]["baseline"] = "few-shot"
+    r["recommendation"].update(status="recommended", strategy="few-shot+rag", baseline="few-shot",
+                               contenders=names, ruled_out={})
+    return Results.model_validate(r)
+
+
+@needs_chromium
+def test_the_widest_comparison_table_fits_1280_px(results, tmp_path, browser):
+    render(widest(results), tmp_path)
+    session, evaluate = browser.open((tmp_path / "report.html").resolve().as_uri())
+    assert_table_fits(evaluate)
+    cells = evaluate("[...document.querySelectorAll('#comparison-table tbody tr')].map(r => r.cells[r.cells.length"
+                     " - 1].innerText)")
+    assert cells == ["12.3x"] * 6  # the ROI column is there, whole, in every row
+    evaluate("document.querySelector('#comparison').scrollIntoView()")
+    shot = browser.send("Page.captureScreenshot", {"format": "png"}, session=session)
+    path = tmp_path / "comparison-1280.png"
+    path.write_bytes(base64.b64decode(shot["data"]))
+    assert path.stat().st_size > 20_000
+    print(f"screenshot: {path}")
 
 
 @needs_chromium
