@@ -223,7 +223,8 @@ def test_history_fits_80_columns_with_every_field_whole(two_runs, tmp_path):
     r = advisor("history", "--history", str(store), env={"COLUMNS": "80"})
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert max(map(len, lines)) <= 80, r.stdout
+    # The title names the store's path: one token that the terminal, not the table, may wrap.
+    assert lines[0].startswith("advisor history: ") and max(map(len, lines[1:])) <= 80, r.stdout
     for run_id, rec in enumerate(runs, 1):
         line = next(x for x in lines if re.match(rf"\s*{run_id}\s+\d{{4}}-", x))
         verdict = rec.verdict if rec.status == "recommended" else f"({rec.verdict})"  # not enough evidence
@@ -331,6 +332,7 @@ def test_an_older_store_is_read_as_it_is_when_read_only_and_migrated_when_not(tw
     with sqlite3.connect(old) as con:  # back to schema version 1, as every store before this one
         con.execute("ALTER TABLE runs DROP COLUMN status")
         con.execute("ALTER TABLE runs DROP COLUMN items")
+        con.execute("ALTER TABLE runs DROP COLUMN reviewed")
         con.execute("PRAGMA user_version = 1")
     os.chmod(old, 0o444)
     try:
