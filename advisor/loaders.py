@@ -267,7 +267,8 @@ def read_rows(path: Path, split: str | None = None) -> Rows:
     reader = LOADERS.get(suffix)
     if reader is None or (compressed and suffix not in TEXT_FORMATS):
         known = ", ".join(k for k in LOADERS if k != "folder")
-        raise LoadError(path, "", f"unknown data format {''.join(path.suffixes[-2:]) or '(no suffix)'!r}",
+        name = suffix + path.suffix.lower() if compressed else path.suffix
+        raise LoadError(path, "", f"unknown data format {name or '(no suffix)'!r}",
                         f"use one of {known} (the text formats may be compressed: "
                         f"{', '.join(DECOMPRESS)}) or a save_to_disk folder")
     return reader(path)
@@ -418,13 +419,13 @@ def markdown_document(path: Path) -> list[DocRecord]:
         raise LoadError(path, "front matter", f"invalid YAML: {getattr(e, 'problem', None) or e}") from None
     if front is not None and not isinstance(front, dict):
         return [DocRecord(text)]
-    return [DocRecord(body.lstrip("\r\n"), _doc_meta(path, "front matter", front or {}))]
+    return [DocRecord(body.lstrip("\n"), _doc_meta(path, "front matter", front or {}))]
 
 
 # Page furniture that is no part of a document's content. `header` and `footer` count only at page level:
 # inside an article, main, section, aside or nav they hold that part's own heading or notes (HTML's rule
 # for the banner and contentinfo landmarks).
-HTML_DROP = ("script", "style", "template", "noscript", "nav", "head", "iframe", "svg", "form",
+HTML_DROP = ("script", "style", "template", "noscript", "nav", "head", "iframe", "svg",
              "[role=navigation]", "[role=banner]", "[role=contentinfo]", "[hidden]", "[aria-hidden=true]")
 HTML_SECTIONING = ("article", "main", "section", "aside", "nav")
 

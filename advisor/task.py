@@ -434,7 +434,7 @@ class Task:
     updated_documents: list[Document]
     eval_updated: list[Example]
     spec: TaskSpec
-    # relative path -> sha256; a Hub dataset as hub_key() -> sha256 of its rows, so a changed dataset shows
+    # relative path -> sha256; a Hub dataset as _hub_key() -> sha256 of its rows, so a changed dataset shows
     files: dict[str, str] = field(default_factory=dict)
     # How eval was held out of a single data file (None when eval is its own file); results record it.
     split: dict | None = None
@@ -668,7 +668,7 @@ def read_examples(path: Path, need_output: bool, columns: dict[str, str] | None 
     return examples
 
 
-def hub_key(src: DataSource) -> str:
+def _hub_key(src: DataSource) -> str:
     """How a Hub dataset is named among the task's files (its content hash stands beside it in `Task.files`)."""
     return f"hf:{src.hf}" + (f"/{src.config}" if src.config else "") + f":{src.split}"
 
@@ -946,7 +946,7 @@ def load_task(path: str | Path, strategies: Mapping[str, str] | None = None,
             out.extend(e)
             return [], []
         if isinstance(src, DataSource) and src.hf is not None:
-            hub_hashes[hub_key(src)] = hash_json([row for _, row in rows])
+            hub_hashes[_hub_key(src)] = hash_json([row for _, row in rows])
         rows_out, problems, systems = examples_from_rows(rows, label, prefix, need_output, columns)
         for p in problems:
             out.add(p)
