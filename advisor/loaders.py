@@ -1,4 +1,4 @@
-"""Reading data as users hold it: JSONL, CSV, TSV, Parquet, `datasets` folders and Hub ids, chat rows.
+"""Reading data as users hold it: JSONL, JSON, CSV, TSV, Parquet, `datasets` folders and Hub ids, chat rows.
 
 Each format is one small function behind LOADERS (name -> function) returning
 (where, row) pairs: `where` names the line or row for error messages, `row` is a
@@ -7,14 +7,24 @@ one entry. Mapping columns to the task's field names and turning chat
 `messages` into input/output happen after, in `to_fields`, the same for every
 format. Nothing here executes data: JSON, CSV and Parquet are parsed as values.
 
-All text files are decoded by `read_text`, so a byte-order mark or a non-UTF-8
-file is treated the same in task.yaml, JSONL, CSV, instructions and documents.
+All text files are decoded by `read_text`, so a byte-order mark, a non-UTF-8
+file or gzip/bzip2/xz compression (`train.jsonl.gz`) is treated the same in
+task.yaml, JSONL, CSV, instructions and documents.
+
+Documents go through maintained parsers rather than our own: YAML front matter
+is found by python-frontmatter, HTML becomes Markdown (headings, lists, tables)
+with beautifulsoup4 + markdownify, PDFs are read by pypdf.
 """
 from __future__ import annotations
 
+import bz2
+import csv
+import gzip
 import io
 import json
+import lzma
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -39,19 +49,35 @@ Rows = list[tuple[str, dict]]
 # ------------------------------------------------------------------ text, once
 
 
+# Compression suffix -> the standard library's decompressor: `train.jsonl.gz` is read as `train.jsonl`.
+DECOMPRESS: dict[str, Callable[[bytes], bytes]] = {".gz": gzip.decompress, ".bz2": bz2.decompress,
+                                                   ".xz": lzma.decompress}
+
+
+def format_suffix(path: Path) -> str:
+    """The suffix that names the format, under any compression suffix: `.csv` for both x.csv and x.csv.gz."""
+    suffix = path.suffix.lower()
+    return Path(path.stem).suffix.lower() if suffix in DECOMPRESS else suffix
+
+
+def data_stem(path: Path) -> str:
+    """The name without its format and compression suffixes: `train` for train.jsonl and train.jsonl.gz."""
+    return Path(path.stem).stem if path.suffix.lower() in DECOMPRESS else path.stem
+
+
 def read_text(path: Path) -> str:
     """UTF-8 text with an optional byte-order mark removed; binary or other encodings are a LoadError."""
     try:
         data = path.read_bytes()
     except OSError as e:
         raise LoadError(path, "", f"cannot read: {e.strerror}") from None
-    if data.startswith(b"\x1f\x8b"):  # gzip-compressed (data.csv.gz, data.jsonl.gz)
-        import gzip
-
+    unpack = DECOMPRESS.get(path.suffix.lower())
+    if unpack is not None:
         try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as e:
-            raise LoadError(path, "", f"is not a valid gzip file ({e})") from None
+            data = unpack(data)
+        except (OSError, EOFError, lzma.LZMAError) as e:  # each decompressor's "not this format" or "cut off"
+            raise LoadError(path, "", f"cannot be decompressed as {path.suffix} ({e})",
+                            "check the file is complete, or remove the compression suffix from its name") from None
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -59,7 +85,7 @@ def read_text(path: Path) -> str:
     if b"\x00" in data:
         raise LoadError(path, "", "is a binary file, expected UTF-8 text")
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").replace("\r\n", "\n")  # Windows line ends read as \n everywhere
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise LoadError(path, f"line {line}", "is not valid UTF-8 text", "save the file as UTF-8") from None
@@ -84,15 +110,58 @@ def jsonl_rows(path: Path) -> Rows:
     return rows
 
 
+def json_rows(path: Path) -> Rows:
+    """A JSON array of objects (`[{"input": ...}, ...]`); `where` is the item's position, from 1.
+
+    A `.json` file that is really JSON Lines (one object a line) is read as such.
+    """
+    text = read_text(path)
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        if e.msg == "Extra data" and text.lstrip().startswith("{"):
+            return jsonl_rows(path)
+        raise LoadError(path, f"line {e.lineno}", f"not valid JSON ({e.msg})") from None
+    if not isinstance(raw, list):
+        raise LoadError(path, "", f"holds a JSON {type(raw).__name__}, expected an array of objects (one per example)",
+                        "write [{\"input\": ..., \"output\": ...}, ...], or one object a line in a .jsonl file")
+    for k, item in enumerate(raw, start=1):
+        if not isinstance(item, dict):
+            raise LoadError(path, f"item {k}", "each item of the array must be a JSON object")
+    return [(f"item {k}", item) for k, item in enumerate(raw, start=1)]
+
+
+# Delimiters a CSV export uses (Excel in many locales writes `;`, some tools a tab); the sniffer picks among these.
+CSV_DELIMITERS = ",;\t|"
+SNIFF_BYTES = 64 * 1024
+
+
+def sniff_delimiter(text: str, default: str) -> str:
+    """The delimiter the standard library's csv.Sniffer finds in the first lines, else `default`.
+
+    Only the delimiter is taken: quoting stays the CSV standard's double quote, which a
+    guess from a sample could get wrong on text with apostrophes.
+    """
+    sample = text[:SNIFF_BYTES]
+    if len(text) > SNIFF_BYTES and "\n" in sample:
+        sample = sample[: sample.rindex("\n")]  # whole lines only
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=CSV_DELIMITERS).delimiter
+    except csv.Error:  # one column, or no delimiter stands out
+        return default
+
+
 def _delimited_rows(path: Path, sep: str | None) -> Rows:
+    """CSV/TSV through pandas; `sep` None sniffs it (a `;` or tab export named .csv)."""
     import pandas as pd
 
     text = read_text(path)
-    sep = sep or _separator(text)
+    sep = sep or sniff_delimiter(text, ",")
     try:
         frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        raise LoadError(path, "", f"cannot be read as {'TSV' if sep == chr(9) else 'CSV'}: {str(e).strip()}") from None
+        raise LoadError(path, "", f"cannot be read as {'TSV' if sep == chr(9) else 'CSV'} "
+                                  f"(separator {sep!r}): {str(e).strip()}") from None
     # The header is line 1, so data row k is line k + 1 (for rows without embedded newlines).
     return [(f"row {k}", _cells(row)) for k, row in enumerate(frame.to_dict(orient="records"), start=1)]
 
@@ -111,17 +180,6 @@ def _cells(row: dict) -> dict:
                 pass
         out[str(key)] = value
     return out
-
-
-def _separator(text: str) -> str:
-    """A CSV export's separator: a comma, or the semicolon spreadsheets write where the comma is a decimal mark."""
-    import csv
-
-    sample = text[:20_000].rsplit("\n", 1)[0] if len(text) > 20_000 else text
-    try:
-        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
-    except csv.Error:  # one column, or no consistent separator: the comma
-        return ","
 
 
 def csv_rows(path: Path) -> Rows:
@@ -151,15 +209,19 @@ def saved_dataset_rows(path: Path, split: str | None = None) -> Rows:
     return _dataset_rows(ds, path, split)
 
 
-def hub_dataset_rows(name: str, split: str | None, config: str | None) -> Rows:
-    """A Hugging Face dataset id, from the local datasets cache when it is there (no network needed)."""
+def hub_dataset_rows(name: str, split: str | None, config: str | None, revision: str | None = None) -> Rows:
+    """A Hugging Face dataset id, from the local datasets cache when it is there (no network needed).
+
+    `revision` (a tag, branch or commit) pins the version; without it the newest is read.
+    """
     datasets = _optional("datasets", "datasets", "data")
     if not split:
         raise LoadError(name, "split", "a Hugging Face dataset needs `split` (e.g. train, test)")
     try:
-        ds = datasets.load_dataset(name, config, split=split)
+        ds = datasets.load_dataset(name, config, split=split, revision=revision)
     except Exception as e:  # offline, unknown id, bad split/config: datasets raises many types; all are "cannot load"
-        raise LoadError(name, "", f"cannot load this Hugging Face dataset (config {config!r}, split {split!r}): "
+        raise LoadError(name, "", f"cannot load this Hugging Face dataset (config {config!r}, split {split!r}"
+                                  + (f", revision {revision!r}" if revision else "") + "): "
                                   f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
                         "it is neither in the local datasets cache nor reachable; load it once with a network "
                         "(or save_to_disk into the task folder and name that folder)") from None
@@ -187,24 +249,28 @@ def _optional(module: str, package: str, extra: str):
 # Suffix (or "folder") -> reader. A new format is one function and one line here.
 LOADERS: dict[str, Callable[[Path], Rows]] = {
     ".jsonl": jsonl_rows,
+    ".json": json_rows,
     ".csv": csv_rows,
     ".tsv": tsv_rows,
     ".parquet": parquet_rows,
     "folder": saved_dataset_rows,
 }
+TEXT_FORMATS = (".jsonl", ".json", ".csv", ".tsv")  # read through read_text, so they may be compressed
 
 
 def read_rows(path: Path, split: str | None = None) -> Rows:
-    """Rows of a file or saved dataset folder, by its suffix."""
+    """Rows of a file or saved dataset folder, by its suffix (under a compression suffix for text formats)."""
     if path.is_dir():
         return saved_dataset_rows(path, split)
-    suffix = path.suffix.lower()
-    if suffix == ".gz":  # read_text decompresses; the format is the suffix before .gz
-        suffix = Path(path.stem).suffix.lower()
+    suffix = format_suffix(path)
+    compressed = path.suffix.lower() in DECOMPRESS
     reader = LOADERS.get(suffix)
-    if reader is None:
-        raise LoadError(path, "", f"unknown data format {path.suffix or '(no suffix)'!r}",
-                        f"use one of {', '.join(k for k in LOADERS if k != 'folder')} or a save_to_disk folder")
+    if reader is None or (compressed and suffix not in TEXT_FORMATS):
+        known = ", ".join(k for k in LOADERS if k != "folder")
+        name = suffix + path.suffix.lower() if compressed else path.suffix
+        raise LoadError(path, "", f"unknown data format {name or '(no suffix)'!r}",
+                        f"use one of {known} (the text formats may be compressed: "
+                        f"{', '.join(DECOMPRESS)}) or a save_to_disk folder")
     return reader(path)
 
 
@@ -313,87 +379,102 @@ def iter_columns(rows: Rows) -> Iterator[str]:
 
 # Per-document metadata carried into citations; a document gives any of them (all optional).
 DOC_META = ("title", "url", "updated")
-DocRecord = tuple[str | None, str, dict]  # (row id, or None for "the file's path"; text; metadata)
+
+
+@dataclass(frozen=True)
+class DocRecord:
+    """One document a file holds: its text, citation metadata, and anything to tell the person."""
+
+    text: str
+    meta: dict = field(default_factory=dict)
+    row_id: str | None = None  # a JSONL row's id; None: the document is named by its file's path
+    warning: str = ""  # not an error: the document is read, but part of it may be missing (e.g. scanned pages)
 
 
 def text_document(path: Path) -> list[DocRecord]:
-    return [(None, read_text(path), {})]
+    return [DocRecord(read_text(path))]
 
 
 def markdown_document(path: Path) -> list[DocRecord]:
-    """Markdown, with optional YAML front matter (`---` lines) holding title, url, updated."""
-    text = read_text(path)
-    meta: dict = {}
-    if text.startswith("---\n"):
-        end = text.find("\n---", 4)
-        if end != -1:
-            import yaml
+    """Markdown, with optional YAML front matter (`---` lines) holding title, url, updated.
 
-            try:
-                front = yaml.safe_load(text[4:end])
-            except yaml.YAMLError as e:
-                raise LoadError(path, "front matter", f"invalid YAML: {getattr(e, 'problem', None) or e}") from None
-            if isinstance(front, dict):
-                meta = _doc_meta(path, "front matter", front)
-                text = text[end + 4:].lstrip("\n")
-    return [(None, text, meta)]
+    python-frontmatter finds the block (CRLF line ends, an empty block, a closing line of
+    more dashes); we parse it with safe YAML. A leading block that is not a mapping is a
+    horizontal rule, not front matter, and stays in the text.
+    """
+    import frontmatter
+    import yaml
+
+    text = read_text(path)
+    handler = frontmatter.YAMLHandler()
+    if not handler.detect(text):
+        return [DocRecord(text)]
+    try:
+        block, body = handler.split(text)
+    except ValueError:  # an opening line of dashes that nothing closes
+        return [DocRecord(text)]
+    try:
+        front = yaml.safe_load(block)
+    except yaml.YAMLError as e:
+        raise LoadError(path, "front matter", f"invalid YAML: {getattr(e, 'problem', None) or e}") from None
+    if front is not None and not isinstance(front, dict):
+        return [DocRecord(text)]
+    return [DocRecord(body.lstrip("\n"), _doc_meta(path, "front matter", front or {}))]
+
+
+# Page furniture that is no part of a document's content. `header` and `footer` count only at page level:
+# inside an article, main, section, aside or nav they hold that part's own heading or notes (HTML's rule
+# for the banner and contentinfo landmarks).
+HTML_DROP = ("script", "style", "template", "noscript", "nav", "head", "iframe", "svg",
+             "[role=navigation]", "[role=banner]", "[role=contentinfo]", "[hidden]", "[aria-hidden=true]")
+HTML_SECTIONING = ("article", "main", "section", "aside", "nav")
 
 
 def html_document(path: Path) -> list[DocRecord]:
-    """The text a reader sees (no tags, scripts or styles); <title> is the title."""
-    from html.parser import HTMLParser
+    """The text a reader sees, as Markdown; <title> is the title.
 
-    class Text(HTMLParser):
-        BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "pre"}
+    Headings become `## ` lines (so chunking keeps sections), list items and table rows
+    one a line, table cells separated by `|`, links and emphasis their plain words.
+    """
+    from bs4 import BeautifulSoup
+    from markdownify import MarkdownConverter
 
-        def __init__(self):
-            super().__init__(convert_charrefs=True)
-            self.parts: list[str] = []
-            self.title: list[str] = []
-            self.skip = 0
-            self.in_title = False
-
-        def handle_starttag(self, tag, attrs):
-            if tag in ("script", "style", "template"):
-                self.skip += 1
-            self.in_title = tag == "title" or self.in_title
-            if tag in self.BLOCK:
-                self.parts.append("\n")
-            if tag in ("h1", "h2", "h3", "h4", "h5", "h6"):
-                self.parts.append("#" * int(tag[1]) + " ")  # keeps sections for chunking
-
-        def handle_endtag(self, tag):
-            if tag in ("script", "style", "template"):
-                self.skip = max(0, self.skip - 1)
-            if tag == "title":
-                self.in_title = False
-            if tag in self.BLOCK:
-                self.parts.append("\n")
-
-        def handle_data(self, data):
-            if self.in_title:
-                self.title.append(data)
-            elif not self.skip:
-                self.parts.append(data)
-
-    parser = Text()
-    parser.feed(read_text(path))
-    parser.close()
-    lines = [" ".join(line.split()) for line in "".join(parser.parts).splitlines()]
-    text = "\n".join(line for line in lines if line)
-    title = " ".join("".join(parser.title).split())
-    return [(None, text, {"title": title} if title else {})]
+    soup = BeautifulSoup(read_text(path), "html.parser")
+    title = " ".join(soup.title.get_text().split()) if soup.title else ""
+    for tag in soup.select(", ".join(HTML_DROP)):
+        tag.decompose()
+    for tag in soup.find_all(["header", "footer"]):
+        if not tag.decomposed and tag.find_parent(HTML_SECTIONING) is None:
+            tag.decompose()
+    markdown = MarkdownConverter(heading_style="ATX", bullets="-", table_infer_header=True,
+                                 strip=["a", "img", "b", "strong", "em", "i", "u"],
+                                 escape_asterisks=False, escape_underscores=False, escape_misc=False,
+                                 ).convert_soup(soup)
+    text = "\n".join(line.rstrip() for line in markdown.splitlines()).strip()
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return [DocRecord(text, {"title": title} if title else {})]
 
 
 def pdf_document(path: Path) -> list[DocRecord]:
+    """The PDF's text layer, page by page; pages without one (scanned images) are named in a warning."""
     pypdf = _optional("pypdf", "pypdf", "pdf")
     try:
         reader = pypdf.PdfReader(str(path))
-        text = "\n\n".join((page.extract_text() or "") for page in reader.pages)
+        pages = [page.extract_text() or "" for page in reader.pages]
         title = (reader.metadata or {}).get("/Title")
     except Exception as e:  # pypdf raises many types for a damaged file
         raise LoadError(path, "", f"cannot be read as PDF: {e}") from None
-    return [(None, text, {"title": str(title)} if title else {})]
+    empty = [n for n, text in enumerate(pages, start=1) if not text.strip()]
+    warning = ""
+    if empty:
+        listed = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
+        which = "no page has" if len(empty) == len(pages) else \
+            f"page {listed} of {len(pages)} has no" if len(empty) == 1 else f"pages {listed} of {len(pages)} have no"
+        warning = (f"{which} extractable text (scanned images?), so retrieval cannot find what it says; run OCR "
+                   f"on the PDF first (e.g. `ocrmypdf in.pdf out.pdf`) or give its text as .md or .txt")
+    text = "\n\n".join(p for p in pages if p.strip())
+    return [DocRecord(text, {"title": str(title)} if title else {}, warning=warning)]
 
 
 def jsonl_documents(path: Path) -> list[DocRecord]:
@@ -407,7 +488,7 @@ def jsonl_documents(path: Path) -> list[DocRecord]:
             raise LoadError(path, where, f"unknown field(s) {sorted(unknown)}", f"a document line has id, text, "
                                                                                f"{', '.join(DOC_META)}")
         doc_id = str(raw["id"]) if raw.get("id") not in (None, "") else f"#{where.split()[-1]}"
-        out.append((doc_id, raw["text"], _doc_meta(path, where, raw)))
+        out.append(DocRecord(raw["text"], _doc_meta(path, where, raw), row_id=doc_id))
     return out
 
 

@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from advisor import loaders, plugins
-from advisor.cache import hash_file
+from advisor.cache import hash_file, hash_json
 
 TASK_FILE = "task.yaml"
 DOC_SUFFIXES = set(loaders.DOCUMENT_LOADERS)
@@ -319,6 +319,8 @@ class DataSource(_Strict):
     hf: str | None = Field(None, min_length=1, description="a Hugging Face dataset id, read from the local cache")
     split: str | None = Field(None, min_length=1, description="which split (a Hub dataset or a saved DatasetDict)")
     config: str | None = Field(None, min_length=1, description="a Hub dataset's configuration name")
+    revision: str | None = Field(None, min_length=1, description="a Hub dataset's tag, branch or commit to read "
+                                                                   "(pins the version; the newest without it)")
 
 
 class ColumnsSpec(_Strict):
@@ -433,7 +435,8 @@ class Task:
     updated_documents: list[Document]
     eval_updated: list[Example]
     spec: TaskSpec
-    files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
+    # relative path -> sha256; a Hub dataset as _hub_key() -> sha256 of its rows, so a changed dataset shows
+    files: dict[str, str] = field(default_factory=dict)
     # How eval was held out of a single data file (None when eval is its own file); results record it.
     split: dict | None = None
     notices: list[str] = field(default_factory=list)  # deprecations and other things worth saying, not errors
@@ -546,11 +549,13 @@ def _schema_problems(e: ValidationError, out: _Collector, fix_prefix: tuple = ()
 
 
 # What to do, for the fields whose schema message alone does not say it.
+DATA_SOURCE_FIX = ("a path in the task folder, or a mapping {path: ..., split: ...} / "
+                   "{hf: ..., split: ..., config: ..., revision: ...}")
 FIXES = {
     ("seed",): f"a seed is a whole number from 0 to {SEED_LIMIT - 1} (what NumPy and torch accept)",
     ("strategies",): "name at least one strategy, or leave `strategies` out to run every registered one",
-    ("train",): "a path in the task folder, or a mapping {path: ..., split: ...} / {hf: ..., split: ..., config: ...}",
-    ("eval",): "a path in the task folder, or a mapping {path: ..., split: ...} / {hf: ..., split: ..., config: ...}",
+    ("train",): DATA_SOURCE_FIX,
+    ("eval",): DATA_SOURCE_FIX,
 }
 
 
@@ -658,10 +663,15 @@ def read_examples(path: Path, need_output: bool, columns: dict[str, str] | None 
         rows = loaders.read_rows(path)
     except loaders.LoadError as e:
         raise TaskError([Problem(e.path, e.where, e.message, e.fix)]) from None
-    examples, problems, _ = examples_from_rows(rows, str(path), path.stem, need_output, columns)
+    examples, problems, _ = examples_from_rows(rows, str(path), loaders.data_stem(path), need_output, columns)
     if problems:
         raise TaskError(problems)
     return examples
+
+
+def _hub_key(src: DataSource) -> str:
+    """How a Hub dataset is named among the task's files (its content hash stands beside it in `Task.files`)."""
+    return f"hf:{src.hf}" + (f"/{src.config}" if src.config else "") + f":{src.split}"
 
 
 def _source(root: Path, src: str | DataSource, file: Path, name: str) -> tuple[loaders.Rows, str, str]:
@@ -673,15 +683,17 @@ def _source(root: Path, src: str | DataSource, file: Path, name: str) -> tuple[l
                                                    "or `hf` (a Hugging Face dataset id)")
     try:
         if src.hf is not None:
-            rows = loaders.hub_dataset_rows(src.hf, src.split, src.config)
+            rows = loaders.hub_dataset_rows(src.hf, src.split, src.config, src.revision)
             return rows, f"{src.hf} ({src.split})", src.split  # default ids: train-1, test-1, ...
         path = _inside(root, src.path, file, f"field {name}")
-        if src.config is not None:
-            raise TaskError.one(file, f"field {name}.config", "`config` belongs to a Hugging Face dataset (`hf`)")
+        for hub_only in ("config", "revision"):
+            if getattr(src, hub_only) is not None:
+                raise TaskError.one(file, f"field {name}.{hub_only}",
+                                    f"`{hub_only}` belongs to a Hugging Face dataset (`hf`)")
         if src.split is not None and not path.is_dir():
             raise TaskError.one(file, f"field {name}.split", "`split` picks a split of a Hub dataset or a saved "
                                                              "DatasetDict folder, not of a file")
-        return loaders.read_rows(path, src.split), str(path), src.split or path.stem
+        return loaders.read_rows(path, src.split), str(path), src.split or loaders.data_stem(path)
     except loaders.LoadError as e:
         if src.hf is not None:
             raise TaskError.one(file, f"field {name}", e.message, e.fix) from None
@@ -709,9 +721,11 @@ def split_examples(rows: list[Example], eval_fraction: float, seed: int) -> tupl
     return train, eval_rows, record
 
 
-def read_documents(root: Path, entries: list[str], file: Path, field_name: str) -> list[Document]:
+def read_documents(root: Path, entries: list[str], file: Path, field_name: str) -> tuple[list[Document], list[str]]:
+    """The documents, and warnings about what was read only in part (e.g. a scanned PDF's pages)."""
     docs: list[Document] = []
     problems: list[Problem] = []
+    warnings: list[str] = []
     for i, rel in enumerate(entries):
         where = f"field {field_name}[{i}]"
         try:
@@ -743,9 +757,11 @@ def read_documents(root: Path, entries: list[str], file: Path, field_name: str) 
                 problems.append(Problem(e.path, e.where, e.message, e.fix))
                 continue
             rel_id = f.relative_to(base).as_posix()
-            for row_id, text, meta in records:
-                doc_id = rel_id if row_id is None else (f"{rel_id}{row_id}" if row_id.startswith("#") else row_id)
-                docs.append(Document(id=doc_id, text=text, **meta))
+            for r in records:
+                doc_id = rel_id if r.row_id is None else f"{rel_id}{r.row_id}" if r.row_id.startswith("#") else r.row_id
+                docs.append(Document(id=doc_id, text=r.text, **r.meta))
+                if r.warning:
+                    warnings.append(f"{f}: {r.warning}")
     ids = Counter(d.id for d in docs)
     dup = sorted(i for i, n in ids.items() if n > 1)
     if dup:
@@ -753,7 +769,7 @@ def read_documents(root: Path, entries: list[str], file: Path, field_name: str) 
                                 "give each document line a unique `id`"))
     if problems:
         raise TaskError(problems)
-    return docs
+    return docs, warnings
 
 
 def _check_models(models: ModelsSpec, out: _Collector, strategies: Mapping[str, str] | None) -> None:
@@ -922,12 +938,16 @@ def load_task(path: str | Path, strategies: Mapping[str, str] | None = None,
             out.extend(e)
     columns = spec.columns.model_dump(exclude_none=True) if spec.columns else {}
 
+    hub_hashes: dict[str, str] = {}  # a Hub dataset's content is part of the task, like a file in its folder
+
     def examples(name: str, src, need_output: bool) -> tuple[list[Example], list[str]]:
         try:
             rows, label, prefix = _source(root, src, file, name)
         except TaskError as e:
             out.extend(e)
             return [], []
+        if isinstance(src, DataSource) and src.hf is not None:
+            hub_hashes[_hub_key(src)] = hash_json([row for _, row in rows])
         rows_out, problems, systems = examples_from_rows(rows, label, prefix, need_output, columns)
         for p in problems:
             out.add(p)
@@ -960,10 +980,11 @@ def load_task(path: str | Path, strategies: Mapping[str, str] | None = None,
     updated: list[Document] = []
     for name, entries in (("documents", spec.documents), ("updated_documents", spec.updated_documents)):
         try:
-            docs = read_documents(root, entries, file, name)
+            docs, warnings = read_documents(root, entries, file, name)
         except TaskError as e:
             out.extend(e)
             continue
+        notices.extend(warnings)
         documents, updated = (docs, updated) if name == "documents" else (documents, docs)
     doc_ids = {d.id for d in documents}
     for ex in eval_rows:
@@ -977,6 +998,7 @@ def load_task(path: str | Path, strategies: Mapping[str, str] | None = None,
     for p in sorted(root.rglob("*")):
         if p.is_file() and not p.name.startswith("."):
             files[p.relative_to(root).as_posix()] = hash_file(p)
+    files |= hub_hashes
     return Task(
         name=spec.name, description=spec.description, root=root, instructions=instructions.strip(),
         train=train, eval=eval_rows, documents=documents, updated_documents=updated,

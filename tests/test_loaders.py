@@ -5,8 +5,12 @@ documents in .html/.md/.jsonl/.pdf with their metadata are loaded for real.
 """
 from __future__ import annotations
 
+import bz2
 import csv
+import dataclasses
+import gzip
 import json
+import lzma
 from pathlib import Path
 
 import pytest
@@ -14,7 +18,7 @@ import yaml
 
 from advisor import loaders
 from advisor.task import TaskError, load_task, split_examples
-from tests.conftest import EVAL, TRAIN, write_task
+from tests.conftest import EVAL, TRAIN, pdf_bytes, write_task
 
 INSTRUCTIONS = "You are the shop assistant. Reply in one line that starts with 'Hi!' and ends with 'Bye.'"
 TRAIN_ROWS = [{"input": i, "output": o} for i, o in TRAIN]
@@ -100,6 +104,62 @@ def test_same_task_from_every_format(tmp_path):
     assert any("system message of 12 of 12" in n for n in chat.notices)
 
 
+# A row whose text holds every separator and a quote, so an export must quote it to keep it one cell.
+AWKWARD = {"input": 'Is the kettle "fast", really; or slow?', "output": "Hi! Fast, yes; 3 minutes\tflat. Bye."}
+
+
+@pytest.mark.parametrize("sep", [",", ";", "\t", "|"], ids=["comma", "semicolon", "tab", "pipe"])
+def test_csv_separator_is_sniffed_and_quoted_cells_kept(tmp_path, sep):
+    """A `;` export (Excel in many locales), a tab export named .csv and quoted cells read as the JSONL does."""
+    root = write_task(tmp_path / "jsonl")
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in TRAIN_ROWS + [AWKWARD]))
+    reference = load_task(root)
+    root = write_task(tmp_path / "csv")
+    _write_csv(root / "train.csv", TRAIN_ROWS + [AWKWARD], {"input": "Question", "output": "Ideal answer"}, sep=sep)
+    _write_csv(root / "eval.csv", EVAL, {"input": "Question", "output": "Ideal answer"}, sep=sep)
+    _set(root, train="train.csv", eval="eval.csv", columns={"input": "Question", "output": "Ideal answer"})
+    _same(load_task(root), reference)
+    assert loaders.sniff_delimiter((root / "train.csv").read_text(), ",") == sep
+
+
+def test_json_arrays_and_compressed_files_read_like_jsonl(tmp_path):
+    reference = load_task(write_task(tmp_path / "jsonl"))
+    root = write_task(tmp_path / "json")
+    (root / "train.json").write_text(json.dumps(TRAIN_ROWS, indent=2))  # an array of records
+    (root / "eval.json").write_text("".join(json.dumps(r) + "\n" for r in EVAL))  # JSON Lines named .json
+    _same(load_task(_set(root, train="train.json", eval="eval.json")), reference)
+
+    root = write_task(tmp_path / "compressed")
+    (root / "train.jsonl.gz").write_bytes(gzip.compress((root / "train.jsonl").read_bytes()))
+    _write_csv(root / "eval.csv", EVAL, {})
+    (root / "eval.csv.gz").write_bytes(gzip.compress((root / "eval.csv").read_bytes()))
+    (root / "eval_updated.jsonl.xz").write_bytes(lzma.compress((root / "eval_updated.jsonl").read_bytes()))
+    for name in ("train.jsonl", "eval.jsonl", "eval.csv", "eval_updated.jsonl"):
+        (root / name).unlink()
+    compressed = load_task(_set(root, train="train.jsonl.gz", eval="eval.csv.gz", eval_updated="eval_updated.jsonl.xz",
+                                columns={"input": "input", "output": "output"}))
+    _same(compressed, reference)
+    assert compressed.eval_updated == reference.eval_updated
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    cases = {
+        "object.json": (b'{"data": [{"input": "q"}]}', "", "holds a JSON dict, expected an array of objects"),
+        "mixed.json": (b'[{"input": "q"},\n "text"]', "item 2", "each item of the array must be a JSON object"),
+        "broken.json": (b'[{"input": "q"},\n {"input": }]', "line 2", "not valid JSON"),
+        "cut.jsonl.gz": (gzip.compress(b'{"input": "q"}\n')[:-8], "", "cannot be decompressed as .gz"),
+        "not.csv.bz2": (b"input,output\nq,a\n", "", "cannot be decompressed as .bz2"),
+        "table.parquet.gz": (b"", "", "unknown data format '.parquet.gz'"),
+    }
+    for name, (data, where, message) in cases.items():
+        (bad / name).write_bytes(data)
+        with pytest.raises(loaders.LoadError) as e:
+            loaders.read_rows(bad / name)
+        assert (e.value.where, e.value.message[:len(message)]) == (where, message), name
+    (bad / "ok.csv.bz2").write_bytes(bz2.compress(b"input;output\nq;a\n"))
+    assert loaders.read_rows(bad / "ok.csv.bz2") == [("row 1", {"input": "q", "output": "a"})]
+
+
 def test_multi_turn_chat_and_hugging_face_style():
     fields, system = loaders.to_fields({"conversations": [
         {"from": "system", "value": "Be brief."}, {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"},
@@ -137,9 +197,45 @@ def test_hub_id_offline_is_a_clear_error(tmp_path, monkeypatch):
     p = e.value.problems[0]
     assert p.file.endswith("task.yaml") and p.where.endswith("field train")
     assert "cannot load this Hugging Face dataset" in p.message and "local datasets cache" in p.fix
+    root = _set(root, train={"hf": "no-such-org/x", "split": "train", "revision": "v1.0"})
+    with pytest.raises(TaskError, match="revision 'v1.0'"):
+        load_task(root)
     root = _set(root, train={"hf": "no-such-org/x"})
     with pytest.raises(TaskError, match="needs `split`"):
         load_task(root)
+    root = _set(root, train={"path": "train.jsonl", "revision": "v1.0"})
+    with pytest.raises(TaskError, match="`revision` belongs to a Hugging Face dataset") as e:
+        load_task(root)
+    assert e.value.problems[0].where.endswith("field train.revision")
+
+
+def test_hub_dataset_revision_is_passed_and_its_rows_are_in_the_task_hash(tmp_path, monkeypatch):
+    """`compare` diffs the task's files; a Hub dataset is one of them, hashed by its rows."""
+    datasets = pytest.importorskip("datasets")
+    from advisor.cache import hash_json
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
+    revisions = []
+    load_dataset = datasets.load_dataset
+
+    def recording(*args, **kwargs):  # the real loader, which also tells us the revision it was asked for
+        revisions.append(kwargs.get("revision"))
+        return load_dataset(*args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", recording)
+    repo = tmp_path / "shop-faq"  # a dataset repository's files, as load_dataset reads a Hub id or a local copy
+    repo.mkdir()
+    (repo / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in TRAIN_ROWS))
+    root = _set(write_task(tmp_path / "t"), train={"hf": str(repo), "split": "train", "revision": "v1.0"})
+    before = load_task(root)
+    assert revisions == ["v1.0"] and before.train == load_task(write_task(tmp_path / "jsonl")).train
+    key = f"hf:{repo}:train"
+    assert key in before.files
+
+    (repo / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in TRAIN_ROWS[:-1]))  # the dataset changed
+    after = load_task(root)
+    assert {k for k in before.files | after.files if before.files.get(k) != after.files.get(k)} == {key}
+    assert hash_json(after.files) != hash_json(before.files)  # the task hash history and compare record
 
 
 def test_one_file_is_split_with_seed_and_ratio_stratified_by_tag(tmp_path):
@@ -156,32 +252,12 @@ def test_one_file_is_split_with_seed_and_ratio_stratified_by_tag(tmp_path):
     assert load_task(root).split == t.split  # same seed, same split
     other = load_task(_set(root, seed=1)).split["eval_ids"]
     assert other != t.split["eval_ids"]
-    # The function itself: without tags it is a plain seeded hold-out.
-    train, held, record = split_examples(load_task(root).train[:5], 0.5, 3)
-    assert len(train) + len(held) == 5 and record["stratified_by"] == "first tag"
-
-
-def _pdf_bytes(text: str) -> bytes:
-    """A one-page PDF with `text` in Helvetica, written by hand (no PDF writer needed for the test)."""
-    stream = f"BT /F1 12 Tf 72 712 Td ({text}) Tj ET".encode()
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-        b"<< /Title (Kettle manual) >>",
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for n, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % n + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R /Info 6 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
+    # The function itself: without tags it is a plain seeded hold-out of round(n * fraction) rows.
+    untagged = [dataclasses.replace(ex, tags=()) for ex in t.train[:5]]
+    train, held, record = split_examples(untagged, 0.4, 3)
+    assert record["stratified_by"] is None and len(held) == 2 and len(train) == 3
+    assert sorted(e.id for e in train + held) == sorted(e.id for e in untagged)  # each row in exactly one part
+    assert split_examples(untagged, 0.4, 3)[1] == held  # same seed, same rows held out
 
 
 def test_documents_in_every_format_carry_their_metadata(tmp_path):
@@ -195,7 +271,7 @@ def test_documents_in_every_format_carry_their_metadata(tmp_path):
                                    "<p>Tom &amp; Jerry&#39;s</p></body></html>")
     (docs / "passages.jsonl").write_text(json.dumps({"id": "p1", "text": "Gift cards never expire.", "title": "Gift cards",
                                                      "url": "https://shop.example/gift"}) + "\n")
-    (docs / "manual.pdf").write_bytes(_pdf_bytes("Descale the kettle monthly."))
+    (docs / "manual.pdf").write_bytes(pdf_bytes("Descale the kettle monthly."))
     by_id = {d.id: d for d in load_task(root).documents}
     kettle = by_id["kettle.md"]
     assert (kettle.title, kettle.url, kettle.updated) == ("Zephyr Kettle", "https://shop.example/kettle", "2026-11-02")

@@ -235,6 +235,27 @@ def test_sample_tasks_do_not_leak(name, embedder):
     assert {(o.eval_id, o.train_id) for o in similar} == EXPLAINED[name][1], [str(o) for o in similar]
 
 
+def test_support_freshness_set_asks_about_facts_only_its_updated_documents_state():
+    """Each changed fact (issue 31: at least 20, so the freshness check can tell rows apart) is scored by the
+    task's own scoring: its updated sentence scores 1 and the original sentence 0, and no original document,
+    other updated document or training row states the new value."""
+    from advisor.scoring import score
+
+    task = load_task("data/support")
+    sc, original = task.spec.scoring, {d.id: d.text for d in task.documents}
+    updated = {d.id: d.text for d in task.updated_documents}
+    assert len(task.eval_updated) >= 20 and len({ex.id for ex in task.eval_updated}) == len(task.eval_updated)
+    for ex in task.eval_updated:
+        assert ex.tags == ("knowledge", "changed") and ex.source in updated, ex.id
+        changed = [(old, new) for old, new in zip(original[ex.source].splitlines(), updated[ex.source].splitlines())
+                   if old != new and score(new, ex, sc) == 1]
+        assert len(changed) >= 1 and all(score(old, ex, sc) == 0 for old, _ in changed), ex.id
+        assert score(ex.output, ex, sc) == 1, ex.id
+        assert not [d for d, text in original.items() if score(text, ex, sc)], ex.id
+        assert not [d for d, text in updated.items() if d != ex.source and score(text, ex, sc)], ex.id
+        assert not [e.id for e in task.train if score(f"{e.input} {e.output}", ex, sc)], ex.id
+
+
 def test_embedding_check_finds_rewordings_the_ngram_check_misses(embedder):
     train = [_ex("t1", "How much does the Zephyr Kettle cost?"), _ex("t2", "Which cities do you deliver to?")]
     evaluated = [_ex("e1", "What is the price of the Zephyr Kettle?"), _ex("e2", "Can I pay by card?")]
