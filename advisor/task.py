@@ -174,6 +174,17 @@ class EconomicsSpec(_Strict):
         return DEFAULT_REINDEX_USD if o is None or o.reindex_usd is None else o.reindex_usd
 
 
+DEFAULT_MARGIN = 0.10  # the recommended row must be shown at most 10 points less accurate than any other contender
+
+
+class DecisionSpec(_Strict):
+    """How the verdict weighs quality (README: How the verdict is reached)."""
+
+    margin: float = Field(DEFAULT_MARGIN, gt=0, lt=1, description=(
+        "non-inferiority margin (a share: 0.10 = 10 points): the recommended row must be shown, by the upper end "
+        "of the 95% interval of the gap, less than this much less accurate than every other contender"))
+
+
 class GeneratorSpec(_Strict):
     """One named generator: a local HF model (`hf`) or an OpenAI-compatible endpoint (`endpoint`)."""
 
@@ -330,6 +341,7 @@ class ColumnsSpec(_Strict):
     choices: str | None = None
     tags: str | None = None
     source: str | None = None
+    cluster: str | None = None
     paraphrases: str | None = None
     messages: str | None = None
 
@@ -350,6 +362,7 @@ class TaskSpec(_Strict):
     seed: int = Field(0, ge=0, lt=SEED_LIMIT)
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     economics: EconomicsSpec = Field(default_factory=EconomicsSpec)
+    decision: DecisionSpec = Field(default_factory=DecisionSpec)
     models: ModelsSpec = Field(default_factory=ModelsSpec)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     prompting: PromptingSpec = Field(default_factory=PromptingSpec)
@@ -381,6 +394,9 @@ class ExampleSpec(BaseModel):
     choices: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
     source: str | None = None
+    cluster: str | None = Field(None, min_length=1, description=(
+        "items that are not independent (one source document, paraphrases of one question) share a cluster; "
+        "unset: the item's `source`, else the item alone"))
     paraphrases: list[str] = Field(default_factory=list)
     human_scores: list[HumanScore] = Field(default_factory=list)
 
@@ -404,6 +420,12 @@ class Example:
     source: str | None = None
     paraphrases: tuple[str, ...] = ()
     human_scores: tuple[tuple[str, float], ...] = ()  # (answer, score in [0, 1]) a person gave
+    cluster: str | None = None  # the task's `cluster` field as given (Example.cluster_key applies the default)
+
+    @property
+    def cluster_key(self) -> str:
+        """The cluster the statistics group this item in: `cluster`, else its `source` document, else itself."""
+        return self.cluster or (f"source:{self.source}" if self.source else f"item:{self.id}")
 
     @property
     def references(self) -> tuple[str, ...]:
@@ -643,7 +665,7 @@ def examples_from_rows(rows: loaders.Rows, label: str, id_prefix: str, need_outp
         seen.add(ex_id)
         examples.append(Example(
             id=ex_id, input=spec.input, output=spec.output, answers=tuple(spec.answers),
-            choices=tuple(spec.choices), tags=tuple(spec.tags), source=spec.source,
+            choices=tuple(spec.choices), tags=tuple(spec.tags), source=spec.source, cluster=spec.cluster,
             paraphrases=tuple(spec.paraphrases), human_scores=tuple((h.answer, h.score) for h in spec.human_scores),
         ))
     if not examples and not problems:

@@ -151,7 +151,7 @@ def test_a_cheap_row_that_may_be_much_worse_is_not_enough_evidence():
     owned = {"ownership": {"finetune": OwnershipSpec(setup_usd=400, monthly_usd=50)}}
     rec = recommend(rows, comps, spec(requests_per_day=100, **owned), n_train=500)  # few-shot is far cheaper here
     assert rec["status"] == NOT_ENOUGH and rec["strategy"] == "lora"
-    assert "cannot tell it from the most accurate row" in rec["evidence"]["why"]
+    assert "cannot show it within 10 points of lora" in rec["evidence"]["why"]
     assert rec["evidence"]["items_needed"] > 40
     # the same rows at a volume where the most accurate is also the cheapest: a recommendation
     rec = recommend(rows, comps, spec(requests_per_day=100_000, **owned), n_train=500)
