@@ -432,8 +432,8 @@ def _fragility_text(items: list[dict], ref: tuple[str, str], got: tuple[str, str
             for it in items]
     if len(items) == 1:
         return f"One item decides this verdict: with {said[0]}, it would change from {now} to {then}."
-    return (f"{len(items)} item scores decide this verdict: with {'; '.join(said)}, it would change from {now} "
-            f"to {then}.")
+    listed = "; ".join(said[:5]) + (f"; and {len(said) - 5} more" if len(said) > 5 else "")
+    return f"{len(items)} item scores decide this verdict: with {listed}, it would change from {now} to {then}."
 
 
 # ---------------------------------------------------------------- reasons

@@ -420,12 +420,13 @@ class Example:
     source: str | None = None
     paraphrases: tuple[str, ...] = ()
     human_scores: tuple[tuple[str, float], ...] = ()  # (answer, score in [0, 1]) a person gave
-    cluster: str | None = None  # the task's `cluster` field as given (Example.cluster_key applies the default)
+    cluster: str | None = None  # the task's `cluster` field as given (cluster_of applies the default)
 
-    @property
-    def cluster_key(self) -> str:
-        """The cluster the statistics group this item in: `cluster`, else its `source` document, else itself."""
-        return self.cluster or (f"source:{self.source}" if self.source else f"item:{self.id}")
+
+def cluster_of(cluster: str | None, source: str | None, item_id: str) -> str:
+    """The cluster the statistics group an eval item in: its `cluster`, else its `source` document (items
+    answered from one document succeed or fail together), else the item alone."""
+    return f"cluster:{cluster}" if cluster else f"source:{source}" if source else f"item:{item_id}"
 
     @property
     def references(self) -> tuple[str, ...]:
