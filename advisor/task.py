@@ -422,16 +422,16 @@ class Example:
     human_scores: tuple[tuple[str, float], ...] = ()  # (answer, score in [0, 1]) a person gave
     cluster: str | None = None  # the task's `cluster` field as given (cluster_of applies the default)
 
+    @property
+    def references(self) -> tuple[str, ...]:
+        """What a correct answer may say: explicit answers, else the output."""
+        return self.answers or ((self.output,) if self.output else ())
+
 
 def cluster_of(cluster: str | None, source: str | None, item_id: str) -> str:
     """The cluster the statistics group an eval item in: its `cluster`, else its `source` document (items
     answered from one document succeed or fail together), else the item alone."""
     return f"cluster:{cluster}" if cluster else f"source:{source}" if source else f"item:{item_id}"
-
-    @property
-    def references(self) -> tuple[str, ...]:
-        """What a correct answer may say: explicit answers, else the output."""
-        return self.answers or ((self.output,) if self.output else ())
 
 
 @dataclass(frozen=True)
