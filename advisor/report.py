@@ -472,6 +472,12 @@ def fragility_text(results: Results) -> str:
     return f.text if f is not None else "not computed (a results file from an older advisor)."
 
 
+def fragile(results: Results) -> bool:
+    """One or two item scores could overturn the verdict: shown as a caution."""
+    f = results.recommendation.fragility
+    return f is not None and f.count is not None and f.count <= 2
+
+
 def context(results: Results, chart_list: list[Chart] | None = None) -> dict:
     """Every fact both report files show, as display strings (not yet escaped)."""
     rec = results.recommendation
@@ -486,7 +492,7 @@ def context(results: Results, chart_list: list[Chart] | None = None) -> dict:
                 "headline": _text(rec.recommended) if rec.recommended else "Not enough evidence",
                 "evidence": evidence_text(results),
                 "fragility": fragility_text(results),
-                "fragile": bool(rec.fragility and rec.fragility.count is not None and rec.fragility.count <= 2),
+                "fragile": fragile(results),
                 "ruled_out": [f"{name}: {why}" for name, why in rec.ruled_out.items()],
                 "top_reasons": list(rec.reasons[:3]),
                 "reasons": list(rec.reasons),
@@ -561,8 +567,7 @@ def terminal(results: Results, console: Console | None = None) -> None:
         body.append(f"! {x}\n", style="yellow")
     changes = rec.sensitivity_text
     body.append(f"\nSample: {evidence_text(results)}\n", style="dim")
-    fragile = rec.fragility is not None and rec.fragility.count is not None and rec.fragility.count <= 2
-    body.append(f"Fragility: {fragility_text(results)}\n", style="yellow" if fragile else "dim")
+    body.append(f"Fragility: {fragility_text(results)}\n", style="yellow" if fragile(results) else "dim")
     body.append("What would change it: ", style="dim")
     body.append("; ".join(changes[:2]) if changes else "nothing within the volumes tried")
     title = (f"Recommendation: [bold]{_escape_rich(pick)}[/bold]" if pick else
