@@ -359,6 +359,8 @@ def run(
     expect: Optional[str] = typer.Option(None, help="gate: exit 1 unless the recommendation is this row"),
     max_cost_per_request: Optional[float] = typer.Option(
         None, min=0, help="gate: exit 1 if the recommended row costs more than this many USD per request"),
+    gate: Optional[list[str]] = typer.Option(
+        None, "--gate", help="gate: fragility>=N exits 1 if fewer than N item scores could overturn the verdict"),
     junit_xml: Optional[Path] = typer.Option(None, help="write the gates as JUnit test cases to this file"),
     history_file: Optional[Path] = typer.Option(
         None, "--history", help="run history store (default $ADVISOR_HISTORY or the user cache)"),
@@ -371,7 +373,7 @@ def run(
 ):
     """Run every strategy on the task, score, cost, recommend, and write the report.
 
-    Exit codes: 0 ok, 1 a gate (--fail-under, --expect, --max-cost-per-request) failed,
+    Exit codes: 0 ok, 1 a gate (--fail-under, --expect, --max-cost-per-request, --gate) failed,
     2 bad input, 3 model/endpoint/hardware failure, 4 internal error, 130 interrupted.
     """
     from advisor import gates as gating, history, tracking
@@ -389,7 +391,8 @@ def run(
         sizes = [int(x) for x in data_curve.split(",")] if data_curve else []
     except ValueError:
         _fail(f"--data-curve takes comma-separated numbers of examples, got {data_curve!r}")
-    gates = gating.Gates(gating.parse_fail_under(fail_under or []), expect, max_cost_per_request)
+    gates = gating.Gates(gating.parse_fail_under(fail_under or []), expect, max_cost_per_request,
+                         gating.parse_gate(gate or []))
     chosen = select_strategies(t, strategies)
     rows = [c.name for c in chosen]
     gating.check_rows(gates, rows)

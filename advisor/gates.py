@@ -1,4 +1,4 @@
-"""CI gates on a finished run: minimum accuracy per row, an expected verdict, a cost ceiling.
+"""CI gates on a finished run: minimum accuracy per row, an expected verdict, a cost ceiling, a minimum fragility.
 
 A gate is checked after the run has written its outputs, so a failing build still
 leaves the report to look at. Each gate becomes one JUnit test case, so CI systems
@@ -23,10 +23,12 @@ class Gates:
     fail_under: tuple[tuple[str, float], ...] = ()  # (row, minimum accuracy)
     expect: str | None = None  # the verdict the run must reach
     max_cost_per_request: float | None = None  # USD, for the recommended row
+    min_fragility: int | None = None  # `--gate fragility>=N`: at least N item scores must change to overturn it
 
     @property
     def any(self) -> bool:
-        return bool(self.fail_under or self.expect or self.max_cost_per_request is not None)
+        return bool(self.fail_under or self.expect or self.max_cost_per_request is not None
+                    or self.min_fragility is not None)
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,18 @@ def parse_fail_under(values: list[str]) -> tuple[tuple[str, float], ...]:
                                 "percentage, e.g. --fail-under few-shot=0.70")
         out.append((row, threshold))
     return tuple(out)
+
+
+def parse_gate(values: list[str]) -> int | None:
+    """`--gate fragility>=N` -> N (the fewest item scores that may overturn the verdict); the last one counts."""
+    minimum = None
+    for v in values:
+        name, sep, number = v.replace(" ", "").partition(">=")
+        if name != "fragility" or not sep or not number.isdigit() or int(number) < 1:
+            raise GateSpecError(f"--gate {v!r}: expected fragility>=N with N a whole number from 1, "
+                                "e.g. --gate fragility>=3")
+        minimum = int(number)
+    return minimum
 
 
 def check_rows(gates: Gates, rows: list[str]) -> None:
@@ -91,7 +105,22 @@ def evaluate(gates: Gates, results: Results) -> list[GateResult]:
             c = cost[verdict]
             out.append(GateResult(f"max-cost-per-request {limit:g}", c <= limit,
                                   f"{verdict} costs ${c:.6g} per request, limit ${limit:g}"))
+    if gates.min_fragility is not None:
+        out.append(_fragility_gate(gates.min_fragility, results))
     return out
+
+
+def _fragility_gate(minimum: int, results: Results) -> GateResult:
+    """Passes when no fewer than `minimum` item scores must change to overturn the verdict; a verdict the
+    search could not overturn at all is above any minimum."""
+    f = results.recommendation.fragility
+    name = f"fragility>={minimum}"
+    if f is None:
+        return GateResult(name, False, "this results file has no fragility (written by an older advisor)")
+    if f.count is None:
+        return GateResult(name, True, f.text)
+    return GateResult(name, f.count >= minimum, f"fragility {f.count} {'>=' if f.count >= minimum else '<'} "
+                                                f"{minimum}: {f.text}")
 
 
 def junit_xml(results: list[GateResult], suite: str) -> bytes:

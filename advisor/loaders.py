@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 # The fields an example row may have (the task's names); `columns:` maps a source's names onto these.
-FIELDS = ("id", "input", "output", "answers", "choices", "tags", "source", "paraphrases", "messages")
+FIELDS = ("id", "input", "output", "answers", "choices", "tags", "source", "cluster", "paraphrases", "messages")
 LIST_FIELDS = ("answers", "choices", "tags", "paraphrases")
 CHAT_ROLES = {"system": "system", "developer": "system", "user": "user", "human": "user",
               "assistant": "assistant", "gpt": "assistant", "model": "assistant"}

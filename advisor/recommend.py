@@ -10,11 +10,13 @@ Rule, following the field's guidance while the numbers decide within it:
 3. Among those, the lowest total cost over the horizon wins; a simpler strategy within
    COST_TIE of the cheapest is preferred (start simple).
 4. Enough evidence: below MIN_EVAL_ITEMS eval items, when no row gets anything right, or
-   when the pick is a cheaper row whose gap to the most accurate one could exceed
-   TIE_MARGIN (95% interval), the verdict is "not enough evidence", with the number of eval
-   items a power calculation says would be needed.
+   when the pick is not shown non-inferior, within the task's margin (`decision.margin`), to
+   every other contender (the upper end of the 95% interval of contender minus pick below the
+   margin), whether or not the pick is the nominal leader, the verdict is "not enough
+   evidence", with the number of eval items at which that check would pass.
 Reasons cite the numbers with their intervals and the sample they rest on; sensitivity
-re-runs the same rule under other volumes and change frequencies to say what would flip it.
+re-runs the same rule under other volumes and change frequencies to say what would flip it,
+and fragility finds the fewest item scores that, changed, would change the verdict.
 """
 from __future__ import annotations
 
@@ -23,13 +25,15 @@ from dataclasses import dataclass, field, replace
 from advisor.economics import Economics, StrategyCosts, break_even_requests_per_day, economics, payback_days
 from advisor.formatting import count, money, pct
 from advisor.kinds import Family
-from advisor.stats import (ALPHA, POWER, detectable_difference, discordance, holm, items_needed, mean_ci,
-                           paired_compare)
-from advisor.task import EconomicsSpec
+from advisor.stats import (ALPHA, CONFIDENCE, POWER, cluster_codes, compare_all, detectable_difference,
+                           difference_interval, discordance, holm, is_binary, items_needed, mean_ci,
+                           min_discordant, noninferiority_items, normal_detectable_difference, normal_items_needed,
+                           paired_compare, paired_test_name)
+from advisor.task import DEFAULT_MARGIN, EconomicsSpec
 
 COST_TIE = 0.10  # a simpler strategy within 10% of the cheapest total cost counts as tied
 MIN_EVAL_ITEMS = 30  # fewer eval items than this: one item moves accuracy by more than 3 points
-TIE_MARGIN = 0.10  # a cheaper row may win over a more accurate one only if the gap is surely below 10 points
+FRAGILITY_SEARCH = 15  # the fragility search tries at most this many changed item scores
 MIN_TAG_ITEMS = 10  # a per-tag claim needs at least this many items of the tag
 TAG_GAP = 0.2  # a tag where another row is this much better (and significantly so) is a caution
 RECOMMENDED = "recommended"
@@ -67,15 +71,31 @@ class Evidence:
     gap: float | None  # their observed accuracy difference
     disagreement: float | None  # share of items on which they differ
     detectable_difference: float | None  # smallest gap this sample detects with `power` (None: none)
-    items_needed: int | None  # eval items to tell the pair apart (None: more than 100,000, or nothing to tell)
+    items_needed: int | None  # eval items for the rule's checks to pass (None: more than 100,000, or nothing to tell)
     enough: bool
     why: str  # when not enough: the cause, in words
+    margin: float = DEFAULT_MARGIN  # the non-inferiority margin the pick is checked against
+    test: str = "McNemar exact"  # the paired test behind the comparisons and the power statement
+    checks: tuple[NonInferiority, ...] = ()  # the pick against every other contender
+    clusters: int | None = None  # clusters the items fall into, when some share one (else independent items)
 
     def as_dict(self) -> dict:
         return {"n_items": self.n_items, "min_items": self.min_items, "tests": self.tests, "alpha": self.alpha,
                 "power": self.power, "pair": list(self.pair) if self.pair else None, "gap": self.gap,
                 "disagreement": self.disagreement, "detectable_difference": self.detectable_difference,
-                "items_needed": self.items_needed, "enough": self.enough, "why": self.why}
+                "items_needed": self.items_needed, "enough": self.enough, "why": self.why, "margin": self.margin,
+                "test": self.test, "checks": [c.__dict__.copy() for c in self.checks], "clusters": self.clusters}
+
+
+@dataclass(frozen=True)
+class NonInferiority:
+    """The pick against one other contender: is the contender surely less than `margin` ahead?"""
+
+    row: str  # the contender
+    gap: float  # its accuracy minus the pick's
+    bound: float  # upper end of the 95% interval of that gap
+    passes: bool  # bound < margin
+    items_needed: int | None  # eval items at which this check passes with the stated power (None: it cannot)
 
 
 @dataclass(frozen=True)
@@ -87,7 +107,8 @@ class FreshCheck:
     leader: str  # the row that follows the update best
     leader_after: float
     p_value: float
-    fails: bool  # significantly worse than the leader on the changed facts
+    fails: bool  # significantly worse than the leader on the changed facts, after Holm over the rows
+    p_adjusted: float = 1.0  # Holm-corrected over the rows tested against the leader
 
 
 @dataclass
@@ -140,56 +161,144 @@ def baseline_of(rows: list[Row]) -> Row:
 
 
 def freshness_checks(rows: list[Row], fresh: dict[str, list[float]] | None, seed: int = 0) -> dict[str, FreshCheck]:
-    """Each row's changed facts after the update against the row that follows it best (paired, same items)."""
+    """Each row's changed facts after the update against the row that follows it best (paired, same items),
+    corrected with Holm over the rows tested: a row is flagged only when it survives the correction."""
     fresh = {r.name: fresh[r.name] for r in rows if fresh and fresh.get(r.name)}
     if not fresh:
         return {}
     means = {n: sum(s) / len(s) for n, s in fresh.items()}
     leader = max(fresh, key=lambda n: means[n])
+    tested = {n: paired_compare(n, s, leader, fresh[leader], seed) for n, s in fresh.items() if n != leader}
+    adjusted = dict(zip(tested, holm([c.p_value for c in tested.values()])))
     out = {}
     for name, s in fresh.items():
-        e = mean_ci(s, seed)
-        c = paired_compare(name, s, leader, fresh[leader], seed) if name != leader else None
-        fails = bool(c and c.significant and c.better == leader)
+        e, c = mean_ci(s, seed), tested.get(name)
+        fails = bool(c and adjusted[name] < ALPHA and c.diff != 0 and c.better == leader)
         out[name] = FreshCheck(name, (e.mean, e.low, e.high, e.n), leader, means[leader], c.p_value if c else 1.0,
-                               fails)
+                               fails, adjusted.get(name, 1.0))
     return out
 
 
-def _evidence(rows: list[Row], best: Row, pick: Row, comparisons: dict) -> Evidence:
+def freshness_power(checks: dict[str, FreshCheck]) -> dict | None:
+    """What the freshness check can detect: with few changed facts only a lopsided split is significant,
+    and Holm over the rows makes it stricter still. Said beside every freshness result."""
+    if not checks:
+        return None
+    n = max(c.after[3] for c in checks.values())
+    tests = max(1, len(checks) - 1)
+    alpha = ALPHA / tests  # Holm's first step
+    least = min_discordant(alpha)
+    detectable = detectable_difference(n, 0.0, alpha)
+    flagged = sorted(name for name, c in checks.items() if c.fails)
+    rows = f"{tests} row{'s' if tests != 1 else ''} tested against the one that follows the update best, Holm"
+    if least > n:
+        text = (f"The freshness check has {count(n)} changed facts and {rows}: a row would have to miss at least "
+                f"{least} facts the leader gets (and get none it misses) to be flagged, so with {count(n)} no row can "
+                f"be; a row that misses changed facts may pass unflagged. At least {least} changed facts are needed.")
+    else:
+        text = (f"The freshness check has {count(n)} changed facts and {rows}: a row is flagged only when it misses "
+                f"at least {least} more of them than the leader (a {least}–0 split); the smallest gap it detects "
+                f"{POWER:.0%} of the time is {100 * detectable:.0f} points (McNemar exact, alpha {alpha:.2g}), so a row "
+                "that misses fewer may pass unflagged.")
+    return {"n": n, "tests": tests, "alpha": alpha, "min_split": least, "detectable_difference": detectable,
+            "flagged": flagged, "p_adjusted": {name: c.p_adjusted for name, c in checks.items()}, "text": text}
+
+
+def _pair_plan(a: Row, b: Row, codes, alpha: float) -> tuple[str, float | None, int | None]:
+    """(the paired test, the smallest gap it finds with POWER on these items, items for it to find a's observed
+    lead over b) for two rows' scores, by the test actually used: McNemar's exact power for pass/fail items,
+    the sign-flip test's normal approximation for graded scores or clusters."""
+    x, y = a.scores, b.scores
+    n = len(x)
+    test = paired_test_name(x, y, codes)
+    d = [p - q for p, q in zip(x, y)]
+    if test == "McNemar exact":
+        psi, gap = discordance(x, y), a.accuracy - b.accuracy
+        return test, detectable_difference(n, psi, alpha), items_needed(abs(gap), max(psi, abs(gap)), alpha)
+    return test, normal_detectable_difference(n, d, codes, alpha), normal_items_needed(d, codes, alpha)
+
+
+def _check(pick: Row, other: Row, margin: float, clusters, codes, comparisons: dict, alpha: float,
+           seed: int, plan: bool = True) -> NonInferiority:
+    """Is `other` surely less than `margin` more accurate than the pick (upper end of the 95% interval)?"""
+    gap = other.accuracy - pick.accuracy
+    if pick.scores and other.scores:
+        bound = difference_interval(other.scores, pick.scores, CONFIDENCE, clusters, seed)[1]
+        d = [p - q for p, q in zip(other.scores, pick.scores)]
+        binary = codes is None and is_binary(other.scores, pick.scores)
+        needed = noninferiority_items(d, margin, codes, binary) if plan else None
+        if needed is None and plan:  # the observed lead is beyond the margin: only a test of that lead can settle it
+            needed = _pair_plan(other, pick, codes, alpha)[2]
+    else:  # an older file without per-item scores: the stored comparison's interval
+        ci = _gap_interval(other.name, pick.name, comparisons)
+        bound, needed = (ci[1] if ci else 1.0), None
+    return NonInferiority(other.name, gap, bound, bound < margin, needed)
+
+
+def _evidence(rows: list[Row], contenders: list[Row], best: Row, pick: Row, comparisons: dict, margin: float,
+              clusters=None, seed: int = 0, plan: bool = True) -> Evidence:
+    """The checks behind the status; with plan=False (a re-decision that only needs the status), no power
+    statements or items needed."""
     n = max((len(r.scores) for r in rows), default=0)
     tests = max(1, len(comparisons))
     alpha = ALPHA / tests  # Holm's first step: the strictest level a pair in this family faces
-    others = [r for r in rows if r.name != best.name]
-    other = pick if pick.name != best.name else (max(others, key=lambda r: (r.accuracy, -r.complexity))
-                                                 if others else None)
-    pair = gap = psi = needed = None
+    codes = cluster_codes(clusters, n) if clusters is not None and n and all(len(r.scores) == n for r in rows) \
+        else None
+    checks = tuple(_check(pick, c, margin, clusters, codes, comparisons, alpha, seed, plan)
+                   for c in contenders if c.name != pick.name)
+    failing = [c for c in checks if not c.passes]
+    by = {r.name: r for r in rows}
+    others = [r for r in rows if r.name != pick.name]
+    if checks:  # the pair the verdict turns on: the contender with the worst bound
+        other = by[max(checks, key=lambda c: c.bound).row]
+    else:
+        other = max(others, key=lambda r: (r.accuracy, -r.complexity)) if others else None
+    pair = gap = psi = detectable = None
+    test = "McNemar exact"
     if other is not None:
-        pair, gap = (best.name, other.name), best.accuracy - other.accuracy
-        psi = discordance(best.scores, other.scores) if best.scores and other.scores else gap
-        plan = max(gap, TIE_MARGIN)
-        needed = items_needed(plan, max(psi, plan), alpha)
-    detectable = detectable_difference(n, psi or 0.0, alpha) if n else None
+        pair, gap = (other.name, pick.name), other.accuracy - pick.accuracy
+        if other.scores and pick.scores:
+            psi = discordance(other.scores, pick.scores)
+            if plan:
+                test, detectable, _ = _pair_plan(other, pick, codes, alpha)
+        else:
+            psi, detectable = abs(gap), (detectable_difference(n, abs(gap), alpha) if n else None)
+    elif n and plan:
+        detectable = detectable_difference(n, 0.0, alpha)
+    needed = max((c.items_needed for c in failing), default=None) if all(c.items_needed for c in failing) else None
     why = ""
     if n < MIN_EVAL_ITEMS:
         why = (f"only {count(n)} eval items; a verdict needs at least {MIN_EVAL_ITEMS} (with fewer, one item moves "
                f"accuracy by {100 / max(n, 1):.0f} points)")
-        needed = max(MIN_EVAL_ITEMS, needed) if needed else (MIN_EVAL_ITEMS if other is None else None)
+        needed = max(MIN_EVAL_ITEMS, needed or 0) if needed or not failing else None
     if best.accuracy <= 0:
         why, needed = (why + "; and " if why else "") + "no strategy got any eval item right", None
-    elif pick.name != best.name and not why:
-        ci = _gap_interval(best.name, pick.name, comparisons)
-        if ci is None or ci[1] > TIE_MARGIN:
-            upto = f"up to {100 * ci[1]:.0f} points (95% CI of the gap {100 * ci[0]:+.0f} to {100 * ci[1]:+.0f})" \
-                if ci else "by an unknown amount (not compared)"
-            why = (f"{pick.name} is cheaper, but this sample cannot tell it from the most accurate row, "
-                   f"{best.name}: {pick.name} may be worse by {upto}")
-    return Evidence(n, MIN_EVAL_ITEMS, tests, ALPHA, POWER, pair, gap, psi, detectable, needed, not why, why)
+    elif failing and not why:
+        c = max(failing, key=lambda c: c.bound)
+        comp = _comparison(c.row, pick.name, comparisons)
+        tested = ""
+        if comp:
+            lo, hi = _gap_interval(c.row, pick.name, comparisons)
+            level = comp.get("confidence") or CONFIDENCE
+            tested = (f"; the paired test does not show a gap either ({_p(comp)}; simultaneous {100 * level:.3g}% "
+                      f"CI of the gap {100 * lo:+.0f} to {100 * hi:+.0f})") if not comp["significant"] else ""
+        role = "cheaper" if pick.name != best.name else "the most accurate"
+        why = (f"{pick.name} is {role}, but this sample cannot show it within {100 * margin:.0f} points of "
+               f"{c.row}: {c.row} may be more accurate by up to {100 * c.bound:.0f} points (upper end of the 95% "
+               f"interval of the gap, observed {100 * c.gap:+.0f}){tested}")
+    return Evidence(n, MIN_EVAL_ITEMS, tests, ALPHA, POWER, pair, gap, psi, detectable, needed, not why, why,
+                    margin, test, checks, int(codes.max()) + 1 if codes is not None else None)
 
 
 def decide(rows: list[Row], comparisons: dict, spec: EconomicsSpec, fresh: dict[str, list[float]] | None = None,
-           seed: int = 0) -> Verdict:
-    checks = freshness_checks(rows, fresh, seed) if spec.knowledge_changes_per_month > 0 else {}
+           seed: int = 0, margin: float = DEFAULT_MARGIN, clusters=None, plan: bool = True,
+           fresh_checks: dict[str, FreshCheck] | None = None) -> Verdict:
+    """The verdict (rule in the module docstring). fresh_checks: freshness_checks(rows, fresh) computed once by
+    a caller that re-decides many times (they depend only on the fresh scores)."""
+    if spec.knowledge_changes_per_month <= 0:
+        checks = {}
+    else:
+        checks = fresh_checks if fresh_checks is not None else freshness_checks(rows, fresh, seed)
     ruled_out, costed = {}, []
     for r in rows:
         check = checks.get(r.name)
@@ -206,11 +315,125 @@ def decide(rows: list[Row], comparisons: dict, spec: EconomicsSpec, fresh: dict[
     cheapest = min(econ[r.name].total_cost for r in contenders)
     affordable = [r for r in contenders if econ[r.name].total_cost <= cheapest * (1 + COST_TIE) + 1e-12]
     pick = min(affordable, key=lambda r: (r.complexity, econ[r.name].total_cost))
-    evidence = _evidence(eligible, best, pick, comparisons)
+    evidence = _evidence(eligible, contenders, best, pick, comparisons, margin, clusters, seed, plan)
     status = RECOMMENDED if evidence.enough else NOT_ENOUGH
     chosen = pick if evidence.enough else best
     return Verdict(chosen.name, status, [r.name for r in contenders], baseline_of(rows).name, econ, evidence,
                    ruled_out, checks, {r.name: r.costs for r in rows})
+
+
+# ---------------------------------------------------------------- fragility
+
+
+def _flipped(x: float) -> float:
+    """A changed item score: a pass/fail score flipped; a graded one set to the far end (0 or 1)."""
+    return 0.0 if x >= 0.5 else 1.0
+
+
+def _score_word(x: float) -> str:
+    return "right" if x == 1 else "wrong" if x == 0 else f"{x:.2f}"
+
+
+def fragility(rows: list[Row], spec: EconomicsSpec, fresh: dict[str, list[float]] | None = None, seed: int = 0,
+              margin: float = DEFAULT_MARGIN, clusters=None, item_ids: list[str] | None = None,
+              limit: int = FRAGILITY_SEARCH) -> dict:
+    """The fewest item scores that, changed, change the verdict or its status: the fragility index of
+    clinical trials (Walsh et al. 2014) applied to the whole decision.
+
+    Every candidate is re-decided from the changed scores (new paired tests, Holm, checks), so what is
+    reported really changes the verdict. One change is searched exhaustively (every item of every row);
+    more by a greedy walk, for each ordered pair of leading rows, of the items where the second scores
+    higher (first the leading row's score raised, or the other's lowered), then of the items they share,
+    up to `limit` changes; a found set is pruned of changes it does not need. A count above one is thus
+    the fewest this search found, an upper bound on the true minimum.
+    """
+    n = len(rows[0].scores) if rows else 0
+    if not n or any(len(r.scores) != n for r in rows):
+        return {"count": None, "items": [], "changes": None,
+                "text": "The verdict's fragility is not known: the rows' per-item scores are not all there."}
+    ids = list(item_ids) if item_ids and len(item_ids) == n else [str(i + 1) for i in range(n)]
+    base = {r.name: list(r.scores) for r in rows}
+    fixed = freshness_checks(rows, fresh, seed)
+
+    def verdict_of(changes: list[tuple[str, int]]) -> tuple[str, str]:
+        scores = {name: list(s) for name, s in base.items()}
+        for name, i in changes:
+            scores[name][i] = _flipped(base[name][i])
+        changed = []
+        for r in rows:
+            acc = sum(scores[r.name]) / n
+            changed.append(replace(r, accuracy=acc, scores=tuple(scores[r.name]),
+                                   costs=replace(r.costs, accuracy=acc)))
+        comps = {(c.a, c.b): c.as_dict() for c in compare_all(scores, seed, clusters=clusters, intervals=False)}
+        v = decide(changed, comps, spec, fresh, seed, margin, clusters, plan=False, fresh_checks=fixed)
+        return v.strategy, v.status
+
+    ref = verdict_of([])
+
+    def change_of(got: tuple[str, str]) -> str | None:
+        if got[1] != ref[1]:
+            return "status"
+        return "verdict" if ref[1] == RECOMMENDED and got[0] != ref[0] else None
+
+    found: list[tuple[str, int]] | None = None
+    for name in base:  # one change: every item of every row
+        for i in range(n):
+            if change_of(verdict_of([(name, i)])):
+                found = [(name, i)]
+                break
+        if found:
+            break
+    if found is None:
+        found = _greedy(rows, base, ref, verdict_of, change_of, limit)
+    if found is None:
+        return {"count": None, "items": [], "changes": None,
+                "text": f"No change of up to {limit} item scores that the search tried changes this verdict "
+                        "(fragility above the search's reach)."}
+    for k in list(found):  # prune what the change does not need
+        if len(found) > 1 and change_of(verdict_of([c for c in found if c != k])):
+            found = [c for c in found if c != k]
+    got = verdict_of(found)
+    kind = change_of(got)
+    items = [{"id": ids[i], "row": name, "from": base[name][i], "to": _flipped(base[name][i])} for name, i in found]
+    return {"count": len(found), "items": items, "changes": kind, "text": _fragility_text(items, ref, got)}
+
+
+def _greedy(rows: list[Row], base: dict[str, list[float]], ref: tuple[str, str], verdict_of, change_of,
+            limit: int) -> list[tuple[str, int]] | None:
+    leading = [r.name for r in sorted(rows, key=lambda r: (-r.accuracy, r.complexity))][:3]
+    lead = [ref[0]] + [name for name in leading if name != ref[0]]
+    best: list[tuple[str, int]] | None = None
+    for x in lead:
+        for y in lead:
+            if x == y:
+                continue
+            ahead = sorted((i for i in range(len(base[x])) if base[y][i] > base[x][i]),
+                           key=lambda i: (base[x][i] - base[y][i], i))
+            raise_x = [i for i in ahead if base[x][i] < 0.5] + [i for i, v in enumerate(base[x])
+                                                                if v < 0.5 and base[y][i] == v]
+            lower_y = [i for i in ahead if base[y][i] >= 0.5] + [i for i, v in enumerate(base[y])
+                                                                 if v >= 0.5 and base[x][i] == v]
+            for row, order in ((x, raise_x), (y, lower_y)):
+                walk = [(row, i) for i in order]
+                reach = min(limit, len(best) - 1 if best else limit)
+                for k in range(2, reach + 1):
+                    if k > len(walk):
+                        break
+                    if change_of(verdict_of(walk[:k])):
+                        best = walk[:k]
+                        break
+    return best
+
+
+def _fragility_text(items: list[dict], ref: tuple[str, str], got: tuple[str, str]) -> str:
+    now = "not enough evidence" if ref[1] != RECOMMENDED else f"recommended: {ref[0]}"
+    then = "not enough evidence" if got[1] != RECOMMENDED else f"recommended: {got[0]}"
+    said = [f"{it['row']}'s answer to {it['id']} scored {_score_word(it['to'])} instead of {_score_word(it['from'])}"
+            for it in items]
+    if len(items) == 1:
+        return f"One item decides this verdict: with {said[0]}, it would change from {now} to {then}."
+    listed = "; ".join(said[:5]) + (f"; and {len(said) - 5} more" if len(said) > 5 else "")
+    return f"{len(items)} item scores decide this verdict: with {listed}, it would change from {now} to {then}."
 
 
 # ---------------------------------------------------------------- reasons
@@ -290,13 +513,8 @@ def reasons(rows: list[Row], comparisons: dict, spec: EconomicsSpec, v: Verdict,
         out.append(f"Not enough evidence for a recommendation: {ev.why}.")
         if w.accuracy > 0:
             out.append(f"{w.name} leads with {_est(w)} on {count(n)} eval items; that is not a recommendation.")
-        if ev.items_needed and ev.pair and w.accuracy > 0:
-            a, b = ev.pair
-            plan = max(ev.gap or 0.0, TIE_MARGIN)
-            out.append(f"About {count(ev.items_needed)} eval items would be needed: with them McNemar's exact test "
-                       f"detects a gap of {100 * plan:.0f} points between {a} and {b} {ev.power:.0%} of the time "
-                       f"(alpha {ev.alpha:g} split over {ev.tests} paired tests, Holm), if they disagree on "
-                       f"{pct(max(ev.disagreement or 0.0, plan))} of the items (here: {pct(ev.disagreement or 0.0)}).")
+        if ev.items_needed and w.accuracy > 0:
+            out.append(_needed_text(ev))
         _detectable(ev, out)
         _freshness_reasons(v, by, spec, out)
         return out, cautions
@@ -313,11 +531,16 @@ def reasons(rows: list[Row], comparisons: dict, spec: EconomicsSpec, v: Verdict,
             out.append(f"{w.name} scores {_est(w)} on {count(n)} items; {rival.name} ({_est(rival)}) is not "
                        f"measurably different ({_p(c)}), and {_why_wins(w, rival, v.economics, spec.horizon_days)}.")
         else:
-            ci = _gap_interval(best.name, w.name, comparisons)
-            gap = f" (gap {100 * (best.accuracy - w.accuracy):.0f} points, 95% CI {100 * ci[0]:+.0f} to " \
-                  f"{100 * ci[1]:+.0f})" if ci else ""
+            ci, c = _gap_interval(best.name, w.name, comparisons), _comparison(best.name, w.name, comparisons)
+            level = 100 * ((c.get("confidence") if c else None) or CONFIDENCE)
+            gap = f" (gap {100 * (best.accuracy - w.accuracy):.0f} points, simultaneous {level:.3g}% CI " \
+                  f"{100 * ci[0]:+.0f} to {100 * ci[1]:+.0f})" if ci else ""
             out.append(f"{w.name} scores {_est(w)} on {count(n)} items, statistically tied with the most accurate, "
                        f"{best.name} at {_est(best)}{gap}; {_why_wins(w, best, v.economics, spec.horizon_days)}.")
+    if ev.checks:
+        out.append(f"It is shown within the {100 * ev.margin:.0f}-point margin (decision.margin) of every other "
+                   "contender: " + "; ".join(f"{c.row} is at most {100 * c.bound:+.0f} points ahead" for c in ev.checks)
+                   + " (upper ends of the 95% intervals of the gaps).")
     # 2. where the quality comes from: per-tag gains that hold up
     gains, losses = _tag_claims(w, [r for r in rows if r.name not in v.ruled_out], base, item_tags or [], seed)
     if gains and w.name != base.name:
@@ -388,16 +611,36 @@ def _payback_text(w: Row, base: Row, ew: Economics, eb: Economics, spec: Economi
     return text + "."
 
 
+def _needed_text(ev: Evidence) -> str:
+    """What "items needed" means for the check that failed: non-inferiority within the margin, or, when the
+    observed lead is already beyond the margin, the paired test that would show the lead."""
+    failing = [c for c in ev.checks if not c.passes and c.items_needed]
+    head = f"About {count(ev.items_needed)} eval items would be needed"
+    if not failing:
+        return f"{head} for a verdict (at least {ev.min_items})."
+    c = max(failing, key=lambda c: c.items_needed or 0)
+    pick = ev.pair[1] if ev.pair else "the pick"
+    if c.gap < ev.margin:
+        return (f"{head}: at that size, if the items to come keep this sample's gap ({100 * c.gap:+.0f} points for "
+                f"{c.row}) and disagreement, the upper end of the 95% interval of the gap between {c.row} and {pick} "
+                f"falls below the {100 * ev.margin:.0f}-point margin {ev.power:.0%} of the time (normal form of the "
+                f"interval; {ev.test} for the paired tests).")
+    return (f"{head}: {c.row} leads {pick} by {100 * c.gap:.0f} points, beyond the {100 * ev.margin:.0f}-point "
+            f"margin, and the {ev.test} test finds a gap that size {ev.power:.0%} of the time with that many items "
+            f"(alpha {ev.alpha:.2g}: {ALPHA:g} over {ev.tests} paired tests, Holm), if the items to come keep this "
+            "sample's disagreement.")
+
+
 def _detectable(ev: Evidence, out: list[str], as_caution: bool = False) -> None:
     if ev.detectable_difference is None:
         if ev.n_items:
             out.append(f"with {count(ev.n_items)} eval items no accuracy gap, however large, is detectable "
-                       f"{ev.power:.0%} of the time at alpha {ev.alpha:g} over {ev.tests} paired tests.")
+                       f"{ev.power:.0%} of the time at alpha {ev.alpha:g} over {ev.tests} paired tests ({ev.test}).")
         return
-    if as_caution and ev.detectable_difference <= TIE_MARGIN:
+    if as_caution and ev.detectable_difference <= ev.margin:
         return
     text = (f"with {count(ev.n_items)} eval items the smallest accuracy gap this sample detects {ev.power:.0%} of "
-            f"the time is {100 * ev.detectable_difference:.0f} points (McNemar exact, alpha {ev.alpha:g} over "
+            f"the time is {100 * ev.detectable_difference:.0f} points ({ev.test}, alpha {ev.alpha:.2g} over "
             f"{ev.tests} paired tests, Holm); smaller differences between rows go unseen.")
     out.append(text[0].upper() + text[1:] if not as_caution else text)
 
@@ -409,7 +652,8 @@ def _freshness_reasons(v: Verdict, by: dict[str, Row], spec: EconomicsSpec, out:
         mean, low, high, n = check.after
         said = (f"{name} did not follow a change of the documents (freshness experiment: {pct(mean)} "
                 f"({pct(low)}–{pct(high)}) of {count(n)} changed facts right after the update, against "
-                f"{pct(check.leader_after)} for {check.leader}, p={check.p_value:.2g})")
+                f"{pct(check.leader_after)} for {check.leader}, p={check.p_value:.2g}, {check.p_adjusted:.2g} after "
+                "Holm's correction over the rows)")
         if name in v.ruled_out:
             out.append(f"{said}; it has no weights to retrain, so on a task whose knowledge changes "
                        f"{spec.knowledge_changes_per_month:g} times a month it is ruled out.")
@@ -423,16 +667,17 @@ def _freshness_reasons(v: Verdict, by: dict[str, Row], spec: EconomicsSpec, out:
 
 
 def sensitivity(rows: list[Row], comparisons: dict, spec: EconomicsSpec, fresh: dict | None = None,
-                seed: int = 0) -> list[dict]:
+                seed: int = 0, margin: float = DEFAULT_MARGIN, clusters=None) -> list[dict]:
     """Sweep volume and change frequency; report where the verdict flips."""
-    flips = []
+    flips, fixed = [], freshness_checks(rows, fresh, seed)
     for fieldname, values, unit in (
         ("requests_per_day", [spec.requests_per_day * f for f in _factors()], "requests/day"),
         ("knowledge_changes_per_month", [0, 0.25, 0.5, 1, 2, 4, 8, 16, 30, 60], "changes/month"),
     ):
         seen = []
         for value in values:
-            alt = decide(rows, comparisons, spec.model_copy(update={fieldname: value}), fresh, seed).label
+            alt = decide(rows, comparisons, spec.model_copy(update={fieldname: value}), fresh, seed, margin,
+                         clusters, plan=False, fresh_checks=fixed).label
             seen.append((value, alt))
         for (v0, a0), (v1, a1) in zip(seen, seen[1:]):
             if a0 != a1:
@@ -451,10 +696,15 @@ def describe_flip(f: dict) -> str:
 
 def explain(rows: list[Row], comparisons: dict, spec: EconomicsSpec, v: Verdict, n_train: int,
             item_tags: list[tuple[str, ...]] | None = None, fresh: dict[str, list[float]] | None = None,
-            seed: int = 0) -> dict:
-    """A verdict as results.json holds it: reasons, cautions, what would flip it, the evidence behind it."""
+            seed: int = 0, margin: float = DEFAULT_MARGIN, clusters=None, item_ids: list[str] | None = None) -> dict:
+    """A verdict as results.json holds it: reasons, cautions, what would flip it, how fragile it is, the
+    evidence behind it."""
     said, cautions = reasons(rows, comparisons, spec, v, n_train, item_tags, seed)
-    flips = sensitivity(rows, comparisons, spec, fresh, seed)
+    flips = sensitivity(rows, comparisons, spec, fresh, seed, margin, clusters)
+    fragile = fragility(rows, spec, fresh, seed, margin, clusters, item_ids)
+    fresh_power = freshness_power(v.fresh)
+    if fresh_power:
+        cautions.append(fresh_power["text"])
     return {
         "strategy": v.strategy,
         "status": v.status,
@@ -468,19 +718,24 @@ def explain(rows: list[Row], comparisons: dict, spec: EconomicsSpec, v: Verdict,
         "sensitivity_text": [describe_flip(f) for f in flips] or
                             ["no volume between 1/1000x and 1000x of the stated one, and no change frequency "
                              "up to 60 a month, changes the verdict"],
-        "rule": "on a task whose knowledge changes, a row that does not follow a document change pays a retrain per "
-                "change, or is ruled out if it cannot be retrained; keep strategies not significantly less accurate "
-                f"than the best (paired tests, alpha {ALPHA:g}, Holm-corrected over all pairs); of those, the lowest "
-                f"total cost over the horizon, preferring the simpler within {COST_TIE:.0%}; not enough evidence "
-                f"below {MIN_EVAL_ITEMS} eval items, when no row gets anything right, or when a cheaper pick could be "
-                f"more than {100 * TIE_MARGIN:.0f} points less accurate than the best (95% interval)",
+        "fragility": fragile,
+        "freshness": fresh_power,
+        "rule": "on a task whose knowledge changes, a row that does not follow a document change (paired exact test, "
+                "Holm over the rows) pays a retrain per change, or is ruled out if it cannot be retrained; keep "
+                f"strategies not significantly less accurate than the best (paired tests, alpha {ALPHA:g}, "
+                "Holm-corrected over all pairs); of those, the lowest total cost over the horizon, preferring the "
+                f"simpler within {COST_TIE:.0%}; not enough evidence below {MIN_EVAL_ITEMS} eval items, when no row "
+                "gets anything right, or unless the pick is shown less than the margin "
+                f"({100 * margin:.0f} points, decision.margin) less accurate than every other contender (upper end "
+                "of the 95% interval of each gap)",
     }
 
 
 def recommend(rows: list[Row], comparisons: dict, spec: EconomicsSpec, n_train: int,
               item_tags: list[tuple[str, ...]] | None = None, fresh: dict[str, list[float]] | None = None,
-              seed: int = 0) -> dict:
+              seed: int = 0, margin: float = DEFAULT_MARGIN, clusters=None, item_ids: list[str] | None = None) -> dict:
     """decide + explain. rows carry their per-item scores (eval order); item_tags are each eval item's tags;
-    fresh holds each row's per-item scores on the changed facts after the freshness experiment's update."""
-    return explain(rows, comparisons, spec, decide(rows, comparisons, spec, fresh, seed), n_train, item_tags,
-                   fresh, seed)
+    fresh holds each row's per-item scores on the changed facts after the freshness experiment's update;
+    clusters, when given, each eval item's cluster label (items sharing one are not independent)."""
+    v = decide(rows, comparisons, spec, fresh, seed, margin, clusters)
+    return explain(rows, comparisons, spec, v, n_train, item_tags, fresh, seed, margin, clusters, item_ids)

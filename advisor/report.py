@@ -528,7 +528,14 @@ def evidence_text(results: Results) -> str:
     if ev is None:
         return f"{fmt_num(results.task.n_eval)} eval items."
     said = (f"{count(ev.n_items)} eval items; {count(ev.tests)} paired test{'s' if ev.tests != 1 else ''} "
-            f"(alpha {ev.alpha:g}, Holm-corrected). ")
+            f"({ev.test or 'McNemar exact'}, alpha {ev.alpha:g}, Holm-corrected; intervals of the gaps "
+            f"simultaneous over the pairs). ")
+    if ev.clusters:
+        said += (f"The items fall into {count(ev.clusters)} clusters (a shared cluster field or source document): "
+                 "intervals and paired tests are clustered (Wilson on the effective sample size or a cluster "
+                 "bootstrap; cluster sign-flip tests). ")
+    said += (f"The pick must be shown within {100 * ev.margin:.0f} points (decision.margin) of every other "
+             "contender (upper end of the 95% interval of each gap). ")
     if ev.detectable_difference is None:
         said += (f"No accuracy gap, however large, is detectable {ev.power:.0%} of the time with so few items. ")
     else:
@@ -537,6 +544,18 @@ def evidence_text(results: Results) -> str:
     if not ev.enough and ev.items_needed:
         said += f"About {count(ev.items_needed)} eval items would be needed for a verdict."
     return said.strip()
+
+
+def fragility_text(results: Results) -> str:
+    """How many item scores would overturn the verdict, and which (advisor.recommend.fragility)."""
+    f = results.recommendation.fragility
+    return f.text if f is not None else "not computed (a results file from an older advisor)."
+
+
+def fragile(results: Results) -> bool:
+    """One or two item scores could overturn the verdict: shown as a caution."""
+    f = results.recommendation.fragility
+    return f is not None and f.count is not None and f.count <= 2
 
 
 def context(results: Results, chart_list: list[Chart] | None = None) -> dict:
@@ -552,6 +571,8 @@ def context(results: Results, chart_list: list[Chart] | None = None) -> dict:
                 "recommended": rec.recommended, "status": rec.status,
                 "headline": _text(rec.recommended) if rec.recommended else "Not enough evidence",
                 "evidence": evidence_text(results),
+                "fragility": fragility_text(results),
+                "fragile": fragile(results),
                 "ruled_out": [f"{name}: {why}" for name, why in rec.ruled_out.items()],
                 "top_reasons": top_reasons(results),
                 "reasons": list(rec.reasons),
@@ -633,6 +654,7 @@ def terminal(results: Results, console: Console | None = None) -> None:
         if reviewed["ppi"]:
             body.append(f"Prediction-powered accuracy (their random sample): {reviewed['ppi']}\n", style="dim")
     body.append(f"\nSample: {evidence_text(results)}\n", style="dim")
+    body.append(f"Fragility: {fragility_text(results)}\n", style="yellow" if fragile(results) else "dim")
     body.append("What would change it: ", style="dim")
     body.append("; ".join(changes[:2]) if changes else "nothing within the volumes tried")
     title = (f"Recommendation: [bold]{_escape_rich(pick)}[/bold]" if pick else

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from advisor.cache import atomic_write_text
 from advisor.kinds import Family, PricingKind
-from advisor.task import EconomicsSpec, ScoringSpec
+from advisor.task import DecisionSpec, EconomicsSpec, ScoringSpec
 
 SCHEMA_VERSION = 1  # bump when a file of the old shape no longer validates (or means something else)
 RESULTS = "results.json"
@@ -84,6 +84,8 @@ class Comparison(Record):
     better: str | None = Field(None, description="a or b by the sign of diff (the direction of the result); "
                                                  "null when the means are equal")
     n: int = Field(0, description="eval items compared")
+    confidence: float | None = Field(None, description="level of [low, high]: simultaneous over the run's pairs "
+                                                       "(Bonferroni, 1 - 0.05 / pairs); null: an older file (95%)")
 
 
 # ---------------------------------------------------------------- one strategy
@@ -324,12 +326,14 @@ class AnswerResult(Record):
 
 
 class ExampleResult(Record):
-    OMIT_IF_NONE = ("method", "counted")
+    OMIT_IF_NONE = ("method", "counted", "cluster")
     id: str
     input: str
     expected: tuple[str, ...]
     tags: tuple[str, ...]
     source: str | None
+    cluster: str | None = Field(None, description="the task's cluster of this item, if it names one (else items "
+                                                  "sharing a source document are one cluster)")
     answers: dict[str, AnswerResult] = Field(description="strategy name -> its answer")
     method: str | None = Field(None, description="the scoring method of this item, e.g. `all of: format, json_fields`")
     counted: bool | None = Field(None, description="false: only an uncalibrated judge scored it; left out of accuracy "
@@ -434,6 +438,12 @@ class JudgeCalibration(Record):
     calibrated: bool = Field(description="n >= min_items and the interval's lower end >= min_kappa: the judge counts")
 
 
+class Decision(DecisionSpec):
+    """The task's decision section as the verdict used it (the non-inferiority margin)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
 class Assumptions(EconomicsSpec):
     """The economics the costs and the recommendation were computed under (the task's, or `advisor roi`'s)."""
 
@@ -525,9 +535,57 @@ class Evidence(Record):
     disagreement: float | None = Field(description="share of eval items on which they differ")
     detectable_difference: float | None = Field(
         description="smallest accuracy gap this sample detects with `power` (McNemar exact, alpha / tests); null: none")
-    items_needed: int | None = Field(description="eval items a power calculation says would tell the pair apart")
+    items_needed: int | None = Field(description="eval items at which the rule's failing checks would pass with "
+                                                 "`power`, if the items to come keep this sample's proportions")
     enough: bool
     why: str = Field(description="when not enough: why, in words")
+    margin: float = Field(0.10, description="the non-inferiority margin (decision.margin)")
+    test: str | None = Field(None, description="the paired test the comparisons and the power statement use")
+    checks: tuple[NonInferiorityCheck, ...] = Field((), description="the pick against every other contender")
+    clusters: int | None = Field(None, description="clusters the eval items fall into when some share one "
+                                                   "(clustered intervals and tests); null: independent items")
+
+
+class NonInferiorityCheck(Record):
+    """Is this contender surely less than the margin more accurate than the pick?"""
+
+    row: str
+    gap: float = Field(description="its accuracy minus the pick's")
+    bound: float = Field(description="upper end of the 95% interval of that gap")
+    passes: bool = Field(description="bound below the margin")
+    items_needed: int | None = Field(description="eval items at which this check passes with the stated power")
+
+
+class FragilityItem(Record):
+    """One item score the fragility search changed."""
+
+    model_config = ConfigDict(validate_by_name=True, serialize_by_alias=True)
+    id: str
+    row: str
+    from_: float = Field(alias="from")
+    to: float
+
+
+class Fragility(Record):
+    """The fewest item scores that, changed, change the verdict or its status (advisor.recommend.fragility)."""
+
+    count: int | None = Field(description="null: no change within the search's reach (or no per-item scores)")
+    items: tuple[FragilityItem, ...] = ()
+    changes: Literal["verdict", "status"] | None = Field(None, description="what the changes overturn")
+    text: str
+
+
+class FreshnessPower(Record):
+    """What the freshness check can detect, and its correction over the rows."""
+
+    n: int = Field(description="changed facts")
+    tests: int = Field(description="rows tested against the one that follows the update best (Holm)")
+    alpha: float = Field(description="the strictest level a row faces (Holm's first step)")
+    min_split: int = Field(description="fewest facts, all one way, a significant split needs")
+    detectable_difference: float | None
+    flagged: tuple[str, ...]
+    p_adjusted: dict[str, float]
+    text: str
 
 
 class Recommendation(Record):
@@ -542,6 +600,8 @@ class Recommendation(Record):
     cautions: tuple[str, ...]
     sensitivity: tuple[Flip, ...]
     sensitivity_text: tuple[str, ...]
+    fragility: Fragility | None = Field(None, description="null only in older files")
+    freshness: FreshnessPower | None = Field(None, description="present when the freshness check ran")
     rule: str
 
     @property
@@ -619,6 +679,7 @@ class Results(Record):
     assumptions: Assumptions
     economics: EconomicsSummary
     recommendation: Recommendation
+    decision: Decision = Field(default_factory=Decision)
     judge: JudgeCalibration | None = Field(None, description="present when the task scores with an LLM judge")
     review: Review | None = Field(None, description="present when people labelled answers (advisor review)")
 

@@ -36,7 +36,8 @@ from advisor.recommend import Row, decide, explain
 from advisor.results import Results, examples_csv, write_results
 from advisor.scoring import Judge, Tools, method_for
 from advisor.stats import compare_all, mean_ci
-from advisor.task import EconomicsSpec, GeneratorSpec, Task, describe_method, method_names
+from advisor.task import (DEFAULT_MARGIN, EconomicsSpec, GeneratorSpec, Task, cluster_of, describe_method,
+                          method_names)
 from advisor.workload import requests_per_row
 from strategies import Context, Strategy, registry, select_strategies
 
@@ -209,6 +210,7 @@ def _run(task: Task, out_dir: Path, seed: int, classes: list[type[Strategy]], co
         results["judge"] = {"generator": tools.judge.name, "rubric": tools.judge.spec.rubric,
                             **tools.judge.calibration.as_dict()}
     results["experiments"] = found
+    results["decision"] = task.spec.decision.model_dump()
     written = write_outputs(analyze(results, task.spec.economics), out_dir)
     log.info("run finished: recommendation %s", written.recommendation.strategy)
     return written
@@ -291,6 +293,7 @@ def assemble(task: Task, seed: int, evaluated: list[Evaluation], ctx: Context, s
     for k, ex in enumerate(task.eval):
         examples.append({
             "id": ex.id, "input": ex.input, "expected": list(ex.references), "tags": list(ex.tags), "source": ex.source,
+            **({"cluster": ex.cluster} if ex.cluster else {}),
             "answers": {e.name: {"text": e.answers[k].text, "score": e.scores[k], "format_ok": e.formats[k],
                                  "sources": e.answers[k].sources, "prompt_tokens": e.answers[k].prompt_tokens,
                                  "completion_tokens": e.answers[k].completion_tokens,
@@ -335,25 +338,41 @@ def item_scores(results: dict) -> dict[str, list[float]]:
             if examples and all(n in ex["answers"] for ex in examples)}
 
 
+def item_clusters(results: dict) -> list[str] | None:
+    """Each eval item's cluster (task.cluster_of), in eval order, aligned with item_scores; None when no two
+    items share one (the statistics then treat items as independent) or the scores are not one per item."""
+    labels = [cluster_of(ex.get("cluster"), ex.get("source"), ex["id"]) for ex in counted_examples(results)]
+    if len(set(labels)) == len(labels) or any(len(x) != len(labels) for x in item_scores(results).values()):
+        return None
+    return labels
+
+
 def restate_statistics(results: dict) -> None:
     """Accuracy, per-tag and format intervals and the paired comparisons, from the per-item scores in
     `examples`: the run's own statistics, and a stored run's re-decided (`advisor roi`) with today's methods.
-    Accuracy and the comparisons count the counted items only; format adherence is measured on every answer."""
+    Accuracy and the comparisons count the counted items only; format adherence is measured on every answer.
+    Items that share a cluster get clustered intervals and tests (advisor.stats)."""
     scores, seed = item_scores(results), results["run"]["seed"]
     if not scores:
         return
-    examples = counted_examples(results)
+    examples, clusters = counted_examples(results), item_clusters(results)
+
+    def of(keep: list[bool] | None = None) -> list | None:  # the clusters of the items kept
+        return None if clusters is None else [c for c, k in zip(clusters, keep or [True] * len(clusters)) if k]
+
     for s in results["strategies"]:
         x = scores.get(s["name"])
         if x is None:
             continue
-        s["accuracy"] = mean_ci(x, seed).as_dict()
-        s["by_tag"] = {t: mean_ci([v for v, ex in zip(x, examples) if t in ex["tags"]], seed).as_dict()
-                       for t in s["by_tag"]}
-        formats = [ex["answers"][s["name"]]["format_ok"] for ex in results["examples"]]
+        s["accuracy"] = mean_ci(x, seed, of()).as_dict()
+        tagged = {t: [t in ex["tags"] for ex in examples] for t in s["by_tag"]}
+        s["by_tag"] = {t: mean_ci([v for v, k in zip(x, keep) if k], seed, of(keep)).as_dict()
+                       for t, keep in tagged.items()}
+        formats = [ex["answers"][s["name"]]["format_ok"] for ex in results["examples"]]  # every answer's form
         if s["format_adherence"] is not None and None not in formats:
-            s["format_adherence"] = mean_ci([float(f) for f in formats], seed).as_dict()
-    results["comparisons"] = [c.as_dict() for c in compare_all(scores, seed)]
+            s["format_adherence"] = mean_ci([float(f) for f in formats], seed,
+                                            of() if len(formats) == len(examples) else None).as_dict()
+    results["comparisons"] = [c.as_dict() for c in compare_all(scores, seed, clusters=clusters)]
 
 
 def rows_from_results(results: dict) -> list[Row]:
@@ -390,9 +409,13 @@ def analyze(results: dict, spec: EconomicsSpec) -> dict:
     rows = rows_from_results(results)
     comparisons = {(c["a"], c["b"]): c for c in results["comparisons"]}
     seed, fresh = results["run"]["seed"], fresh_scores(results)
-    item_tags = [tuple(ex["tags"]) for ex in counted_examples(results)]
-    verdict = decide(rows, comparisons, spec, fresh, seed)
-    rec = explain(rows, comparisons, spec, verdict, results["task"]["n_train"], item_tags, fresh, seed)
+    counted = counted_examples(results)
+    item_tags = [tuple(ex["tags"]) for ex in counted]
+    margin = (results.get("decision") or {}).get("margin", DEFAULT_MARGIN)
+    clusters, ids = item_clusters(results), [ex["id"] for ex in counted]
+    verdict = decide(rows, comparisons, spec, fresh, seed, margin, clusters)
+    rec = explain(rows, comparisons, spec, verdict, results["task"]["n_train"], item_tags, fresh, seed, margin,
+                  clusters, ids)
     econ = verdict.economics
     base = econ[rec["baseline"]]
     for s in results["strategies"]:

@@ -175,6 +175,17 @@ class EconomicsSpec(_Strict):
         return DEFAULT_REINDEX_USD if o is None or o.reindex_usd is None else o.reindex_usd
 
 
+DEFAULT_MARGIN = 0.10  # the recommended row must be shown at most 10 points less accurate than any other contender
+
+
+class DecisionSpec(_Strict):
+    """How the verdict weighs quality (README: How the verdict is reached)."""
+
+    margin: float = Field(DEFAULT_MARGIN, gt=0, lt=1, description=(
+        "non-inferiority margin (a share: 0.10 = 10 points): the recommended row must be shown, by the upper end "
+        "of the 95% interval of the gap, less than this much less accurate than every other contender"))
+
+
 class GeneratorSpec(_Strict):
     """One named generator: a local HF model (`hf`) or an OpenAI-compatible endpoint (`endpoint`)."""
 
@@ -333,6 +344,7 @@ class ColumnsSpec(_Strict):
     choices: str | None = None
     tags: str | None = None
     source: str | None = None
+    cluster: str | None = None
     paraphrases: str | None = None
     messages: str | None = None
 
@@ -353,6 +365,7 @@ class TaskSpec(_Strict):
     seed: int = Field(0, ge=0, lt=SEED_LIMIT)
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     economics: EconomicsSpec = Field(default_factory=EconomicsSpec)
+    decision: DecisionSpec = Field(default_factory=DecisionSpec)
     models: ModelsSpec = Field(default_factory=ModelsSpec)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     prompting: PromptingSpec = Field(default_factory=PromptingSpec)
@@ -384,6 +397,9 @@ class ExampleSpec(BaseModel):
     choices: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
     source: str | None = None
+    cluster: str | None = Field(None, min_length=1, description=(
+        "items that are not independent (one source document, paraphrases of one question) share a cluster; "
+        "unset: the item's `source`, else the item alone"))
     paraphrases: list[str] = Field(default_factory=list)
     human_scores: list[HumanScore] = Field(default_factory=list)
 
@@ -407,11 +423,18 @@ class Example:
     source: str | None = None
     paraphrases: tuple[str, ...] = ()
     human_scores: tuple[tuple[str, float], ...] = ()  # (answer, score in [0, 1]) a person gave
+    cluster: str | None = None  # the task's `cluster` field as given (cluster_of applies the default)
 
     @property
     def references(self) -> tuple[str, ...]:
         """What a correct answer may say: explicit answers, else the output."""
         return self.answers or ((self.output,) if self.output else ())
+
+
+def cluster_of(cluster: str | None, source: str | None, item_id: str) -> str:
+    """The cluster the statistics group an eval item in: its `cluster`, else its `source` document (items
+    answered from one document succeed or fail together), else the item alone."""
+    return f"cluster:{cluster}" if cluster else f"source:{source}" if source else f"item:{item_id}"
 
 
 @dataclass(frozen=True)
@@ -649,7 +672,7 @@ def examples_from_rows(rows: loaders.Rows, label: str, id_prefix: str, need_outp
         seen.add(ex_id)
         examples.append(Example(
             id=ex_id, input=spec.input, output=spec.output, answers=tuple(spec.answers),
-            choices=tuple(spec.choices), tags=tuple(spec.tags), source=spec.source,
+            choices=tuple(spec.choices), tags=tuple(spec.tags), source=spec.source, cluster=spec.cluster,
             paraphrases=tuple(spec.paraphrases), human_scores=tuple((h.answer, h.score) for h in spec.human_scores),
         ))
     if not examples and not problems:

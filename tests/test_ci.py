@@ -94,6 +94,24 @@ def test_verdict_gates_on_a_recommendation(measured):
     assert failed[0].message == f"recommended {verdict}, expected {other}"
 
 
+def test_a_fragility_gate_requires_a_minimum(measured):
+    """--gate fragility>=N: a verdict that fewer item scores could overturn fails, with the items named."""
+    from advisor.gates import Gates, evaluate, parse_gate
+    from advisor.results import Results
+
+    results = json.loads(json.dumps(measured[4]))
+    f = results["recommendation"]["fragility"]
+    assert f is not None and f["text"]
+    results["recommendation"]["fragility"] = {"count": 1, "changes": "status", "text": "One item decides this verdict",
+                                              "items": [{"id": "q1", "row": "few-shot", "from": 1.0, "to": 0.0}]}
+    r = Results.model_validate(results)
+    assert parse_gate(["fragility>=3"]) == 3
+    (failed,) = evaluate(Gates(min_fragility=3), r)
+    assert not failed.passed and failed.name == "fragility>=3" and "One item decides" in failed.message
+    (passed,) = evaluate(Gates(min_fragility=1), r)
+    assert passed.passed
+
+
 def test_gates_beyond_the_measured_numbers_fail_with_exit_1(measured):
     """4 eval items are not enough evidence for a verdict: a gate on the verdict fails, saying so."""
     root, task, _, _, results = measured
@@ -124,7 +142,8 @@ def test_bad_gates_are_bad_input_before_any_model_runs(tmp_path):
     tiny_task_dir = write_task(tmp_path / "task", **SMALL)
     for gate, says in ((["--fail-under", "few-shot=1.5"], "ACCURACY in [0, 1]"),
                        (["--fail-under", "few-shot"], "expected ROW=ACCURACY"),
-                       (["--expect", "lora"], "which this run does not have")):
+                       (["--expect", "lora"], "which this run does not have"),
+                       (["--gate", "fragility>3"], "expected fragility>=N")):
         r = advisor("run", str(tiny_task_dir), "--out", str(tmp_path / "o"), *ROWS, *gate)
         assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert not (tmp_path / "o").exists()

@@ -601,3 +601,20 @@ def test_browser_check_sees_requests_and_errors(tmp_path, browser):
     errors, requests = problems(browser, url)
     assert any("boom" in e for e in errors), errors
     assert "http://example.invalid/x.png" in requests
+
+
+def test_the_verdict_states_its_fragility(results, tmp_path):
+    """The verdict section of both reports and the terminal panel say how many item scores could overturn it."""
+    r = as_dict(results)
+    r["recommendation"]["fragility"] = {"count": 1, "changes": "status", "items": [
+        {"id": "q1", "row": "few-shot", "from": 1.0, "to": 0.0}],
+        "text": "One item decides this verdict: with few-shot's answer to q1 scored wrong instead of right, it "
+                "would change from recommended: few-shot to not enough evidence."}
+    fragile = Results.model_validate(r)
+    page, md = render(fragile, tmp_path)
+    assert "<b>Fragility:</b> One item decides this verdict" in page
+    assert "**Fragility:** One item decides this verdict" in md
+    assert md.index("**Fragility:**") < md.index("## Comparison")  # in the verdict section
+    console = Console(record=True, width=120)
+    report.terminal(fragile, console)
+    assert "Fragility: One item decides this verdict" in " ".join(console.export_text().split())

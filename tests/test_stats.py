@@ -110,3 +110,53 @@ def test_items_needed_and_detectable_difference_agree():
     assert detectable_difference(4) is None and detectable_difference(6) is not None
     d = detectable_difference(40, 0.3, 0.05 / 6)
     assert 0.1 < d < 0.5 and mcnemar_power(40, d, max(0.3, d), 0.05 / 6) >= 0.8
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(8, 40).flatmap(lambda n: st.lists(
+    st.one_of(st.lists(st.sampled_from([0.0, 1.0]), min_size=n, max_size=n),
+              st.lists(st.sampled_from([0.0, 0.5, 1.0]), min_size=n, max_size=n)), min_size=2, max_size=4)))
+def test_a_simultaneous_interval_excludes_zero_only_with_a_corrected_significant_test(rows):
+    """The intervals shown beside Holm-corrected tests never claim a gap the corrected test does not."""
+    from advisor.stats import compare_all
+
+    for c in compare_all({f"r{i}": r for i, r in enumerate(rows)}):
+        if not c.significant:
+            assert c.low <= 0 <= c.high, c
+        assert c.confidence == pytest.approx(1 - 0.05 / (len(rows) * (len(rows) - 1) // 2))
+
+
+def test_the_exact_interval_inverts_mcnemars_test():
+    from advisor.stats import mcnemar_exact_interval
+
+    for only_a, only_b in ((6, 0), (5, 0), (9, 2), (11, 2), (3, 3)):
+        x = [1.0] * only_a + [0.0] * only_b + [1.0] * 10
+        y = [0.0] * only_a + [1.0] * only_b + [1.0] * 10
+        p = stats.binomtest(only_a, only_a + only_b, 0.5).pvalue
+        low, high = mcnemar_exact_interval(x, y, 0.95)
+        assert (low > 0 or high < 0) == (p < 0.05), (only_a, only_b, p, low, high)
+
+
+def _clustered(k: int, size: int, seed: int) -> tuple[list[float], list[int]]:
+    """k clusters of `size` items; every item of a cluster gets its cluster's pass/fail draw (fully correlated)."""
+    r = np.random.default_rng(seed)
+    draws = r.random(k) < 0.5
+    return [float(d) for d in draws for _ in range(size)], [c for c in range(k) for _ in range(size)]
+
+
+def test_clustered_intervals_are_wider_when_clusters_are_correlated_and_alike_when_singletons():
+    x, clusters = _clustered(10, 4, 0)  # 40 items from 10 documents
+    naive, clustered = mean_ci(x), mean_ci(x, clusters=clusters)
+    assert clustered.high - clustered.low > 1.5 * (naive.high - naive.low)
+    singletons = mean_ci(x, clusters=list(range(40)))
+    assert singletons.high - singletons.low == pytest.approx(naive.high - naive.low, rel=0.05)
+    graded = [v * 0.8 + 0.1 * (i % 3) for i, v in enumerate(x)]
+    assert (mean_ci(graded, clusters=clusters).high - mean_ci(graded, clusters=clusters).low
+            > 1.3 * (mean_ci(graded).high - mean_ci(graded).low))
+    # paired: two rows that differ on whole clusters; the cluster test sees 10 units, not 40
+    y, _ = _clustered(10, 4, 1)
+    naive_c, clustered_c = paired_compare("x", x, "y", y), paired_compare("x", x, "y", y, clusters=clusters)
+    assert clustered_c.test.startswith("cluster sign-flip") and clustered_c.p_value > naive_c.p_value
+    assert clustered_c.high - clustered_c.low > naive_c.high - naive_c.low
+    alone = paired_compare("x", x, "y", y, clusters=list(range(40)))
+    assert alone.test == naive_c.test and alone.p_value == naive_c.p_value
