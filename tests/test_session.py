@@ -34,7 +34,7 @@ def test_a_test_session_leaves_a_users_cache_and_history_as_they_were(tmp_path):
         "ADVISOR_CACHE": str(user), "ADVISOR_HISTORY": str(user_history), "ADVISOR_TEST_CACHE": str(kept),
         "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider",
-                        "tests/test_ci.py::test_mlflow_key_for_combined_rows",
+                        "tests/test_tracking.py::test_an_unknown_tracker_is_bad_input_before_any_model_runs",
                         "tests/test_history.py::test_a_store_from_a_newer_advisor_is_refused"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0 and "2 passed" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
