@@ -290,9 +290,12 @@ def build_app(served: Served, api_key: str | None = None, on_stop: Callable[[], 
     async def bad_body(request: Request, exc: RequestValidationError):
         batcher.metrics.count("bad_request")
         err = exc.errors()[0] if exc.errors() else {}
+        if err.get("type") == "json_invalid":
+            return _error(400, f"the body is not valid JSON: {err.get('ctx', {}).get('error', 'invalid')}",
+                          code="invalid_json")
         where = _where(err.get("loc", ()))
         return _error(400, f"bad request body: {where or 'body'}: {err.get('msg', 'invalid')}", where or None,
-                      "invalid_value" if where else "invalid_json")
+                      "invalid_value")
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
