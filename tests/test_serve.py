@@ -52,7 +52,7 @@ def server(serve_run):
 
 
 def client(base: str) -> OpenAI:
-    return OpenAI(base_url=f"{base}/v1", api_key="not-needed-on-localhost", max_retries=0, timeout=300)
+    return OpenAI(base_url=f"{base}/v1", api_key="not-needed-on-localhost", max_retries=0, timeout=1800)
 
 
 def test_plain_and_streamed_answers_agree(server):
