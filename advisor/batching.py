@@ -325,7 +325,7 @@ class Batcher:
             for job in list(self.waiting):
                 if job.cancelled.is_set():
                     self.waiting.remove(job)
-                    self.metrics.count("cancelled")
+                    self._cancel(job)
                 elif now - job.queued_at > self.queue_timeout:
                     self.waiting.remove(job)
                     self.metrics.count("queue_timeout")
@@ -359,6 +359,11 @@ class Batcher:
             job.send(Event("start"))
             ready.append(job)
         return ready
+
+    def _cancel(self, job: Job) -> None:
+        """The client has gone: its row or place in the queue is dropped, and anything still waiting on it ends."""
+        self.metrics.count("cancelled")
+        job.send(Event("error", "client disconnected", status=499, code="cancelled"))
 
     def _fail(self, job: Job, status: int, message: str, code: str) -> None:
         self.metrics.count("generation_timeout" if code == "generation_timeout" else "error")
@@ -401,7 +406,7 @@ class Batcher:
         done: set[int] = set()
         for row, job in enumerate(jobs):
             if job.cancelled.is_set():
-                self.metrics.count("cancelled")
+                self._cancel(job)
                 done.add(id(job))
                 continue
             if now - job.started_at > self.generation_timeout:

@@ -253,18 +253,42 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-async def _until_done(job: Job, request: Request) -> Event:
-    """The job's last event; a client that hangs up meanwhile cancels its generation (checked every 0.2 s)."""
-    while True:
-        try:
-            event = await asyncio.wait_for(job.next(), 0.2)
-        except asyncio.TimeoutError:
-            if await request.is_disconnected():
-                job.cancelled.set()
-                return Event("error", "client disconnected", status=499)
-            continue
-        if event.kind in ("done", "error"):
-            return event
+class KeyCheck:
+    """ASGI middleware: every path but /health needs `Authorization: Bearer KEY`, else 401.
+
+    Plain ASGI rather than an `@app.middleware("http")` function: that wrapper (Starlette's
+    BaseHTTPMiddleware) relays `receive`, and a client's disconnect must reach the handler.
+    """
+
+    def __init__(self, app, key: str):
+        self.app, self.key = app, key.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] != "/health":
+            given = dict(scope.get("headers") or []).get(b"authorization", b"").removeprefix(b"Bearer ").strip()
+            if not secrets.compare_digest(given, self.key):
+                return await _error(401, "missing or wrong API key", code="invalid_api_key")(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+async def _hang_up(job: Job, receive) -> None:
+    """Cancel the job once its client hangs up, so its row leaves the batch at the next step.
+
+    A task beside the response: it sees the disconnect whether the client was waiting in
+    the queue, for a whole answer, or mid-stream (an abandoned stream generator may be
+    closed only when garbage collected). After the response is sent, uvicorn's receive
+    reports a disconnect too, which finds the job already done.
+    """
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    job.cancelled.set()
+
+
+async def _last(job: Job) -> Event:
+    """The job's final event: "done", or an "error" (the engine sends one for a cancelled job too)."""
+    while (event := await job.next()).kind not in ("done", "error"):
+        pass
+    return event
 
 
 def build_app(served: Served, api_key: str | None = None, on_stop: Callable[[], None] | None = None,
@@ -285,6 +309,8 @@ def build_app(served: Served, api_key: str | None = None, on_stop: Callable[[], 
 
     app = FastAPI(title="advisor serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
+    if api_key is not None:
+        app.add_middleware(KeyCheck, key=api_key)  # added last: runs first, a 401 before a 413
 
     @app.exception_handler(RequestValidationError)
     async def bad_body(request: Request, exc: RequestValidationError):
@@ -311,14 +337,6 @@ def build_app(served: Served, api_key: str | None = None, on_stop: Callable[[], 
     async def internal(request: Request, exc: Exception):
         log.exception("internal error on %s", request.url.path)
         return _error(500, f"internal error: {type(exc).__name__}", code="internal_error")
-
-    @app.middleware("http")
-    async def check_key(request: Request, call_next):
-        if api_key is not None and request.url.path != "/health":
-            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-            if not secrets.compare_digest(given, api_key):
-                return _error(401, "missing or wrong API key", code="invalid_api_key")
-        return await call_next(request)
 
     @app.get("/health")
     def health():
@@ -369,18 +387,24 @@ def build_app(served: Served, api_key: str | None = None, on_stop: Callable[[], 
             batcher.metrics.count("rejected")
             return _error(503, f"server busy: {limits.max_queue} requests already queued; retry shortly "
                                "(advisor serve --max-queue)", code="queue_full", headers={"Retry-After": str(retry_after)})
+        watch = asyncio.create_task(_hang_up(job, request.receive))
+        streaming = False
         try:
             if req.stream:
                 first = await job.next()  # "start" once it joins the batch, or an error
                 if first.kind == "error":
                     return _event_error(first, retry_after)
                 include_usage = bool(req.stream_options and req.stream_options.include_usage)
-                return StreamingResponse(_sse(job, served.model_id, include_usage), media_type="text/event-stream",
-                                         headers={"Cache-Control": "no-cache"})
-            event = await _until_done(job, request)
+                streaming = True  # from here on _sse owns `watch`
+                return StreamingResponse(_sse(job, watch, served.model_id, include_usage),
+                                         media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            event = await _last(job)
         except asyncio.CancelledError:
             job.cancelled.set()
             raise
+        finally:
+            if not streaming:
+                watch.cancel()
         if event.kind == "error":
             return _event_error(event, retry_after)
         g = event.generation
@@ -400,10 +424,10 @@ def _usage(g) -> dict:
             "total_tokens": g.prompt_tokens + g.completion_tokens}
 
 
-async def _sse(job: Job, model_id: str, include_usage: bool):
+async def _sse(job: Job, watch: asyncio.Task, model_id: str, include_usage: bool):
     """Server-sent events in OpenAI's chunk format: role, content pieces, finish_reason, [usage], [DONE].
 
-    A client that disconnects cancels this generator; its row then leaves the batch.
+    `watch` (see _hang_up) cancels the row if the client disconnects; it is stopped here once the stream ends.
     """
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
@@ -432,6 +456,7 @@ async def _sse(job: Job, model_id: str, include_usage: bool):
                 return
     finally:
         job.cancelled.set()  # a no-op once the answer is complete; stops the row if the client left
+        watch.cancel()
 
 
 def plain_model(name: str, model_id: str | None, max_new_tokens: int = 256) -> Served:
