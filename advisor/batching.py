@@ -370,23 +370,10 @@ class Batcher:
         job.send(Event("error", message, status=status, code=code))
 
     def _prefill(self, jobs: list[Job]) -> None:
-        """The new jobs' prompts in one forward (left padded), their first tokens, then they join the batch."""
-        from transformers import DynamicCache
-
-        gen = self.generator
-        prompts = [gen.chat_ids(j.messages) for j in jobs]
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(jobs), width), gen.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(jobs), width), dtype=torch.long)
-        for row, p in enumerate(prompts):
-            ids[row, width - len(p):], mask[row, width - len(p):] = torch.tensor(p), 1
-        dev = gen.model.device
-        ids, mask = ids.to(dev), mask.to(dev)
-        cache = DynamicCache()
-        out = gen.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                        cache=cache, use_cache=True, logits_to_keep=1)
+        """The new jobs' prompts in one forward (a shared prefix from the generator's cache), then they join."""
+        cache, mask, logits = self.generator.prefill([self.generator.chat_ids(j.messages) for j in jobs])
         self.batch.join(jobs, cache, mask)
-        self._advance(jobs, out.logits[:, -1, :])
+        self._advance(jobs, logits)
 
     def _step(self) -> None:
         """One decode step: every running row's last token in, one new token per row out."""
