@@ -605,6 +605,10 @@ def serve(
     max_batch: int = typer.Option(32, min=1, help="requests generated together in one batch"),
     batch_wait_ms: float = typer.Option(5.0, min=0, help="how long a batch waits for more requests to join"),
     max_queue: int = typer.Option(256, min=1, help="requests waiting beyond this get 503 (retry later)"),
+    queue_timeout: float = typer.Option(60.0, min=0.001, help="seconds a request may wait for a place in the batch "
+                                                               "before it gets 503 with Retry-After"),
+    generation_timeout: float = typer.Option(300.0, min=0.001, help="seconds a request may generate before it "
+                                                                     "gets 504"),
 ):
     """Serve a run's strategy (or a plain model) as an OpenAI-compatible chat-completions API."""
     from advisor import serve as srv
@@ -616,7 +620,8 @@ def serve(
         _fail("give a run folder (advisor serve RUN_DIR [--strategy NAME]) or --model NAME, not both")
     if model is not None and strategy is not None:
         _fail("--strategy needs a run folder; --model serves the model as is")
-    limits = srv.Limits(max_tokens=max_tokens_cap, max_batch=max_batch, max_wait_ms=batch_wait_ms, max_queue=max_queue)
+    limits = srv.Limits(max_tokens=max_tokens_cap, max_batch=max_batch, max_wait_ms=batch_wait_ms, max_queue=max_queue,
+                        queue_timeout_s=queue_timeout, generation_timeout_s=generation_timeout)
     srv.check_exposure(host, api_key_env)  # before minutes of model loading
     if model is not None:
         say(f"loading {model} ...")

@@ -199,17 +199,21 @@ def token_batches(lengths: Sequence[int], max_rows: int, max_tokens: int | None,
     return batches
 
 
-def batch_layout(batch: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+def batch_layout(batch: list[list[int]], pad: int, prefix: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(input ids, attention mask, shared prefix length) of a batch laid out as [prefix | padding | own suffix].
 
     The prefix is the tokens every prompt starts with, when at least PREFIX_CACHE_MIN long
-    (else 0: plain left padding); generation computes it once for the whole batch.
+    (else 0: plain left padding), or the first `prefix` tokens when given (all prompts start with them);
+    generation computes it once for the whole batch.
     """
-    shortest = min(len(p) for p in batch)
-    n = 0
-    while n < shortest - 1 and all(p[n] == batch[0][n] for p in batch):
-        n += 1
-    n = n if n >= PREFIX_CACHE_MIN else 0
+    if prefix is None:
+        shortest = min(len(p) for p in batch)
+        n = 0
+        while n < shortest - 1 and all(p[n] == batch[0][n] for p in batch):
+            n += 1
+        n = n if n >= PREFIX_CACHE_MIN else 0
+    else:
+        n = prefix
     width = n + max(len(p) - n for p in batch)
     ids = torch.full((len(batch), width), pad, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -397,6 +401,34 @@ class Generator:
         out = self.model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
                                   pad_token_id=pad, cache=cache, **kwargs)
         return out, width
+
+    @torch.inference_mode()
+    def prefill(self, batch: list[list[int]]) -> tuple[object, torch.Tensor, torch.Tensor]:
+        """(DynamicCache, attention mask, last position's logits) of prompts laid out as `batch_layout` does.
+
+        For a server's step loop (advisor.batching). A prefix the prompts share (the
+        instructions and examples a strategy sends with every request) is computed once, as
+        in `_generate_batch`; the kept prefix also serves a later batch, even of one prompt,
+        that starts with it, since a step-level server admits requests a few at a time.
+        """
+        from transformers import DynamicCache
+
+        pad = self.tokenizer.pad_token_id
+        kept = self._prefix_kv[0][1] if self._prefix_kv and self._prefix_kv[0][0] == self._adapter else ()
+        if kept and all(len(p) > len(kept) and tuple(p[:len(kept)]) == kept for p in batch):
+            ids, mask, n = batch_layout(batch, pad, len(kept))
+        else:  # one prompt has no shared prefix to keep
+            ids, mask, n = batch_layout(batch, pad, None if len(batch) > 1 else 0)
+        dev = self.model.device
+        ids, mask = ids.to(dev), mask.to(dev)
+        cache = DynamicCache()
+        if n:
+            for i, layer in enumerate(self._prefix_cache(batch[0][:n]).layers):
+                cache.update(layer.keys.expand(len(batch), -1, -1, -1), layer.values.expand(len(batch), -1, -1, -1), i)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids[:, n:], attention_mask=mask, position_ids=positions[:, n:], cache=cache,
+                         use_cache=True, logits_to_keep=1)
+        return cache, mask, out.logits[:, -1, :]
 
     def _prefix_cache(self, prefix: list[int]):
         """KV cache of a shared prefix (read, never extended); the last one is kept, since

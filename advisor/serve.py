@@ -10,7 +10,11 @@ Two modes, one app:
   `data/support/hosted.yaml` use it as a stand-in for a hosted model.
 
 POST /v1/chat/completions (streaming or not, OpenAI-shaped `usage`), GET /v1/models,
-GET /health and GET /metrics (Prometheus text). Concurrent requests are batched
+GET /health and GET /metrics (Prometheus, vLLM's metric names). The request contract
+follows OpenAI's API reference and vLLM's server: what this server cannot honour
+(`n` > 1, tools, JSON modes, logprobs, penalties) is refused with a 400 naming the
+field, never silently ignored, and every error has OpenAI's shape
+`{"error": {"message", "type", "param", "code"}}`. Requests are scheduled step by step
 (advisor.batching). Safe by default: bound to 127.0.0.1; any other interface needs an
 API key from an environment variable; request bodies and `max_tokens` are capped.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import logging
 import os
 import secrets
 import time
@@ -26,17 +31,20 @@ import uuid
 from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
 
-from advisor.batching import Batcher, Event, Job, PromptError
+from advisor.batching import Batcher, Event, Job, PromptError, Sampling
 
 MAX_BODY_BYTES = 1 << 20  # a chat request is text; 1 MiB is generous and stops memory abuse
 MAX_TOKENS_CAP = 1024  # the most tokens one request may ask for (--max-tokens-cap)
+MAX_STOPS = 4  # OpenAI's limit on `stop` sequences
+log = logging.getLogger("advisor.serve")
 
 
 class ServeError(Exception):
@@ -44,9 +52,9 @@ class ServeError(Exception):
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "user", "assistant"]
-    content: str
+    model_config = ConfigDict(extra="ignore")  # name, tool_calls, ...: accepted, not used
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
 
 
 class StreamOptions(BaseModel):
@@ -55,15 +63,100 @@ class StreamOptions(BaseModel):
 
 
 class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # other OpenAI parameters (top_p, n=1, ...) are accepted and ignored
-    model: str | None = None
+    """OpenAI's chat-completion parameters (defaults and ranges as its API reference gives them).
+
+    Parameters this server cannot honour are declared so that `refused()` can name them;
+    others it has no use for (user, metadata, store, ...) are accepted and ignored, as vLLM does.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = None  # OpenAI requires it; like vLLM, absent means the served model
     messages: list[Message] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(0.0, ge=0, le=5)
+    temperature: float | None = Field(None, ge=0, le=2)  # None: OpenAI's default, 1
+    top_p: float | None = Field(None, gt=0, le=1)
+    n: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
     seed: int | None = None
-    stream: bool = False
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+
+
+class RequestError(Exception):
+    """A request the server answers with an OpenAI-shaped error: status, message, and the field at fault."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+
+def refused(req: ChatRequest) -> RequestError | None:
+    """The first parameter set to something this server does not do, as a 400 naming it (vLLM does these; we don't)."""
+    fmt = (req.response_format or {}).get("type", "text")
+    checks = [
+        ("n", (req.n or 1) > 1, f"n={req.n}: this server returns one choice per request; send {req.n} requests"),
+        ("response_format", fmt != "text", f"response_format {fmt!r} is not supported (only 'text')"),
+        ("tools", bool(req.tools), "tools (function calling) are not supported"),
+        ("tool_choice", req.tool_choice not in (None, "none", "auto"), "tool_choice needs tools, not supported"),
+        ("logprobs", bool(req.logprobs) or bool(req.top_logprobs), "logprobs are not supported"),
+        ("presence_penalty", bool(req.presence_penalty), "presence_penalty is not supported; leave it at 0"),
+        ("frequency_penalty", bool(req.frequency_penalty), "frequency_penalty is not supported; leave it at 0"),
+        ("logit_bias", bool(req.logit_bias), "logit_bias is not supported"),
+    ]
+    for param, bad, message in checks:
+        if bad:
+            return RequestError(400, message, param, "unsupported_parameter")
+    return None
+
+
+def plain_messages(messages: list[Message]) -> list[dict[str, str]]:
+    """Messages as the chat template takes them: text parts joined, `developer` as `system`.
+
+    Raises RequestError for what a text model cannot read (image, audio or file parts) or
+    a tool message (tools are refused).
+    """
+    out = []
+    for i, m in enumerate(messages):
+        if m.role == "tool":
+            raise RequestError(400, f"messages[{i}]: role 'tool' needs tools, which this server does not support",
+                               f"messages[{i}].role", "unsupported_parameter")
+        content = m.content
+        if isinstance(content, list):
+            texts = []
+            for j, part in enumerate(content):
+                kind = part.get("type")
+                if kind != "text" or not isinstance(part.get("text"), str):
+                    raise RequestError(400, f"messages[{i}].content[{j}]: content parts of type {kind!r} are not "
+                                            "supported; this model reads text only (send {'type': 'text', 'text': "
+                                            "...} parts or a string)", f"messages[{i}].content[{j}].type",
+                                       "unsupported_content_type")
+                texts.append(part["text"])
+            content = "\n".join(texts)  # as vLLM joins a message's text parts
+        out.append({"role": "system" if m.role == "developer" else m.role, "content": content or ""})
+    return out
+
+
+def sampling(req: ChatRequest, default_max_tokens: int, cap: int) -> Sampling:
+    """The request's sampling parameters, checked against the server's limits."""
+    limit = req.max_completion_tokens or req.max_tokens or default_max_tokens
+    if limit > cap:
+        field = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
+        raise RequestError(400, f"{field} {limit} is over this server's limit of {cap} (advisor serve --max-tokens-cap)",
+                           field, "max_tokens_too_large")
+    stops = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
+    if len(stops) > MAX_STOPS or not all(stops):
+        raise RequestError(400, f"stop takes at most {MAX_STOPS} non-empty strings", "stop", "invalid_value")
+    temperature = 1.0 if req.temperature is None else req.temperature
+    return Sampling(limit, temperature, 1.0 if req.top_p is None else req.top_p, req.seed, stops)
 
 
 @dataclass(frozen=True)
@@ -89,10 +182,35 @@ class Limits:
     max_batch: int = 32
     max_wait_ms: float = 5.0
     max_queue: int = 256
+    queue_timeout_s: float = 60.0  # a request waiting longer for a place in the batch gets 503 + Retry-After
+    generation_timeout_s: float = 300.0  # a request generating longer gets 504
 
 
-def _error(status: int, message: str, kind: str = "invalid_request_error", headers: dict | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"message": message, "type": kind}}, headers=headers)
+ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
+               405: "invalid_request_error", 413: "invalid_request_error", 422: "invalid_request_error"}
+
+
+def _error(status: int, message: str, param: str | None = None, code: str | None = None,
+           headers: dict | None = None) -> JSONResponse:
+    """OpenAI's error body: {"error": {"message", "type", "param", "code"}}."""
+    kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return JSONResponse(status_code=status, headers=headers,
+                        content={"error": {"message": message, "type": kind, "param": param, "code": code}})
+
+
+def _event_error(event: Event, retry_after: int) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if event.status == 503 else None
+    return _error(event.status, event.text, event.param, event.code, headers)
+
+
+def _where(loc: tuple) -> str:
+    """A pydantic error location as a field path: ('body', 'messages', 0, 'role') -> messages[0].role."""
+    out = ""
+    for p in loc:
+        if p == "body":
+            continue
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
 
 
 class BodyLimit:
@@ -108,7 +226,7 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        too_big = _error(413, f"request body over {self.limit} bytes")
+        too_big = _error(413, f"request body over {self.limit} bytes", code="request_too_large")
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None:
             if not declared.isdigit() or int(declared) > self.limit:
@@ -135,98 +253,170 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+class KeyCheck:
+    """ASGI middleware: every path but /health needs `Authorization: Bearer KEY`, else 401.
+
+    Plain ASGI rather than an `@app.middleware("http")` function: that wrapper (Starlette's
+    BaseHTTPMiddleware) relays `receive`, and a client's disconnect must reach the handler.
+    """
+
+    def __init__(self, app, key: str):
+        self.app, self.key = app, key.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] != "/health":
+            given = dict(scope.get("headers") or []).get(b"authorization", b"").removeprefix(b"Bearer ").strip()
+            if not secrets.compare_digest(given, self.key):
+                return await _error(401, "missing or wrong API key", code="invalid_api_key")(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+async def _hang_up(job: Job, receive) -> None:
+    """Cancel the job once its client hangs up, so its row leaves the batch at the next step.
+
+    A task beside the response: it sees the disconnect whether the client was waiting in
+    the queue, for a whole answer, or mid-stream (an abandoned stream generator may be
+    closed only when garbage collected). After the response is sent, uvicorn's receive
+    reports a disconnect too, which finds the job already done.
+    """
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    job.cancelled.set()
+
+
+async def _last(job: Job) -> Event:
+    """The job's final event: "done", or an "error" (the engine sends one for a cancelled job too)."""
+    while (event := await job.next()).kind not in ("done", "error"):
+        pass
+    return event
+
+
 def build_app(served: Served, api_key: str | None = None, on_stop: Callable[[], None] | None = None,
               limits: Limits = Limits()) -> FastAPI:
-    batcher = Batcher(served.generator, served.prompt, limits.max_batch, limits.max_wait_ms, limits.max_queue)
+    batcher = Batcher(served.generator, served.prompt, served.model_id, limits.max_batch, limits.max_wait_ms,
+                      limits.max_queue, limits.queue_timeout_s, limits.generation_timeout_s)
+    created = int(time.time())
+    retry_after = max(1, round(limits.queue_timeout_s / 10))
 
     @asynccontextmanager
     async def lifespan(app):
         await batcher.start()
         yield
-        await batcher.stop()  # after uvicorn has finished the requests in flight
+        await batcher.stop()  # after uvicorn has drained the requests in flight
         served.close()
         if on_stop:
             on_stop()
 
-    app = FastAPI(title="advisor serve", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app = FastAPI(title="advisor serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
+    if api_key is not None:
+        app.add_middleware(KeyCheck, key=api_key)  # added last: runs first, a 401 before a 413
 
     @app.exception_handler(RequestValidationError)
     async def bad_body(request: Request, exc: RequestValidationError):
         batcher.metrics.count("bad_request")
         err = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        return _error(400, f"bad request body: {where or 'body'}: {err.get('msg', 'invalid')}")
+        if err.get("type") == "json_invalid":
+            return _error(400, f"the body is not valid JSON: {err.get('ctx', {}).get('error', 'invalid')}",
+                          code="invalid_json")
+        where = _where(err.get("loc", ()))
+        return _error(400, f"bad request body: {where or 'body'}: {err.get('msg', 'invalid')}", where or None,
+                      "invalid_value")
 
-    @app.middleware("http")
-    async def check_key(request: Request, call_next):
-        if api_key is not None and request.url.path != "/health":
-            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-            if not secrets.compare_digest(given, api_key):
-                return _error(401, "missing or wrong API key", "authentication_error")
-        return await call_next(request)
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        if exc.status_code == 404:
+            message, code = f"Invalid URL ({request.method} {request.url.path})", "not_found"
+        elif exc.status_code == 405:
+            message, code = f"{request.method} is not allowed on {request.url.path}", "method_not_allowed"
+        else:
+            message, code = str(exc.detail), None
+        return _error(exc.status_code, message, code=code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception):
+        log.exception("internal error on %s", request.url.path)
+        return _error(500, f"internal error: {type(exc).__name__}", code="internal_error")
 
     @app.get("/health")
     def health():
-        return {"status": "ok", "model": served.model_id, "queue_depth": batcher.depth}
+        return {"status": "ok", "model": served.model_id, "running": batcher.running, "waiting": batcher.depth}
 
     @app.get("/metrics")
     def metrics():
-        return PlainTextResponse(batcher.metrics.render(batcher.depth), media_type="text/plain; version=0.0.4")
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(batcher.render_metrics(), media_type=CONTENT_TYPE_LATEST)
+
+    card = {"id": served.model_id, "object": "model", "created": created, "owned_by": "advisor",
+            "description": served.description}
+
+    def unknown_model(name: str) -> JSONResponse:
+        return _error(404, f"The model `{name}` does not exist; this server serves: {served.model_id}", "model",
+                      "model_not_found")
 
     @app.get("/v1/models")
     def models():
-        return {"object": "list", "data": [{"id": served.model_id, "object": "model", "owned_by": "advisor",
-                                            "description": served.description}]}
+        return {"object": "list", "data": [card]}
+
+    @app.get("/v1/models/{name:path}")
+    def model(name: str):
+        return card if name == served.model_id else unknown_model(name)
 
     @app.post("/v1/chat/completions")
-    async def chat(req: ChatRequest):
-        if req.messages[-1].role != "user":
+    async def chat(req: ChatRequest, request: Request):
+        try:
+            if req.model is not None and req.model != served.model_id:
+                batcher.metrics.count("bad_request")
+                return unknown_model(req.model)
+            problem = refused(req)
+            if problem is not None:
+                raise problem
+            messages = plain_messages(req.messages)
+            if messages[-1]["role"] != "user":
+                raise RequestError(400, "the last message must be the user's", f"messages[{len(messages) - 1}].role",
+                                   "invalid_value")
+            params = sampling(req, served.default_max_tokens, limits.max_tokens)
+        except RequestError as e:
             batcher.metrics.count("bad_request")
-            return _error(400, "the last message must be the user's")
-        limit = _max_tokens(req, served.default_max_tokens)
-        if limit > limits.max_tokens:
-            batcher.metrics.count("bad_request")
-            return _error(400, f"max_tokens {limit} is over this server's limit of {limits.max_tokens} "
-                               "(advisor serve --max-tokens-cap)")
-        job = Job([m.model_dump() for m in req.messages], limit, req.temperature, req.seed or 0, req.stream,
-                  asyncio.get_running_loop())
+            return _error(e.status, e.message, e.param, e.code)
+        job = Job(messages, params, bool(req.stream), asyncio.get_running_loop())
         try:
             batcher.submit(job)
         except asyncio.QueueFull:
             batcher.metrics.count("rejected")
-            return _error(503, f"server busy: {limits.max_queue} requests already queued; retry shortly",
-                          "server_error", headers={"Retry-After": "1"})
+            return _error(503, f"server busy: {limits.max_queue} requests already queued; retry shortly "
+                               "(advisor serve --max-queue)", code="queue_full", headers={"Retry-After": str(retry_after)})
+        watch = asyncio.create_task(_hang_up(job, request.receive))
+        streaming = False
         try:
-            first = await job.next()  # "start" once its batch begins, or an error
-            if first.kind == "error":
-                return _error(first.status, first.text, "invalid_request_error" if first.status < 500 else "server_error")
             if req.stream:
+                first = await job.next()  # "start" once it joins the batch, or an error
+                if first.kind == "error":
+                    return _event_error(first, retry_after)
                 include_usage = bool(req.stream_options and req.stream_options.include_usage)
-                return StreamingResponse(_sse(job, served.model_id, include_usage), media_type="text/event-stream",
-                                         headers={"Cache-Control": "no-cache"})
-            event = await job.next()
-            while event.kind == "delta":
-                event = await job.next()
+                streaming = True  # from here on _sse owns `watch`
+                return StreamingResponse(_sse(job, watch, served.model_id, include_usage),
+                                         media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            event = await _last(job)
         except asyncio.CancelledError:
             job.cancelled.set()
             raise
+        finally:
+            if not streaming:
+                watch.cancel()
         if event.kind == "error":
-            return _error(event.status, event.text, "server_error")
+            return _event_error(event, retry_after)
         g = event.generation
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
             "model": served.model_id,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": g.text},
-                         "finish_reason": _finish_reason(g.completion_tokens, limit)}],
+                         "finish_reason": event.finish_reason}],
             "usage": _usage(g),
         }
 
     return app
-
-
-def _finish_reason(completion_tokens: int, limit: int) -> str:
-    return "length" if completion_tokens >= limit else "stop"
 
 
 def _usage(g) -> dict:
@@ -234,10 +424,10 @@ def _usage(g) -> dict:
             "total_tokens": g.prompt_tokens + g.completion_tokens}
 
 
-async def _sse(job: Job, model_id: str, include_usage: bool):
+async def _sse(job: Job, watch: asyncio.Task, model_id: str, include_usage: bool):
     """Server-sent events in OpenAI's chunk format: role, content pieces, finish_reason, [usage], [DONE].
 
-    A client that disconnects cancels this generator; its row then stops generating.
+    `watch` (see _hang_up) cancels the row if the client disconnects; it is stopped here once the stream ends.
     """
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
@@ -254,22 +444,19 @@ async def _sse(job: Job, model_id: str, include_usage: bool):
             event: Event = await job.next()
             if event.kind == "delta":
                 yield chunk({"content": event.text})
-            elif event.kind == "error":
-                yield f"data: {json.dumps({'error': {'message': event.text, 'type': 'server_error'}})}\n\n"
+            elif event.kind == "error":  # the status line has gone: the error travels as an event
+                body = json.loads(_event_error(event, 1).body)
+                yield f"data: {json.dumps(body)}\n\n"
                 return
             else:
-                g = event.generation
-                yield chunk({}, _finish_reason(g.completion_tokens, job.max_tokens))
+                yield chunk({}, event.finish_reason)
                 if include_usage:
-                    yield chunk({}, usage=_usage(g), choices=False)
+                    yield chunk({}, usage=_usage(event.generation), choices=False)
                 yield "data: [DONE]\n\n"
                 return
     finally:
         job.cancelled.set()  # a no-op once the answer is complete; stops the row if the client left
-
-
-def _max_tokens(req: ChatRequest, default: int) -> int:
-    return req.max_completion_tokens or req.max_tokens or default
+        watch.cancel()
 
 
 def plain_model(name: str, model_id: str | None, max_new_tokens: int = 256) -> Served:
