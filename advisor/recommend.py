@@ -626,8 +626,9 @@ def _needed_text(ev: Evidence) -> str:
                 f"falls below the {100 * ev.margin:.0f}-point margin {ev.power:.0%} of the time (normal form of the "
                 f"interval; {ev.test} for the paired tests).")
     return (f"{head}: {c.row} leads {pick} by {100 * c.gap:.0f} points, beyond the {100 * ev.margin:.0f}-point "
-            f"margin, and the {ev.test} test finds a gap that size {ev.power:.0%} of the time with that many items "
-            f"(alpha {ev.alpha:.2g}: {ALPHA:g} over {ev.tests} paired tests, Holm), if the items to come keep this "
+            f"margin, and a paired test ({ev.test}) finds a gap that size {ev.power:.0%} of the time with that "
+            "many items "
+            f"(alpha {ALPHA:g}, Holm over {ev.tests} paired tests), if the items to come keep this "
             "sample's disagreement.")
 
 
