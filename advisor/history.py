@@ -65,6 +65,10 @@ MIGRATIONS: list[list[str]] = [
     [  # 2 -> 3: eval items people reviewed (advisor review)
         "ALTER TABLE runs ADD COLUMN reviewed INTEGER NOT NULL DEFAULT 0",
     ],
+    [  # 3 -> 4: the verdict's fragility (how many item scores, changed, would change it) and those items
+        "ALTER TABLE runs ADD COLUMN fragility INTEGER",
+        "ALTER TABLE runs ADD COLUMN fragility_items TEXT NOT NULL DEFAULT '[]'",
+    ],
 ]
 READABLE_FROM = 1  # the oldest version a read-only store can be read at (version 0 has no tables)
 
@@ -116,6 +120,8 @@ class RunRecord:
     status: str | None = None  # "recommended" or "not enough evidence"; None in records older than it
     items: dict[str, str] = field(default_factory=dict)  # example id -> item_hash(input, references); {} when older
     reviewed: int = 0  # eval items people labelled (advisor review); their labels replaced the automatic scores
+    fragility: int | None = None  # item scores that, changed, change the verdict (None: none within reach, or older)
+    fragility_items: tuple[dict, ...] = ()  # those changes: {"id", "row", "from", "to"}
 
     def row(self, strategy: str) -> RowRecord | None:
         return next((r for r in self.rows if r.strategy == strategy), None)
@@ -166,6 +172,7 @@ def record_from_results(results: Results, task_yaml: str, out_dir: Path | str | 
     models = {role: m.name + (f" @{m.fingerprint[:12]}" if m.fingerprint else "")
               for role, m in results.run.models.items() if m}
     rec, task, run = results.recommendation, results.task, results.run
+    fragile = rec.fragility
     return RunRecord(
         id=None, created=run.started, task_name=task.name, task_hash=hash_json(task.files),
         task_yaml=task_yaml, task_files=dict(task.files), models=models, seed=run.seed,
@@ -174,7 +181,9 @@ def record_from_results(results: Results, task_yaml: str, out_dir: Path | str | 
         command=run.command, retries=run.retries, rows=tuple(rows), scores=scores,
         answers=answers, gates=tuple(gates or ()), status=rec.status,
         items={ex.id: item_hash(ex.input, ex.expected) for ex in results.examples},
-        reviewed=results.review.items if results.review else 0)
+        reviewed=results.review.items if results.review else 0,
+        fragility=fragile.count if fragile else None,
+        fragility_items=tuple(i.model_dump(mode="json", by_alias=True) for i in fragile.items) if fragile else ())
 
 
 # ------------------------------------------------------------------- the store
@@ -233,12 +242,13 @@ def record(path: Path, rec: RunRecord) -> int:
             created = rec.created or datetime.now(timezone.utc).isoformat(timespec="seconds")
             cur = con.execute(
                 "INSERT INTO runs (created, task_name, task_hash, task_yaml, task_files, models, seed, advisor_version,"
-                " n_eval, verdict, reasons, out_dir, command, retries, gates, status, items, reviewed)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " n_eval, verdict, reasons, out_dir, command, retries, gates, status, items, reviewed, fragility,"
+                " fragility_items) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (created, rec.task_name, rec.task_hash, rec.task_yaml, json.dumps(rec.task_files),
                  json.dumps(rec.models), rec.seed, rec.advisor_version, rec.n_eval, rec.verdict,
                  json.dumps(list(rec.reasons)), rec.out_dir, rec.command, rec.retries, json.dumps(list(rec.gates)),
-                 rec.status, json.dumps(rec.items), rec.reviewed))
+                 rec.status, json.dumps(rec.items), rec.reviewed, rec.fragility,
+                 json.dumps(list(rec.fragility_items))))
             run_id = cur.lastrowid
             con.executemany(
                 "INSERT INTO rows VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -278,7 +288,9 @@ def _run_from_row(con: sqlite3.Connection, r: sqlite3.Row, with_answers: bool) -
         rows=rows, scores=scores, answers=answers, gates=tuple(json.loads(r["gates"])),
         status=r["status"] if "status" in r.keys() else None,
         items=json.loads(r["items"]) if "items" in r.keys() else {},
-        reviewed=r["reviewed"] if "reviewed" in r.keys() else 0)
+        reviewed=r["reviewed"] if "reviewed" in r.keys() else 0,
+        fragility=r["fragility"] if "fragility" in r.keys() else None,
+        fragility_items=tuple(json.loads(r["fragility_items"])) if "fragility_items" in r.keys() else ())
 
 
 def writable(path: Path) -> bool:
@@ -398,15 +410,16 @@ def to_prune(runs: list[RunRecord], keep: int) -> list[RunRecord]:
 
 # ------------------------------------------------------------ for scripts
 
-CSV_FIELDS = ("id", "created", "task", "task_hash", "seed", "n_eval", "verdict", "status", "best_accuracy",
-              "cost_per_request", "models", "advisor_version", "out_dir")
+CSV_FIELDS = ("id", "created", "task", "task_hash", "seed", "n_eval", "verdict", "status", "fragility",
+              "best_accuracy", "cost_per_request", "models", "advisor_version", "out_dir")
 
 
 def summary(r: RunRecord) -> dict:
     """One run as plain data (the answers left out): `advisor history --json` and `--csv`."""
     pick = r.row(r.verdict) if r.verdict else None
     return {"id": r.id, "created": r.created, "task": r.task_name, "task_hash": r.task_hash, "seed": r.seed,
-            "n_eval": r.n_eval, "verdict": r.verdict, "status": r.status, "best_accuracy": r.best_accuracy,
+            "n_eval": r.n_eval, "verdict": r.verdict, "status": r.status, "fragility": r.fragility,
+            "fragility_items": list(r.fragility_items), "reviewed": r.reviewed, "best_accuracy": r.best_accuracy,
             "cost_per_request": pick.cost_per_request if pick else None, "models": r.models,
             "advisor_version": r.advisor_version, "out_dir": r.out_dir, "command": r.command,
             "reasons": list(r.reasons),
@@ -439,9 +452,11 @@ def _models_text(models: dict[str, str]) -> str:
     return ", ".join(f"{role} {name}" for role, name in sorted(models.items())) or "–"
 
 
-def _verdict_cell(r: RunRecord) -> str:
-    """The verdict as history shows it: the row, in parentheses when it only leads (not enough evidence)."""
-    return f"({r.verdict})" if r.status == "not enough evidence" else str(r.verdict)
+def _verdict_cell(r: RunRecord, wide: bool = False) -> str:
+    """The verdict as history shows it: the row, in parentheses when it only leads (not enough evidence), and
+    marked "!" when one changed item score would change it (the wide table gives the count its own column)."""
+    cell = f"({r.verdict})" if r.status == "not enough evidence" else str(r.verdict)
+    return cell + ("!" if r.fragility == 1 and not wide else "")
 
 
 def table(runs: list[RunRecord], wide: bool = False) -> Table:
@@ -454,14 +469,16 @@ def table(runs: list[RunRecord], wide: bool = False) -> Table:
         s = summary(r)
         cells.append([str(r.id), r.created[:16].replace("T", " "), r.task_name,
                       _models_text(r.models) if wide else labels[_models_text(r.models)], str(r.seed),
-                      _verdict_cell(r), "–" if s["best_accuracy"] is None else f"{s['best_accuracy']:.0%}",
-                      "–" if s["cost_per_request"] is None else money(s["cost_per_request"])])
+                      _verdict_cell(r, wide), "–" if s["best_accuracy"] is None else f"{s['best_accuracy']:.0%}",
+                      "–" if s["cost_per_request"] is None else money(s["cost_per_request"])]
+                     + (["–" if r.fragility is None else str(r.fragility)] if wide else []))
     t = Table(box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, show_edge=False,
               padding=(0, 1, 0, 0))  # one space between columns: the box's divider
     flexible = {"task": 6, "verdict": 8}  # the only columns that may narrow, down to this width
-    for i, name in enumerate(("id", "when", "task", "models", "seed", "verdict", "best", "$/req")):
+    for i, name in enumerate(("id", "when", "task", "models", "seed", "verdict", "best", "$/req")
+                             + (("fragility",) if wide else ())):
         width = max([len(name)] + [len(c[i]) for c in cells])
-        t.add_column(name, justify="right" if name in ("id", "seed", "best", "$/req") else "left", no_wrap=True,
+        t.add_column(name, justify="right" if name in ("id", "seed", "best", "$/req", "fragility") else "left", no_wrap=True,
                      overflow="ellipsis", min_width=min(flexible.get(name, width), width),
                      ratio=1 if name in flexible else None)
     for c in cells:
@@ -480,4 +497,5 @@ def terminal(runs: list[RunRecord], console: Console, title: str, wide: bool = F
         for models, label in model_labels(runs).items():
             console.print(Text(f"{label}: {models}"), highlight=False)
     console.print(Text("when: UTC; verdict in parentheses: not enough evidence, the leading row is not a "
-                       "recommendation; best: best accuracy; $/req: the verdict's cost per request", style="dim"))
+                       "recommendation; !: one changed item score would change the verdict (its fragility; --wide "
+                       "gives each run's); best: best accuracy; $/req: the verdict's cost per request", style="dim"))

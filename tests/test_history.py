@@ -59,6 +59,10 @@ def test_every_run_is_recorded_with_its_answers_and_task_snapshot(two_runs):
     assert first.out_dir == str((root / "a").resolve()) and first.seed == ra.run.seed
     assert first.verdict == ra.recommendation.strategy and list(first.reasons) == list(ra.recommendation.reasons)
     assert [r.strategy for r in first.rows] == ["zero-shot", "few-shot"]
+    fragile = ra.recommendation.fragility  # the verdict's fragility, as the report states it
+    assert first.fragility == fragile.count and fragile.text
+    assert [(i["id"], i["row"], i["from"], i["to"]) for i in first.fragility_items] == \
+        [(i.id, i.row, i.from_, i.to) for i in fragile.items]
     for s in ra.strategies:
         row = first.row(s.name)
         assert row.accuracy == s.accuracy.mean
@@ -231,6 +235,7 @@ def test_history_fits_80_columns_with_every_field_whole(two_runs, tmp_path):
         cost = next(x.cost_per_request for x in rec.rows if x.strategy == rec.verdict)
         best = max(x.accuracy for x in rec.rows)
         words = line.split()  # each field whole, as a word of the run's own line
+        verdict += "!" if rec.fragility == 1 else ""  # one changed item score would change it
         for field in (rec.created[:10], rec.created[11:16], rec.task_name, "m1", str(rec.seed), verdict,
                       f"{100 * best:.0f}%"):
             assert field in words, (field, line)
@@ -240,6 +245,10 @@ def test_history_fits_80_columns_with_every_field_whole(two_runs, tmp_path):
     wide = advisor("history", "--history", str(store), "--wide", env={"COLUMNS": "80"})
     line = next(x for x in wide.stdout.splitlines() if re.match(r"\s*1\s+\d{4}-", x))
     assert all(f"{role} {name}" in line for role, name in runs[0].models.items()), wide.stdout
+    assert "fragility" in wide.stdout and line.split()[-1] == ("–" if runs[0].fragility is None
+                                                               else str(runs[0].fragility)), wide.stdout
+    fragile = dataclasses.replace(runs[0], fragility=1)  # a verdict one item could overturn is marked
+    assert "!" in history._verdict_cell(fragile) and "!" not in history._verdict_cell(fragile, wide=True)
 
 
 def test_history_json_and_csv_for_scripts(two_runs):
@@ -258,6 +267,8 @@ def test_history_json_and_csv_for_scripts(two_runs):
         best = max(s.accuracy.mean for s in res.strategies)
         assert (x["task"], x["seed"], x["verdict"], x["status"]) == ("tiny", res.run.seed, rec.strategy, rec.status)
         assert x["best_accuracy"] == best and x["n_eval"] == res.task.n_eval == 4
+        assert x["fragility"] == rec.fragility.count and line["fragility"] == ("" if rec.fragility.count is None
+                                                                             else str(rec.fragility.count))
         assert x["cost_per_request"] == res.strategy(rec.strategy).economics.cost_per_request
         assert {r["strategy"]: r["accuracy"] for r in x["rows"]} == {s.name: s.accuracy.mean for s in res.strategies}
         assert (line["verdict"], line["status"], line["seed"]) == (rec.strategy, rec.status, str(res.run.seed))
@@ -333,12 +344,14 @@ def test_an_older_store_is_read_as_it_is_when_read_only_and_migrated_when_not(tw
         con.execute("ALTER TABLE runs DROP COLUMN status")
         con.execute("ALTER TABLE runs DROP COLUMN items")
         con.execute("ALTER TABLE runs DROP COLUMN reviewed")
+        con.execute("ALTER TABLE runs DROP COLUMN fragility")
+        con.execute("ALTER TABLE runs DROP COLUMN fragility_items")
         con.execute("PRAGMA user_version = 1")
     os.chmod(old, 0o444)
     try:
         runs = history.list_runs(old)
         assert [r.verdict for r in runs] == [ra.recommendation.strategy, rb.recommendation.strategy]
-        assert all(r.status is None and r.items == {} for r in runs)
+        assert all(r.status is None and r.items == {} and r.fragility is None for r in runs)
         r = advisor("compare", "1", "2", "--history", str(old))
         assert r.returncode == 0 and "paired by id alone" in " ".join(r.stdout.split()), r.stdout + r.stderr
         with sqlite3.connect(f"{old.as_uri()}?mode=ro", uri=True) as con:
