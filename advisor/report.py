@@ -190,9 +190,12 @@ METHOD_WORDS = {
     "choice": "the option the answer picks is the right one",
     "regex": "the answer contains a match of the task's pattern",
     "format": "the answer has the required form (not whether its content is right)",
-    "json_fields": "the share of the reference JSON's fields the reply gets right (exactly; free-text fields by meaning)",
-    "semantic": "what the reply says is as close to a reference as the threshold (embedding cosine) and states "
-                "its quantities",
+    "json_fields": "the share of the reference JSON's fields the reply gets right (exactly; free-text fields by "
+                   "meaning, as semantic)",
+    "semantic": "what the reply says is as close to a reference as the threshold (embedding cosine), states its "
+                "quantities, and neither negates it, swaps a name nor uses an exclusive alternative (open/closed); "
+                "an instruction that points elsewhere in other words still passes: a calibrated judge or "
+                "`advisor review` catches it",
     "judge": "an LLM judge's verdict under the task's rubric",
 }
 UNCALIBRATED = "uncalibrated judge"
