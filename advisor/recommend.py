@@ -551,7 +551,7 @@ def reasons(rows: list[Row], comparisons: dict, spec: EconomicsSpec, v: Verdict,
         if ev.items_needed and w.accuracy > 0:
             out.append(_needed_text(ev))
         if v.value is not None:
-            out.extend(value_lines(v.value, by, spec))
+            out.extend(value_lines(v.value, by, spec, loss_said=ev.why == _value_why(v.value)))
         _detectable(ev, out)
         _freshness_reasons(v, by, spec, out)
         return out, cautions
@@ -628,8 +628,10 @@ def reasons(rows: list[Row], comparisons: dict, spec: EconomicsSpec, v: Verdict,
     return out, cautions
 
 
-def value_lines(vd: ValueDecision, by: dict[str, Row], spec: EconomicsSpec) -> list[str]:
-    """The money decision in words: expected net values, P(best), the pick's expected loss, the value of more items."""
+def value_lines(vd: ValueDecision, by: dict[str, Row], spec: EconomicsSpec, loss_said: bool = False) -> list[str]:
+    """The money decision in words: expected net values, P(best), the pick's expected loss (unless the reason for
+    not enough evidence said it), the price of a correct answer at which the runner-up would pay, the value of
+    more items."""
     ev, p, loss = vd.of(vd.pick)
     priced = " and ".join(x for x in (
         f"a correct answer worth {money(vd.value_per_correct)}" if vd.value_per_correct is not None else "",
@@ -641,12 +643,20 @@ def value_lines(vd: ValueDecision, by: dict[str, Row], spec: EconomicsSpec) -> l
         against = f", against {money(vd.of(rival)[0])} for {rival} ({_est(by[rival])}; P(best) {pct(vd.of(rival)[1])})"
     out.append(f"With {priced} (economics), {vd.pick} has the highest expected net value over {count(spec.horizon_days)} "
                f"days: {money(ev)} at {_est(by[vd.pick])}{against}.")
+    gap = by[rival].accuracy - by[vd.pick].accuracy if rival is not None else 0.0
+    if gap:  # net values are linear in the value of a correct answer: where the two cross
+        crossing = (vd.value_per_correct or 0.0) - (vd.of(rival)[0] - ev) / (vd.requests * gap)
+        if crossing > 0:
+            when = "above" if gap > 0 else "below"
+            out.append(f"At the measured accuracies {rival} would be the better buy {when} about {money(crossing)} a "
+                       "correct answer.")
     unit = "clusters" if vd.clusters else "items"
     settled = "within" if vd.enough else "above"
-    out.append(f"{vd.pick} is the best-value row in {pct(p)} of {count(vd.draws)} paired resamples of the eval {unit} "
-               f"({METHOD}); its expected loss against the best is {money(loss)}, {settled} the tolerance of "
-               f"{money(vd.tolerance)} (one accuracy point's worth: {count(vd.requests)} requests x the value of a "
-               "correct answer plus the cost of an error, x 1%).")
+    if not loss_said:
+        out.append(f"{vd.pick} is the best-value row in {pct(p)} of {count(vd.draws)} paired resamples of the eval {unit} "
+                   f"({METHOD}); its expected loss against the best is {money(loss)}, {settled} the tolerance of "
+                   f"{money(vd.tolerance)} (one accuracy point's worth: {count(vd.requests)} requests x the value of a "
+                   "correct answer plus the cost of an error, x 1%).")
     if vd.evsi:
         out.append(evsi_text(vd))
     return out
