@@ -795,6 +795,19 @@ def value_flips(rows: list[Row], comparisons: dict, spec: EconomicsSpec, fresh: 
     return flips
 
 
+def if_priced(rows: list[Row], comparisons: dict, spec: EconomicsSpec, fresh: dict | None = None, seed: int = 0,
+              margin: float = DEFAULT_MARGIN, clusters=None) -> str:
+    """On a task that sets no price: the verdict the decision in money would reach at each value of a correct
+    answer from $0 to $1,000 (cost_per_error unset), so a reader sees where a price would settle it."""
+    at = spec.model_copy(update={"value_per_correct": 0.0})
+    fixed = freshness_checks(rows, fresh, seed)
+    start = decide(rows, comparisons, at, fresh, seed, margin, clusters, plan=False, fresh_checks=fixed).label
+    flips = value_flips(rows, comparisons, at, fresh, seed, margin, clusters, fixed)
+    said = ", then ".join([start] + [f"{f['to']} from about {money(f['between'][1])}" for f in flips])
+    return (f"were a correct answer priced (economics.value_per_correct; the task sets no price, so the margin rule "
+            f"decides), the verdict would be {said} (values from $0 to $1,000 tried)")
+
+
 def _factors() -> list[float]:
     return [10 ** (e / 4) for e in range(-12, 13)]  # 1/1000x .. 1000x, 4 steps a decade
 
@@ -841,10 +854,12 @@ def explain(rows: list[Row], comparisons: dict, spec: EconomicsSpec, v: Verdict,
         "reasons": said,
         "cautions": cautions,
         "sensitivity": flips,
-        "sensitivity_text": [describe_flip(f) for f in flips] or
-                            ["no volume between 1/1000x and 1000x of the stated one, and no change frequency "
-                             "up to 60 a month" + (", and no value of a correct answer from 0 to 1000x the stated "
-                                                   "one" if v.value else "") + ", changes the verdict"],
+        "sensitivity_text": ([describe_flip(f) for f in flips] or
+                             ["no volume between 1/1000x and 1000x of the stated one, and no change frequency "
+                              "up to 60 a month" + (", and no value of a correct answer from 0 to 1000x the stated "
+                                                    "one" if v.value else "") + ", changes the verdict"])
+                            + ([] if v.value or not _scored(rows) else
+                               [if_priced(rows, comparisons, spec, fresh, seed, margin, clusters)]),
         "fragility": fragile,
         "freshness": fresh_power,
         "value": v.value.as_dict() if v.value else None,

@@ -681,7 +681,7 @@ def terminal(results: Results, console: Console | None = None) -> None:
         body.append(f"Value: {value_text(results)}\n", style="dim")
     body.append(f"Fragility: {fragility_text(results)}\n", style="yellow" if fragile(results) else "dim")
     body.append("What would change it: ", style="dim")
-    body.append("; ".join(changes[:2]) if changes else "nothing within the volumes tried")
+    body.append("; ".join(changes[:3]) if changes else "nothing within the volumes tried")
     title = (f"Recommendation: [bold]{_escape_rich(pick)}[/bold]" if pick else
              f"Not enough evidence [dim](leading: {_escape_rich(_text(rec.strategy))}, not a recommendation)[/dim]")
     console.print(Panel(body, title=title, border_style="green" if pick else "yellow"))

@@ -82,6 +82,11 @@ def test_without_prices_the_margin_rule_decides_and_says_its_margin():
     rec = recommend(rows, comps, quiz(), n_train=100, margin=0.2)
     assert rec["value"] is None and rec["evidence"]["margin"] == 0.2 and "20 points" in rec["rule"]
     assert not [f for f in rec["sensitivity"] if f["field"] == "value_per_correct"]
+    # what a price would say: the quiz of issue 32, where a person picks few-shot at once
+    rec = recommend(rows, comps, quiz(), n_train=100)  # the 10-point margin: lora may be up to 19 points ahead
+    assert rec["status"] == NOT_ENOUGH and rec["sensitivity_text"][-1].startswith(
+        "were a correct answer priced (economics.value_per_correct; the task sets no price, so the margin rule "
+        "decides), the verdict would be few-shot, then not enough evidence from about $1.4")
     priced_rec = recommend(rows, comps, quiz(cost_per_error=0.01), n_train=100)
     assert priced_rec["value"]["cost_per_error"] == 0.01 and "expected net value" in priced_rec["rule"]
 
