@@ -14,6 +14,9 @@ Rule, following the field's guidance while the numbers decide within it:
    every other contender (the upper end of the 95% interval of contender minus pick below the
    margin), whether or not the pick is the nominal leader, the verdict is "not enough
    evidence", with the number of eval items at which that check would pass.
+When the task prices quality (economics.value_per_correct and/or cost_per_error), rules 2-4 give way to the
+decision in money (advisor.value): the highest expected net value over the horizon, recommended when its
+expected loss under the sample's uncertainty is at most one accuracy point's worth.
 Reasons cite the numbers with their intervals and the sample they rest on; sensitivity
 re-runs the same rule under other volumes and change frequencies to say what would flip it,
 and fragility finds the fewest item scores that, changed, would change the verdict.
@@ -640,9 +643,10 @@ def value_lines(vd: ValueDecision, by: dict[str, Row], spec: EconomicsSpec, loss
     rival = max((name for name in vd.rows if name != vd.pick), key=lambda name: vd.of(name)[0], default=None)
     against = ""
     if rival is not None:
-        against = f", against {money(vd.of(rival)[0])} for {rival} ({_est(by[rival])}; P(best) {pct(vd.of(rival)[1])})"
-    out.append(f"With {priced} (economics), {vd.pick} has the highest expected net value over {count(spec.horizon_days)} "
-               f"days: {money(ev)} at {_est(by[vd.pick])}{against}.")
+        other, p_other, _ = vd.of(rival)
+        against = f", against {money(other)} for {rival} ({_est(by[rival])}; P(best) {pct(p_other)})"
+    out.append(f"With {priced} (economics), {vd.pick} has the highest expected net value over "
+               f"{count(spec.horizon_days)} days: {money(ev)} at {_est(by[vd.pick])}{against}.")
     gap = by[rival].accuracy - by[vd.pick].accuracy if rival is not None else 0.0
     if gap:  # net values are linear in the value of a correct answer: where the two cross
         crossing = (vd.value_per_correct or 0.0) - (vd.of(rival)[0] - ev) / (vd.requests * gap)
@@ -653,10 +657,10 @@ def value_lines(vd: ValueDecision, by: dict[str, Row], spec: EconomicsSpec, loss
     unit = "clusters" if vd.clusters else "items"
     settled = "within" if vd.enough else "above"
     if not loss_said:
-        out.append(f"{vd.pick} is the best-value row in {pct(p)} of {count(vd.draws)} paired resamples of the eval {unit} "
-                   f"({METHOD}); its expected loss against the best is {money(loss)}, {settled} the tolerance of "
-                   f"{money(vd.tolerance)} (one accuracy point's worth: {count(vd.requests)} requests x the value of a "
-                   "correct answer plus the cost of an error, x 1%).")
+        out.append(f"{vd.pick} is the best-value row in {pct(p)} of {count(vd.draws)} paired resamples of the eval "
+                   f"{unit} ({METHOD}); its expected loss against the best is {money(loss)}, {settled} the tolerance "
+                   f"of {money(vd.tolerance)} (one accuracy point's worth: {count(vd.requests)} requests x the value "
+                   "of a correct answer plus the cost of an error, x 1%).")
     if vd.evsi:
         out.append(evsi_text(vd))
     return out
@@ -820,6 +824,17 @@ def describe_flip(f: dict) -> str:
     return f"between {count(lo)} and {count(hi)} {f['unit']} the verdict changes from {f['from']} to {f['to']}"
 
 
+def margin_rule(margin: float) -> str:
+    return ("on a task whose knowledge changes, a row that does not follow a document change (paired exact test, "
+            "Holm over the rows) pays a retrain per change, or is ruled out if it cannot be retrained; keep "
+            f"strategies not significantly less accurate than the best (paired tests, alpha {ALPHA:g}, "
+            "Holm-corrected over all pairs); of those, the lowest total cost over the horizon, preferring the "
+            f"simpler within {COST_TIE:.0%}; not enough evidence below {MIN_EVAL_ITEMS} eval items, when no row "
+            "gets anything right, or unless the pick is shown less than the margin "
+            f"({100 * margin:.0f} points, decision.margin) less accurate than every other contender (upper end "
+            "of the 95% interval of each gap)")
+
+
 def value_rule(margin: float) -> str:
     return ("on a task whose knowledge changes, a row that does not follow a document change (paired exact test, "
             "Holm over the rows) pays a retrain per change, or is ruled out if it cannot be retrained; the task prices "
@@ -863,14 +878,7 @@ def explain(rows: list[Row], comparisons: dict, spec: EconomicsSpec, v: Verdict,
         "fragility": fragile,
         "freshness": fresh_power,
         "value": v.value.as_dict() if v.value else None,
-        "rule": value_rule(margin) if v.value else "on a task whose knowledge changes, a row that does not follow a document change (paired exact test, "
-                "Holm over the rows) pays a retrain per change, or is ruled out if it cannot be retrained; keep "
-                f"strategies not significantly less accurate than the best (paired tests, alpha {ALPHA:g}, "
-                "Holm-corrected over all pairs); of those, the lowest total cost over the horizon, preferring the "
-                f"simpler within {COST_TIE:.0%}; not enough evidence below {MIN_EVAL_ITEMS} eval items, when no row "
-                "gets anything right, or unless the pick is shown less than the margin "
-                f"({100 * margin:.0f} points, decision.margin) less accurate than every other contender (upper end "
-                "of the 95% interval of each gap)",
+        "rule": value_rule(margin) if v.value else margin_rule(margin),
     }
 
 
