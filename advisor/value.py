@@ -75,7 +75,7 @@ def units(scores: list[tuple[float, ...]], clusters=None) -> Units:
     return Units(sums, np.bincount(codes, minlength=k).astype(float), True)
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=8)
 def _weights(n_units: int, draws: int, seed: int) -> np.ndarray:
     """Dirichlet(1, ..., 1) weights, cached: a sweep re-decides many times on the same items."""
     w = np.random.default_rng(seed).dirichlet(np.ones(n_units), size=draws)
