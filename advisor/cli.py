@@ -559,6 +559,14 @@ def roi(
     hardware_price_per_hour: Optional[float] = typer.Option(None, min=0),
     retrain_usd: Optional[float] = typer.Option(None, min=0, help="people cost of one retrain "
                                                 "(economics.ownership.finetune.retrain_usd)"),
+    value_per_correct: Optional[float] = typer.Option(None, min=0, help="$ a correct answer is worth: the verdict "
+                                                      "maximises expected net value (README: How the verdict is "
+                                                      "reached)"),
+    cost_per_error: Optional[float] = typer.Option(None, min=0, help="$ a wrong answer costs"),
+    unpriced: bool = typer.Option(False, "--unpriced", help="drop the task's value_per_correct and cost_per_error: "
+                                                            "the margin rule decides"),
+    margin: Optional[float] = typer.Option(None, min=0.001, max=0.999, help="non-inferiority margin of the rule "
+                                           "without prices, a share (decision.margin; 0.10 = 10 points)"),
     write: bool = typer.Option(False, "--write", help="save the new economics into the run folder"),
 ):
     """Recompute economics and the recommendation under other assumptions, without running models."""
@@ -575,6 +583,14 @@ def roi(
         knowledge_changes_per_month=knowledge_changes_per_month, input_price_per_mtok=input_price_per_mtok,
         output_price_per_mtok=output_price_per_mtok, hardware_price_per_hour=hardware_price_per_hour,
     ).items() if v is not None}
+    if unpriced and (value_per_correct is not None or cost_per_error is not None):
+        _fail("--unpriced drops the prices; give it without --value-per-correct / --cost-per-error")
+    if unpriced:
+        changes |= {"value_per_correct": None, "cost_per_error": None}
+    changes |= {k: v for k, v in dict(value_per_correct=value_per_correct, cost_per_error=cost_per_error).items()
+                if v is not None}
+    if margin is not None:
+        results = results.model_copy(update={"decision": results.decision.model_copy(update={"margin": margin})})
     if retrain_usd is not None:
         ownership = results.assumptions.model_dump()["ownership"]
         changes["ownership"] = ownership | {"finetune": ownership.get("finetune", {}) | {"retrain_usd": retrain_usd}}

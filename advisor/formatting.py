@@ -5,7 +5,9 @@ import math
 
 
 def money(x: float) -> str:
-    """Dollars: cents for ordinary amounts, two significant digits for fractions of a cent."""
+    """Dollars: cents for ordinary amounts, two significant digits for fractions of a cent; "-$5.00" below 0."""
+    if x < 0:
+        return "-" + money(-x)
     if x != 0 and abs(x) < 0.01:
         decimals = min(8, 1 - math.floor(math.log10(abs(x))))
         return f"${x:.{decimals}f}"

@@ -14,6 +14,9 @@ Rule, following the field's guidance while the numbers decide within it:
    every other contender (the upper end of the 95% interval of contender minus pick below the
    margin), whether or not the pick is the nominal leader, the verdict is "not enough
    evidence", with the number of eval items at which that check would pass.
+When the task prices quality (economics.value_per_correct and/or cost_per_error), rules 2-4 give way to the
+decision in money (advisor.value): the highest expected net value over the horizon, recommended when its
+expected loss under the sample's uncertainty is at most one accuracy point's worth.
 Reasons cite the numbers with their intervals and the sample they rest on; sensitivity
 re-runs the same rule under other volumes and change frequencies to say what would flip it,
 and fragility finds the fewest item scores that, changed, would change the verdict.
@@ -30,6 +33,7 @@ from advisor.stats import (ALPHA, CONFIDENCE, POWER, cluster_codes, compare_all,
                            min_discordant, noninferiority_items, normal_detectable_difference, normal_items_needed,
                            paired_compare, paired_test_name)
 from advisor.task import DEFAULT_MARGIN, EconomicsSpec
+from advisor.value import EVSI_ITEMS, METHOD, ValueDecision, decide_value, priced
 
 COST_TIE = 0.10  # a simpler strategy within 10% of the cheapest total cost counts as tied
 MIN_EVAL_ITEMS = 30  # fewer eval items than this: one item moves accuracy by more than 3 points
@@ -122,6 +126,7 @@ class Verdict:
     ruled_out: dict[str, str] = field(default_factory=dict)  # row -> why
     fresh: dict[str, FreshCheck] = field(default_factory=dict)
     costs: dict[str, StrategyCosts] = field(default_factory=dict)  # as priced: with retrains the freshness check adds
+    value: ValueDecision | None = None  # the decision in money, when the task prices quality
 
     @property
     def label(self) -> str:
@@ -311,6 +316,12 @@ def decide(rows: list[Row], comparisons: dict, spec: EconomicsSpec, fresh: dict[
     econ = {r.name: economics(r.costs, spec) for r in rows}
     eligible = [r for r in rows if r.name not in ruled_out] or rows
     best = max(eligible, key=lambda r: (r.accuracy, -r.complexity))
+    if priced(spec) and _scored(eligible):
+        pick, evidence, money_decision = _decide_in_money(eligible, best, econ, comparisons, spec, margin, clusters,
+                                                          seed, plan)
+        return Verdict(pick.name, RECOMMENDED if evidence.enough else NOT_ENOUGH, [r.name for r in eligible],
+                       baseline_of(rows).name, econ, evidence, ruled_out, checks, {r.name: r.costs for r in rows},
+                       money_decision)
     contenders = [r for r in eligible if r is best or not _significantly_worse(r.name, best.name, comparisons)]
     cheapest = min(econ[r.name].total_cost for r in contenders)
     affordable = [r for r in contenders if econ[r.name].total_cost <= cheapest * (1 + COST_TIE) + 1e-12]
@@ -320,6 +331,33 @@ def decide(rows: list[Row], comparisons: dict, spec: EconomicsSpec, fresh: dict[
     chosen = pick if evidence.enough else best
     return Verdict(chosen.name, status, [r.name for r in contenders], baseline_of(rows).name, econ, evidence,
                    ruled_out, checks, {r.name: r.costs for r in rows})
+
+
+def _scored(rows: list[Row]) -> bool:
+    """Every row has its per-item scores over the same items (the money decision resamples them paired)."""
+    return bool(rows) and all(r.scores and len(r.scores) == len(rows[0].scores) for r in rows)
+
+
+def _decide_in_money(eligible: list[Row], best: Row, econ: dict[str, Economics], comparisons: dict,
+                     spec: EconomicsSpec, margin: float, clusters, seed: int,
+                     plan: bool) -> tuple[Row, Evidence, ValueDecision]:
+    """Rule 2-4 when the task prices quality: the highest expected net value, recommended when its expected loss
+    is within the tolerance (advisor.value); the sample-size and no-row-right checks still apply first."""
+    vd = decide_value([r.name for r in eligible], [r.complexity for r in eligible], [r.scores for r in eligible],
+                      [econ[r.name].total_cost for r in eligible], spec, clusters, seed, plan)
+    pick = next(r for r in eligible if r.name == vd.pick)
+    evidence = _evidence(eligible, [pick], best, pick, comparisons, margin, clusters, seed, plan)
+    if evidence.enough and not vd.enough:
+        evidence = replace(evidence, enough=False, why=_value_why(vd))
+    return pick, evidence, vd
+
+
+def _value_why(vd: ValueDecision) -> str:
+    ev, p, loss = vd.of(vd.pick)
+    return (f"{vd.pick} has the highest expected net value over the horizon ({money(ev)}), but its expected loss "
+            f"against the best-value row is {money(loss)} (it is the best-value row in {pct(p)} of {count(vd.draws)} "
+            f"paired resamples of the eval items), above the tolerance of {money(vd.tolerance)} (one accuracy "
+            "point's worth over the horizon)")
 
 
 # ---------------------------------------------------------------- fragility
@@ -515,13 +553,17 @@ def reasons(rows: list[Row], comparisons: dict, spec: EconomicsSpec, v: Verdict,
             out.append(f"{w.name} leads with {_est(w)} on {count(n)} eval items; that is not a recommendation.")
         if ev.items_needed and w.accuracy > 0:
             out.append(_needed_text(ev))
+        if v.value is not None:
+            out.extend(value_lines(v.value, by, spec, loss_said=ev.why == _value_why(v.value)))
         _detectable(ev, out)
         _freshness_reasons(v, by, spec, out)
         return out, cautions
-    # 1. quality against the strongest alternative that lost
+    # 1. quality against the strongest alternative that lost (in money: the net values under uncertainty)
     best = max((by[c] for c in v.contenders), key=lambda r: (r.accuracy, -r.complexity))
     others = [r for r in rows if r.name != w.name and r.name not in v.ruled_out]
-    if others:
+    if v.value is not None:
+        out.extend(value_lines(v.value, by, spec))
+    elif others:
         rival = max(others, key=lambda r: (r.accuracy, -r.complexity))
         c = _comparison(w.name, rival.name, comparisons)
         if best.name == w.name and c and c["significant"]:
@@ -587,6 +629,52 @@ def reasons(rows: list[Row], comparisons: dict, spec: EconomicsSpec, v: Verdict,
         cautions.append(f"only {n_train} training examples; a few hundred good ones make fine-tuning more reliable.")
     _detectable(ev, cautions, as_caution=True)
     return out, cautions
+
+
+def value_lines(vd: ValueDecision, by: dict[str, Row], spec: EconomicsSpec, loss_said: bool = False) -> list[str]:
+    """The money decision in words: expected net values, P(best), the pick's expected loss (unless the reason for
+    not enough evidence said it), the price of a correct answer at which the runner-up would pay, the value of
+    more items."""
+    ev, p, loss = vd.of(vd.pick)
+    priced = " and ".join(x for x in (
+        f"a correct answer worth {money(vd.value_per_correct)}" if vd.value_per_correct is not None else "",
+        f"an error costing {money(vd.cost_per_error)}" if vd.cost_per_error is not None else "") if x)
+    out = []
+    rival = max((name for name in vd.rows if name != vd.pick), key=lambda name: vd.of(name)[0], default=None)
+    against = ""
+    if rival is not None:
+        other, p_other, _ = vd.of(rival)
+        against = f", against {money(other)} for {rival} ({_est(by[rival])}; P(best) {pct(p_other)})"
+    out.append(f"With {priced} (economics), {vd.pick} has the highest expected net value over "
+               f"{count(spec.horizon_days)} days: {money(ev)} at {_est(by[vd.pick])}{against}.")
+    gap = by[rival].accuracy - by[vd.pick].accuracy if rival is not None else 0.0
+    if gap:  # net values are linear in the value of a correct answer: where the two cross
+        crossing = (vd.value_per_correct or 0.0) - (vd.of(rival)[0] - ev) / (vd.requests * gap)
+        if crossing > 0:
+            when = "above" if gap > 0 else "below"
+            out.append(f"At the measured accuracies {rival} would be the better buy {when} about {money(crossing)} a "
+                       "correct answer.")
+    unit = "clusters" if vd.clusters else "items"
+    settled = "within" if vd.enough else "above"
+    if not loss_said:
+        out.append(f"{vd.pick} is the best-value row in {pct(p)} of {count(vd.draws)} paired resamples of the eval "
+                   f"{unit} ({METHOD}); its expected loss against the best is {money(loss)}, {settled} the tolerance "
+                   f"of {money(vd.tolerance)} (one accuracy point's worth: {count(vd.requests)} requests x the value "
+                   "of a correct answer plus the cost of an error, x 1%).")
+    if vd.evsi:
+        out.append(evsi_text(vd))
+    return out
+
+
+def evsi_text(vd: ValueDecision) -> str:
+    """What more eval items are worth to this decision (expected value of sample information)."""
+    sizes = ", ".join(f"{count(m)} more items about {money(gain)}" for m, gain in vd.evsi)
+    if vd.settled:
+        return (f"More eval items would not change it: the expected value of their information is below the "
+                f"tolerance ({sizes}; preposterior simulation).")
+    m, gain = max(vd.evsi, key=lambda x: x[1])
+    return (f"Evaluating {count(m)} more eval items is worth about {money(gain)} to this decision ({sizes}; expected "
+            "value of sample information, preposterior simulation).")
 
 
 def _payback_text(w: Row, base: Row, ew: Economics, eb: Economics, spec: EconomicsSpec) -> str:
@@ -683,7 +771,45 @@ def sensitivity(rows: list[Row], comparisons: dict, spec: EconomicsSpec, fresh: 
         for (v0, a0), (v1, a1) in zip(seen, seen[1:]):
             if a0 != a1:
                 flips.append({"field": fieldname, "unit": unit, "between": [v0, v1], "from": a0, "to": a1})
+    if priced(spec):
+        flips += value_flips(rows, comparisons, spec, fresh, seed, margin, clusters, fixed)
     return flips
+
+
+def value_flips(rows: list[Row], comparisons: dict, spec: EconomicsSpec, fresh: dict | None = None, seed: int = 0,
+                margin: float = DEFAULT_MARGIN, clusters=None, fixed: dict | None = None) -> list[dict]:
+    """The values of a correct answer at which the money verdict changes: a sweep from 0 and 1/1000x to 1000x of
+    the stated value (of cost_per_error when that is the only price, else of $1), each change then located by
+    bisection to within 1%."""
+    def label(x: float) -> str:
+        return decide(rows, comparisons, spec.model_copy(update={"value_per_correct": x}), fresh, seed, margin,
+                      clusters, plan=False, fresh_checks=fixed).label
+
+    base = spec.value_per_correct or spec.cost_per_error or 1.0
+    seen = [(x, label(x)) for x in [0.0] + [base * f for f in _factors()]]
+    flips = []
+    for (lo, a), (hi, b) in zip(seen, seen[1:]):
+        if a == b:
+            continue
+        while hi - lo > 0.01 * hi:
+            mid = (lo + hi) / 2 if lo == 0 else (lo * hi) ** 0.5
+            lo, hi = (mid, hi) if label(mid) == a else (lo, mid)
+        flips.append({"field": "value_per_correct", "unit": "$ per correct answer", "between": [lo, hi], "from": a,
+                      "to": label(hi)})
+    return flips
+
+
+def if_priced(rows: list[Row], comparisons: dict, spec: EconomicsSpec, fresh: dict | None = None, seed: int = 0,
+              margin: float = DEFAULT_MARGIN, clusters=None) -> str:
+    """On a task that sets no price: the verdict the decision in money would reach at each value of a correct
+    answer from $0 to $1,000 (cost_per_error unset), so a reader sees where a price would settle it."""
+    at = spec.model_copy(update={"value_per_correct": 0.0})
+    fixed = freshness_checks(rows, fresh, seed)
+    start = decide(rows, comparisons, at, fresh, seed, margin, clusters, plan=False, fresh_checks=fixed).label
+    flips = value_flips(rows, comparisons, at, fresh, seed, margin, clusters, fixed)
+    said = ", then ".join([start] + [f"{f['to']} from about {money(f['between'][1])}" for f in flips])
+    return (f"were a correct answer priced (economics.value_per_correct; the task sets no price, so the margin rule "
+            f"decides), the verdict would be {said} (values from $0 to $1,000 tried)")
 
 
 def _factors() -> list[float]:
@@ -692,7 +818,34 @@ def _factors() -> list[float]:
 
 def describe_flip(f: dict) -> str:
     lo, hi = f["between"]
+    if f["field"] == "value_per_correct":
+        return (f"at a value per correct answer of about {money(hi)} (economics.value_per_correct) the verdict "
+                f"changes from {f['from']} to {f['to']}")
     return f"between {count(lo)} and {count(hi)} {f['unit']} the verdict changes from {f['from']} to {f['to']}"
+
+
+def margin_rule(margin: float) -> str:
+    return ("on a task whose knowledge changes, a row that does not follow a document change (paired exact test, "
+            "Holm over the rows) pays a retrain per change, or is ruled out if it cannot be retrained; keep "
+            f"strategies not significantly less accurate than the best (paired tests, alpha {ALPHA:g}, "
+            "Holm-corrected over all pairs); of those, the lowest total cost over the horizon, preferring the "
+            f"simpler within {COST_TIE:.0%}; not enough evidence below {MIN_EVAL_ITEMS} eval items, when no row "
+            "gets anything right, or unless the pick is shown less than the margin "
+            f"({100 * margin:.0f} points, decision.margin) less accurate than every other contender (upper end "
+            "of the 95% interval of each gap)")
+
+
+def value_rule(margin: float) -> str:
+    return ("on a task whose knowledge changes, a row that does not follow a document change (paired exact test, "
+            "Holm over the rows) pays a retrain per change, or is ruled out if it cannot be retrained; the task prices "
+            "quality (economics.value_per_correct / cost_per_error), so the pick is the row of highest expected net "
+            "value over the horizon (value of its correct answers minus the cost of its errors minus its total cost), "
+            f"uncertainty from a {METHOD} of the eval items (clusters resampled whole when items share one, the "
+            "same weights for every row); recommended when its expected loss against the best-value row is at most "
+            "one accuracy point's worth over the horizon; not enough evidence below "
+            f"{MIN_EVAL_ITEMS} eval items, when no row gets anything right, or above that loss, with the value of "
+            f"{', '.join(map(str, EVSI_ITEMS))} more items (preposterior simulation). Without prices the "
+            f"margin rule ({100 * margin:.0f} points, decision.margin) decides")
 
 
 def explain(rows: list[Row], comparisons: dict, spec: EconomicsSpec, v: Verdict, n_train: int,
@@ -716,19 +869,16 @@ def explain(rows: list[Row], comparisons: dict, spec: EconomicsSpec, v: Verdict,
         "reasons": said,
         "cautions": cautions,
         "sensitivity": flips,
-        "sensitivity_text": [describe_flip(f) for f in flips] or
-                            ["no volume between 1/1000x and 1000x of the stated one, and no change frequency "
-                             "up to 60 a month, changes the verdict"],
+        "sensitivity_text": ([describe_flip(f) for f in flips] or
+                             ["no volume between 1/1000x and 1000x of the stated one, and no change frequency "
+                              "up to 60 a month" + (", and no value of a correct answer from 0 to 1000x the stated "
+                                                    "one" if v.value else "") + ", changes the verdict"])
+                            + ([] if v.value or not _scored(rows) else
+                               [if_priced(rows, comparisons, spec, fresh, seed, margin, clusters)]),
         "fragility": fragile,
         "freshness": fresh_power,
-        "rule": "on a task whose knowledge changes, a row that does not follow a document change (paired exact test, "
-                "Holm over the rows) pays a retrain per change, or is ruled out if it cannot be retrained; keep "
-                f"strategies not significantly less accurate than the best (paired tests, alpha {ALPHA:g}, "
-                "Holm-corrected over all pairs); of those, the lowest total cost over the horizon, preferring the "
-                f"simpler within {COST_TIE:.0%}; not enough evidence below {MIN_EVAL_ITEMS} eval items, when no row "
-                "gets anything right, or unless the pick is shown less than the margin "
-                f"({100 * margin:.0f} points, decision.margin) less accurate than every other contender (upper end "
-                "of the 95% interval of each gap)",
+        "value": v.value.as_dict() if v.value else None,
+        "rule": value_rule(margin) if v.value else margin_rule(margin),
     }
 
 

@@ -537,8 +537,12 @@ def evidence_text(results: Results) -> str:
         said += (f"The items fall into {count(ev.clusters)} clusters (a shared cluster field or source document): "
                  "intervals and paired tests are clustered (Wilson on the effective sample size or a cluster "
                  "bootstrap; cluster sign-flip tests). ")
-    said += (f"The pick must be shown within {100 * ev.margin:.0f} points (decision.margin) of every other "
-             "contender (upper end of the 95% interval of each gap). ")
+    if results.recommendation.value is not None:
+        said += ("The task prices quality: the verdict maximises expected net value (see Value); the margin rule "
+                 "does not apply. ")
+    else:
+        said += (f"The pick must be shown within {100 * ev.margin:.0f} points (decision.margin) of every other "
+                 "contender (upper end of the 95% interval of each gap). ")
     if ev.detectable_difference is None:
         said += (f"No accuracy gap, however large, is detectable {ev.power:.0%} of the time with so few items. ")
     else:
@@ -547,6 +551,24 @@ def evidence_text(results: Results) -> str:
     if not ev.enough and ev.items_needed:
         said += f"About {count(ev.items_needed)} eval items would be needed for a verdict."
     return said.strip()
+
+
+def value_text(results: Results) -> str | None:
+    """The money decision's numbers per row (advisor.value), or None when the task does not price quality."""
+    vd = results.recommendation.value
+    if vd is None:
+        return None
+    unit = f"{count(vd.clusters)} clusters resampled whole" if vd.clusters else "items resampled"
+    rows = "; ".join(f"{name}: expected net value {money(r.expected_value)}, best in {pct(r.p_best)} of draws, "
+                     f"expected loss {money(r.expected_loss)}"
+                     for name, r in sorted(vd.rows.items(), key=lambda x: -x[1].expected_value))
+    said = (f"Decision in money over {count(vd.requests)} requests ({vd.method}, {count(vd.draws)} draws, {unit}): "
+            f"{rows}. A recommendation needs the pick's expected loss at most {money(vd.tolerance)} (one accuracy "
+            "point's worth).")
+    if vd.evsi:
+        gains = ", ".join(f"{count(x.items)} more items {money(x.value)}" for x in vd.evsi)
+        said += f" Value of more eval items to this decision: {gains}."
+    return said
 
 
 def fragility_text(results: Results) -> str:
@@ -575,6 +597,7 @@ def context(results: Results, chart_list: list[Chart] | None = None) -> dict:
                 "headline": _text(rec.recommended) if rec.recommended else "Not enough evidence",
                 "evidence": evidence_text(results),
                 "fragility": fragility_text(results),
+                "value": value_text(results),
                 "fragile": fragile(results),
                 "ruled_out": [f"{name}: {why}" for name, why in rec.ruled_out.items()],
                 "top_reasons": top_reasons(results),
@@ -657,9 +680,11 @@ def terminal(results: Results, console: Console | None = None) -> None:
         if reviewed["ppi"]:
             body.append(f"Prediction-powered accuracy (their random sample): {reviewed['ppi']}\n", style="dim")
     body.append(f"\nSample: {evidence_text(results)}\n", style="dim")
+    if value_text(results):
+        body.append(f"Value: {value_text(results)}\n", style="dim")
     body.append(f"Fragility: {fragility_text(results)}\n", style="yellow" if fragile(results) else "dim")
     body.append("What would change it: ", style="dim")
-    body.append("; ".join(changes[:2]) if changes else "nothing within the volumes tried")
+    body.append("; ".join(changes[:3]) if changes else "nothing within the volumes tried")
     title = (f"Recommendation: [bold]{_escape_rich(pick)}[/bold]" if pick else
              f"Not enough evidence [dim](leading: {_escape_rich(_text(rec.strategy))}, not a recommendation)[/dim]")
     console.print(Panel(body, title=title, border_style="green" if pick else "yellow"))

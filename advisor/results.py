@@ -515,7 +515,7 @@ class Flip(Record):
     """Between these two values of `field` the recommendation changes from one strategy to another."""
 
     model_config = ConfigDict(validate_by_name=True, serialize_by_alias=True)
-    field: Literal["requests_per_day", "knowledge_changes_per_month"]
+    field: Literal["requests_per_day", "knowledge_changes_per_month", "value_per_correct"]
     unit: str
     between: tuple[float, float]
     from_: str = Field(alias="from")
@@ -588,6 +588,36 @@ class FreshnessPower(Record):
     text: str
 
 
+class ValueRow(Record):
+    """One row in the money decision."""
+
+    expected_value: float = Field(description="net value over the horizon at the measured accuracy ($)")
+    p_best: float = Field(description="share of the posterior draws in which it has the highest net value")
+    expected_loss: float = Field(description="E[best net value - its net value] over the draws ($)")
+
+
+class SampleInformation(Record):
+    items: int = Field(description="more eval items")
+    value: float = Field(description="expected value of their information to this decision ($, preposterior "
+                                     "simulation)")
+
+
+class ValueDecision(Record):
+    """The decision in money when the task prices quality (advisor.value); null when it does not."""
+
+    method: str
+    draws: int
+    clusters: int | None = Field(description="clusters resampled whole; null: items resampled")
+    value_per_correct: float | None
+    cost_per_error: float | None
+    requests: float = Field(description="requests over the horizon")
+    pick: str = Field(description="the row of highest expected net value")
+    tolerance: float = Field(description="the pick's expected loss may be at most this for a recommendation ($)")
+    enough: bool
+    rows: dict[str, ValueRow]
+    evsi: tuple[SampleInformation, ...] = ()
+
+
 class Recommendation(Record):
     strategy: str = Field(description="the recommended row; when status is 'not enough evidence', the most accurate "
                                       "row so far, which is not a recommendation")
@@ -602,6 +632,8 @@ class Recommendation(Record):
     sensitivity_text: tuple[str, ...]
     fragility: Fragility | None = Field(None, description="null only in older files")
     freshness: FreshnessPower | None = Field(None, description="present when the freshness check ran")
+    value: ValueDecision | None = Field(None, description="the decision in money; present when the task prices "
+                                                          "quality (economics.value_per_correct / cost_per_error)")
     rule: str
 
     @property

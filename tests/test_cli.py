@@ -75,6 +75,46 @@ def test_roi_recomputes_for_another_volume(finished_run):
     assert after["strategies"][0]["economics"]["total_cost"] < before["strategies"][0]["economics"]["total_cost"]
 
 
+def test_roi_with_a_price_of_a_correct_answer_decides_in_money(finished_run, tmp_path):
+    """`advisor roi --value-per-correct` re-decides from the stored item scores in money. The tiny run has 4 eval
+    items, too few for any verdict, so a copy of its results gets 40 (the first item's answers, rescored): the
+    dearest row right on 33, the cheapest on 32, disagreeing on 7 (a gap inside the noise), the others on 20."""
+    results = json.loads(json.dumps(finished_run.results))
+    run = tmp_path / "run"
+    run.mkdir()
+    costs = {s["name"]: (s["economics"]["total_cost"], s["complexity"]) for s in results["strategies"]}
+    cheap, dear = min(costs, key=costs.get), max(costs, key=costs.get)
+    examples = []
+    for i in range(40):
+        ex = json.loads(json.dumps(results["examples"][0])) | {"id": f"x{i}", "source": None, "cluster": None}
+        for name, answer in ex["answers"].items():
+            right = {cheap: i < 29 or i >= 37, dear: i < 33}.get(name, i < 20)
+            answer["score"] = float(right)
+        examples.append(ex)
+    results["examples"], results["task"]["n_eval"] = examples, 40
+    (run / "results.json").write_text(json.dumps(results))
+
+    def decided(*prices: str) -> dict:
+        r = advisor("roi", str(run), "--knowledge-changes-per-month", "0", *prices, "--write")
+        assert r.returncode == 0, r.stderr
+        return json.loads((run / "results.json").read_text())
+
+    unpriced = decided("--unpriced")
+    assert unpriced["recommendation"]["value"] is None
+    low = decided("--value-per-correct", "0")  # only the costs count: the cheapest row, and nothing is uncertain
+    rec = low["recommendation"]
+    assert (rec["strategy"], rec["status"]) == (cheap, "recommended") and rec["value"]["rows"][cheap]["p_best"] == 1
+    assert sum(r["p_best"] for r in rec["value"]["rows"].values()) == 1
+    assert "Value:" in (run / "report.md").read_text() and "ROI" in (run / "report.md").read_text()
+    assert all(s["economics"]["roi"] is not None for s in low["strategies"])
+    high = decided("--value-per-correct", "1000", "--cost-per-error", "10")  # quality decides, and 40 items do not
+    rec = high["recommendation"]
+    assert (rec["strategy"], rec["status"]) == (dear, "not enough evidence")
+    assert high["assumptions"]["cost_per_error"] == 10 and rec["value"]["evsi"]
+    assert "Value of more eval items to this decision" in (run / "report.md").read_text()
+    assert advisor("roi", str(run), "--unpriced", "--value-per-correct", "1").returncode != 0
+
+
 def test_report_on_missing_run_is_a_clear_error(tmp_path):
     r = advisor("report", str(tmp_path))
     assert r.returncode == 2 and "results.json" in r.stderr and "Traceback" not in r.stderr
