@@ -6,6 +6,7 @@ test repeated after every round) must fail, which shows the check can catch an a
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 import sys
 from pathlib import Path
@@ -99,3 +100,42 @@ def test_a_clear_gap_saves_items():
     scenario = next(s for s in sim.SCENARIOS if s.name == "clear2-40")
     r = sim.run_scenario(scenario, 300, "betting")
     assert r["power"] > 0.5 and r["items_saved"] > 0.1 and r["wrong"] == 0
+
+
+def drop_row_after(results: dict, name: str, kept: int) -> dict:
+    """The shared run's results as if sequential evaluation had dropped `name` after its first `kept` items:
+    its answers to the later items removed, its `evaluated` record set (what evaluate_sequentially writes)."""
+    out = copy.deepcopy(results)
+    for ex in out["examples"][kept:]:
+        del ex["answers"][name]
+    n = len(out["examples"])
+    row = next(s for s in out["strategies"] if s["name"] == name)
+    row["evaluated"] = {"items": kept, "of": n, "status": "dropped", "round": 1,
+                        "reason": f"significantly worse than another row after {kept} items (test)"}
+    for s in out["strategies"]:
+        s.setdefault("evaluated", {"items": n, "of": n, "status": "in", "round": 1, "reason": "answered every item"})
+    out["run"]["sequential"] = {"rule": "test", "round_items": kept, "rounds": 2, "items": n, "of": n,
+                                "stopped": "the items ran out", "max_items": None, "max_cost": None, "spent": 0.0}
+    return out
+
+
+def check_partial_row(results: dict, out_dir: Path) -> None:
+    from advisor.run import analyze, item_scores, write_outputs
+    from advisor.task import EconomicsSpec
+
+    name = results["strategies"][0]["name"]
+    partial = analyze(drop_row_after(results, name, 2), EconomicsSpec.model_validate(results["assumptions"]))
+    row = next(s for s in partial["strategies"] if s["name"] == name)
+    assert row["accuracy"]["n"] == 2  # over the items it answered, not the eval set
+    assert name not in item_scores(partial)
+    assert all(name not in (c["a"], c["b"]) for c in partial["comparisons"])
+    assert name in partial["recommendation"]["ruled_out"] and partial["recommendation"]["strategy"] != name
+    written = write_outputs(partial, out_dir)
+    assert written.strategies[0].evaluated.status == "dropped"
+    md = (out_dir / "report.md").read_text()
+    assert f"{name}: answered 2 of {len(results['examples'])} items; dropped after round 1" in md
+    assert "answered all" in md
+
+
+def test_a_dropped_row_is_measured_on_its_items_and_ruled_out(finished_run, tmp_path):
+    check_partial_row(finished_run.results, tmp_path / "out")
