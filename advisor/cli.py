@@ -370,8 +370,16 @@ def run(
                    "wandb (online with W&B credentials, else offline into OUT/wandb)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="estimate tokens, time and cost without running"),
     budget: BudgetName = BUDGET,
+    max_items: Optional[int] = typer.Option(
+        None, "--max-items", min=1, help="answer at most N eval items (whole clusters, in the run's seeded order)"),
+    max_cost: Optional[float] = typer.Option(
+        None, "--max-cost", min=0, help="stop answering before a round whose cost would pass this many USD on "
+                                        "priced endpoints (local models count 0)"),
 ):
     """Run every strategy on the task, score, cost, recommend, and write the report.
+
+    Under --budget fast (the default) the rows answer the eval items in rounds and a row significantly worse than
+    another (anytime-valid test) stops answering; --budget full has every row answer every item.
 
     Exit codes: 0 ok, 1 a gate (--fail-under, --expect, --max-cost-per-request, --gate) failed,
     2 bad input, 3 model/endpoint/hardware failure, 4 internal error, 130 interrupted.
@@ -416,7 +424,7 @@ def run(
     experiments = runner.Experiments(freshness=freshness, forgetting=forgetting, data_curve=sizes)
     seed = t.spec.seed if seed is None else seed
     results = runner.run(t, out_dir, seed, strategies, console=err, command=command, experiments=experiments,
-                         budget=budget.value)
+                         budget=budget.value, max_items=max_items, max_cost=max_cost)
     report.terminal(results, out)
     out.print(f"wrote {out_dir}/results.json, examples.csv, report.md, report.html")
 

@@ -72,6 +72,13 @@ def pricing(spec: GeneratorSpec, n_requests: int, generation_seconds: float) -> 
     return {"kind": PricingKind.TASK_TOKEN_PRICES}
 
 
+def endpoint_spend(spec: GeneratorSpec, prompt_tokens: int, completion_tokens: int) -> float:
+    """Dollars an evaluation's requests cost on a priced endpoint (`--max-cost`); a local model's are 0 here."""
+    if not spec.is_endpoint or spec.input_price_per_mtok is None:
+        return 0.0
+    return (prompt_tokens * spec.input_price_per_mtok + completion_tokens * (spec.output_price_per_mtok or 0)) / 1e6
+
+
 def cost_per_request(c: StrategyCosts, e: EconomicsSpec) -> float:
     """Hosted rows pay per token; a self-hosted row pays its machine for the measured seconds per request
     (at batch throughput). Rows without their own prices use the task's token prices."""

@@ -5,15 +5,17 @@ tests every pair of rows on the same eval items, as one family (Holm).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from advisor.economics import pricing
+from advisor import progress
+from advisor.economics import endpoint_spend, pricing
 from advisor.scoring import Score, Tools, agree, passes_format, score_item
 from advisor.scoring.grounding import context_recall, support
-from advisor.stats import compare_all, mean_ci
-from advisor.task import Example, ScoringSpec, Task, method_names
+from advisor.sequential import ROUND_ITEMS, drops_after_round, rounds
+from advisor.stats import ALPHA, compare_all, mean_ci
+from advisor.task import Example, ScoringSpec, Task, cluster_of, method_names
 from advisor.workload import asked_again_later, paraphrases, probe_items
 from strategies import Answer, Strategy
 
@@ -30,6 +32,7 @@ class Evaluation:
     formats: list[bool | None]
     details: list[dict] = field(default_factory=list)  # per item: parts, fields, similarity, judge, grounding
     counted: list[bool] = field(default_factory=list)
+    items: list[int] | None = None  # the eval items answered (indices, eval order); None: every item
 
     @property
     def name(self) -> str:
@@ -128,33 +131,40 @@ def retrieval_quality(answers: list[Answer], task: Task) -> dict | None:
             "mrr": float(np.mean([1 / r if r else 0.0 for r in ranks]))}
 
 
-def evaluate_strategy(strategy: Strategy, task: Task, seed: int, tools: Tools | None = None) -> Evaluation:
+def evaluate_strategy(strategy: Strategy, task: Task, seed: int, tools: Tools | None = None,
+                      answers: list[Answer] | None = None, probes: bool = True) -> Evaluation:
     """Answer the eval set (greedy), then the consistency probes; score everything.
 
-    `tools` gives the scorers the task's embedder and judge; without it, the row's own embedder is used."""
+    `tools` gives the scorers the task's embedder and judge; without it, the row's own embedder is used.
+    Sequential evaluation passes the eval `answers` it already has (task.eval is then the items this row
+    answered), and `probes=False` for a row that dropped out: no paraphrases, repeated samples or latency."""
     spec, sc = task.spec, task.spec.scoring
     tools = tools or Tools(lambda: strategy.ctx.embedder)
     inputs = [ex.input for ex in task.eval]
-    # The paraphrases and the questions asked again later are answered greedily in the same call: they fill the
-    # eval set's batches.
-    para = [p for _, p in paraphrases(task)]
-    greedy = strategy.answer(inputs + para + asked_again_later(task))
-    answers, para_answers = greedy[: len(inputs)], greedy[len(inputs): len(inputs) + len(para)]
+    para = [p for _, p in paraphrases(task)] if probes else []
+    again = asked_again_later(task) if probes else []
+    if answers is None:
+        # The paraphrases and the questions asked again later are answered greedily in the same call: they fill
+        # the eval set's batches.
+        greedy = strategy.answer(inputs + para + again)
+        answers, para_answers = greedy[: len(inputs)], greedy[len(inputs): len(inputs) + len(para)]
+    else:  # in their own call, so the answers already scored are never regenerated in other batches
+        para_answers = strategy.answer(para + again)[: len(para)] if para or again else []
     # Measured generation time, also when answers come from the cache (each keeps its measured share).
     gen_seconds = sum(a.seconds for a in answers)
     scored = score_answers([a.text for a in answers], task.eval, sc, tools)
     scores = [s.value for s in scored]
     counted = [s.counts for s in scored]
     formats = [passes_format(a.text, sc) for a in answers]
-    agreement, n_items = self_agreement(strategy, task, answers, seed, tools)
-    paraphrased = paraphrase_agreement(task, answers, para_answers, seed, tools)
+    agreement, n_items = self_agreement(strategy, task, answers, seed, tools) if probes else (None, 0)
+    paraphrased = paraphrase_agreement(task, answers, para_answers, seed, tools) if probes else None
     grounded, grounded_items = grounding(answers, task, scored, tools, seed)
     details = [{"parts": s.parts, **s.details, **g} for s, g in zip(scored, grounded_items)]
     for d, s, g in zip(details, scored, grounded_items):  # the scorer's refusals and grounding's, both kept
         if "contradictions" in s.details and "contradictions" in g:
             d["contradictions"] = s.details["contradictions"] + g["contradictions"]
     # Latency as a user sees it: single requests, no batching, no cache.
-    latencies = [strategy.time_one(inputs[i]) for i in range(min(spec.latency.requests, len(inputs)))]
+    latencies = [strategy.time_one(inputs[i]) for i in range(min(spec.latency.requests if probes else 0, len(inputs)))]
 
     tags = sorted({t for ex in task.eval for t in ex.tags})
     by_tag = {t: mean_ci([s for s, ex, c in zip(scores, task.eval, counted) if t in ex.tags and c], seed).as_dict()
@@ -204,3 +214,83 @@ def compare_rows(evaluations: list[Evaluation], seed: int) -> list[dict]:
         return [x for x, c in zip(e.scores, e.counted or [True] * len(e.scores)) if c]
 
     return [c.as_dict() for c in compare_all({e.name: kept(e) for e in evaluations}, seed)]
+
+
+# ---------------------------------------------------------------- sequential evaluation
+
+
+@dataclass(frozen=True)
+class Limits:
+    """When sequential evaluation stops answering: rows dropped as soon as they are out (`drop`; off under
+    --budget full), at most `max_items` eval items, at most about `max_cost` dollars on priced endpoints."""
+
+    drop: bool = True
+    max_items: int | None = None
+    max_cost: float | None = None
+    round_items: int = ROUND_ITEMS
+
+
+def evaluate_sequentially(strategies: list[Strategy], task: Task, seed: int, tools: Tools | None,
+                          limits: Limits) -> tuple[list[Evaluation], dict]:
+    """Answer the eval items in rounds (advisor.sequential: whole clusters in a seeded order), drop a row
+    after a round when the anytime-valid test finds it worse than a row still in, and stop when one row is
+    left, the items run out, or a cap is reached. Then each row is evaluated on the items it answered;
+    paraphrases, repeated samples and latency only for the rows still in. Returns the evaluations (each
+    summary's `evaluated` says how far the row got and why it stopped) and the run's record of the rounds."""
+    spec, n = task.spec, len(task.eval)
+    clusters = [cluster_of(ex.cluster, ex.source, ex.id) for ex in task.eval]
+    plan = rounds(clusters, seed, limits.round_items, limits.max_items)
+    horizon = len({clusters[i] for r in plan for i in r})
+    names = [s.name for s in strategies]
+    alive = list(names)
+    answers: dict[str, dict[int, Answer]] = {name: {} for name in names}
+    scored: dict[str, dict[int, Score]] = {name: {} for name in names}
+    stopped: dict[str, dict] = {}
+    order: list[int] = []  # items answered so far, in answer order
+    spent, ran, stop = 0.0, 0, "the items ran out"
+    for k, items in enumerate(plan, 1):
+        if limits.drop and len(alive) < 2:
+            stop = f"one row left after round {ran}"
+            break
+        if limits.max_cost is not None and order and spent + spent / len(order) * len(items) > limits.max_cost:
+            stop = f"--max-cost ${limits.max_cost:g} (${spent:.4f} spent; the next round would pass it)"
+            break
+        with progress.bar(f"round {k} of {len(plan)}: {len(alive)} rows answer {len(items)} items",
+                          len(alive) * len(items)):
+            for s in strategies:
+                if s.name not in alive:
+                    continue
+                got = s.answer([task.eval[i].input for i in items])
+                marks = score_answers([a.text for a in got], [task.eval[i] for i in items], spec.scoring, tools)
+                answers[s.name].update(zip(items, got))
+                scored[s.name].update(zip(items, marks))
+                spent += endpoint_spend(spec.models.for_strategy(s.name)[1], sum(a.prompt_tokens for a in got),
+                                        sum(a.completion_tokens for a in got))
+        order += items
+        ran = k
+        if limits.drop and len(alive) > 1:
+            kept = [i for i in order if all(scored[a][i].counts for a in alive)]
+            for d in drops_after_round({a: [scored[a][i].value for i in kept] for a in alive},
+                                       [clusters[i] for i in kept], alive, len(names), horizon, k):
+                alive.remove(d.row)
+                stopped[d.row] = {"status": "dropped", "round": k, "reason": d.reason, "drop": d.as_dict()}
+    if stop == "the items ran out" and len(order) < n and limits.max_items is not None:
+        stop = f"--max-items {limits.max_items}"
+    capped = stop.startswith("--")
+    for name in alive:
+        why = (f"stopped by {stop}" if capped else "answered every item" if len(order) == n
+               else f"still in when the run stopped: {stop}")
+        stopped[name] = {"status": "capped" if capped else "in", "round": ran, "reason": why}
+    evaluations = []
+    for s in strategies:
+        idx = sorted(answers[s.name])
+        sub = replace(task, eval=[task.eval[i] for i in idx])
+        e = evaluate_strategy(s, sub, seed, tools, answers=[answers[s.name][i] for i in idx], probes=s.name in alive)
+        e.summary["evaluated"] = {"items": len(idx), "of": n, **stopped[s.name]}
+        evaluations.append(replace(e, items=idx))
+    record = {"rule": f"anytime-valid betting test per ordered pair of rows on cluster mean differences, alpha "
+                      f"{ALPHA:g} split over the {len(names) * (len(names) - 1)} ordered pairs (advisor/sequential.py)"
+                      if limits.drop else "none (--budget full): no row is dropped",
+              "round_items": limits.round_items, "rounds": ran, "items": len(order), "of": n, "stopped": stop,
+              "max_items": limits.max_items, "max_cost": limits.max_cost, "spent": spent}
+    return evaluations, record

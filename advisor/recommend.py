@@ -57,6 +57,7 @@ class Row:
     format_rate: float | None = None
     scores: tuple[float, ...] = ()  # per eval item, in eval order (the paired tests and per-tag claims use them)
     format_interval: tuple[float, float] | None = None  # 95% interval of format_rate
+    stopped: str | None = None  # why sequential evaluation dropped the row (it is ruled out, its scores partial)
 
     def __post_init__(self):
         self.family = Family(self.family)  # also when read back from results.json as a plain string
@@ -306,6 +307,8 @@ def decide(rows: list[Row], comparisons: dict, spec: EconomicsSpec, fresh: dict[
         checks = fresh_checks if fresh_checks is not None else freshness_checks(rows, fresh, seed)
     ruled_out, costed = {}, []
     for r in rows:
+        if r.stopped:
+            ruled_out[r.name] = r.stopped
         check = checks.get(r.name)
         if check and check.fails and not r.family.trains:
             ruled_out[r.name] = "does not follow a change of the documents and has no weights to retrain"
@@ -385,6 +388,7 @@ def fragility(rows: list[Row], spec: EconomicsSpec, fresh: dict[str, list[float]
     up to `limit` changes; a found set is pruned of changes it does not need. A count above one is thus
     the fewest this search found, an upper bound on the true minimum.
     """
+    rows = [r for r in rows if not r.stopped] or rows  # a dropped row stays out whatever its scores
     n = len(rows[0].scores) if rows else 0
     if not n or any(len(r.scores) != n for r in rows):
         return {"count": None, "items": [], "changes": None,

@@ -451,6 +451,28 @@ def budget_line(budget) -> str:
     return f"{budget.name}" + (f" (set {filled}: {budget.left_out})" if filled else " (nothing left out)")
 
 
+def evaluated_lines(results: Results) -> list[str]:
+    """Sequential evaluation, per row: how many eval items it answered and why it stopped (none under
+    --budget full: every row answered every item)."""
+    seq = results.run.sequential
+    if seq is None:
+        return []
+    out = [f"Sequential evaluation: rounds of about {seq.round_items} items, {seq.rounds} rounds, "
+           f"{seq.items} of {seq.of} items answered; stopped: {seq.stopped}. Rule: {seq.rule}."]
+    for s in results.strategies:
+        e = s.evaluated
+        if e is None:
+            continue
+        if e.status == "dropped":
+            out.append(f"{s.name}: answered {e.items} of {e.of} items; dropped after round {e.round}: {e.reason}. "
+                       "Its accuracy is over those items only; no paraphrase, repeated-sample or latency probes.")
+        elif e.items == e.of:
+            out.append(f"{s.name}: answered all {e.of} items.")
+        else:
+            out.append(f"{s.name}: answered {e.items} of {e.of} items ({e.reason}).")
+    return out
+
+
 def reproducibility(results: Results) -> dict:
     run = results.run
     assumptions = []
@@ -608,6 +630,7 @@ def context(results: Results, chart_list: list[Chart] | None = None) -> dict:
                 "contenders": ", ".join(rec.contenders) or DASH},
         "rows": table_rows(results),
         "legend": models_legend(results),
+        "evaluated": evaluated_lines(results),
         "horizon": fmt_num(results.assumptions.horizon_days),
         "volume": fmt_num(results.assumptions.requests_per_day),
         "baseline": _text(results.economics.baseline),
@@ -664,6 +687,8 @@ def terminal(results: Results, console: Console | None = None) -> None:
         console.print(Text(f"{m['rows']}: {m['model']}; {m['pricing']}", style="dim"))
     if results.run.budget is not None and results.run.budget.filled:
         console.print(Text(f"Budget {budget_line(results.run.budget)}.", style="dim"))
+    for line in evaluated_lines(results):
+        console.print(Text(line, style="dim"))
     judge = measures(results)["judge"]
     if judge is not None:
         console.print(Text(judge["line"], style="dim" if judge["calibrated"] else "yellow"))

@@ -246,10 +246,36 @@ class StrategyEconomics(Record):
                                                    "costs; null for the baseline, or when never within the horizon")
 
 
+class SequentialDrop(Record):
+    """The anytime-valid test that dropped a row (advisor/sequential.py)."""
+
+    worse_than: str
+    round: int
+    items: int = Field(description="eval items the pair had both answered")
+    clusters: int
+    evidence: float = Field(description="the betting wealth that reached pairs / alpha")
+    alpha: float
+    pairs: int = Field(description="ordered pairs of rows alpha was split over (Bonferroni)")
+
+
+class Evaluated(Record):
+    """How far sequential evaluation took a row. Absent: the row answered every eval item (--budget full,
+    or a file from before sequential evaluation)."""
+
+    items: int = Field(description="eval items this row answered; its accuracy is over these")
+    of: int = Field(description="eval items in the task")
+    status: Literal["in", "dropped", "capped"] = Field(
+        description="in: in contention when the run stopped; dropped: significantly worse than another row, "
+                    "stopped answering (ruled out of the verdict); capped: stopped by --max-items or --max-cost")
+    round: int = Field(description="the last round the row answered")
+    reason: str
+    drop: SequentialDrop | None = None
+
+
 class StrategyResult(Record):
     """One row of the comparison: what was measured for one strategy."""
 
-    OMIT_IF_NONE = ("fields", "judge", "grounding")
+    OMIT_IF_NONE = ("fields", "judge", "grounding", "evaluated")
     name: str
     description: str
     family: Family = Field(description="prompting, rag, finetune or finetune+rag (decides which ownership costs apply)")
@@ -271,6 +297,7 @@ class StrategyResult(Record):
     fields: dict[str, Estimate] | None = Field(None, description="json_fields: each field's share right")
     judge: JudgeRow | None = None
     grounding: Grounding | None = None
+    evaluated: Evaluated | None = None
 
 
 # ---------------------------------------------------------------- per eval item
@@ -402,8 +429,22 @@ class BudgetInfo(Record):
     left_out: str
 
 
+class SequentialInfo(Record):
+    """Sequential evaluation (advisor/evaluate.py evaluate_sequentially): the rounds the run answered."""
+
+    rule: str
+    round_items: int
+    rounds: int
+    items: int = Field(description="eval items answered by at least one row")
+    of: int
+    stopped: str = Field(description="why the rounds ended")
+    max_items: int | None
+    max_cost: float | None
+    spent: float = Field(description="dollars spent on priced endpoints (local models count 0)")
+
+
 class RunInfo(Record):
-    OMIT_IF_NONE = ("budget",)
+    OMIT_IF_NONE = ("budget", "sequential")
     seed: int
     started: str = Field(description="ISO 8601, UTC")
     seconds: float
@@ -414,6 +455,7 @@ class RunInfo(Record):
     hardware: Hardware
     retries: int = Field(0, description="endpoint requests sent again after 408/429/5xx or a dropped connection")
     budget: BudgetInfo | None = None
+    sequential: SequentialInfo | None = Field(None, description="absent: every row answered every eval item")
 
 
 class Scoring(ScoringSpec):

@@ -27,7 +27,7 @@ from advisor.backends import load_generator, load_generators
 from advisor.budget import DEFAULT as DEFAULT_BUDGET, apply_budget, recorded as budget_recorded
 from advisor.cache import atomic_write_text
 from advisor.economics import StrategyCosts, break_even_requests_per_day, economics, payback_days, volume_sweep
-from advisor.evaluate import Evaluation, compare_rows, evaluate_strategy
+from advisor.evaluate import Evaluation, Limits, compare_rows, evaluate_sequentially, evaluate_strategy
 from advisor.experiments import data_curve, forgetting, freshness, load_probe
 from advisor.kinds import Family
 from advisor.labels import apply_labels, counts
@@ -122,10 +122,13 @@ def quiet_libraries() -> None:
 
 def run(task: Task, out_dir: Path, seed: int, strategy_names: list[str] | None = None,
         console: Console | None = None, command: str = "", experiments: Experiments | None = None,
-        budget: str = DEFAULT_BUDGET) -> Results:
+        budget: str = DEFAULT_BUDGET, max_items: int | None = None, max_cost: float | None = None) -> Results:
     """Run under a lock on the output folder: a second run into the same folder refuses.
 
     `budget` (advisor.budget) fills the settings the task file leaves unset; the results record which.
+    Under every budget but `full` the rows are evaluated sequentially (advisor.evaluate.evaluate_sequentially:
+    a row significantly worse than another stops answering); `max_items` and `max_cost` (dollars on priced
+    endpoints) cap the eval items under any budget.
     """
     task, filled = apply_budget(task, budget)
     classes = select_strategies(task, strategy_names)  # a bad name fails before anything is written
@@ -141,8 +144,11 @@ def run(task: Task, out_dir: Path, seed: int, strategy_names: list[str] | None =
     # Appended to, so a resumed run's log shows the interrupted attempt too.
     handler = log_to(logging.FileHandler(out_dir / LOG, encoding="utf-8"))
     try:
+        limits = (Limits(drop=budget != "full", max_items=max_items, max_cost=max_cost)
+                  if budget != "full" or max_items is not None or max_cost is not None else None)
         return _run(task, out_dir, seed, classes, console or Console(stderr=True), command,
-                    experiments or Experiments(), endpoints, budget_recorded(budget, filled, [c.family for c in classes]))
+                    experiments or Experiments(), endpoints, budget_recorded(budget, filled, [c.family for c in classes]),
+                    limits)
     except BaseException as e:
         log.error("run stopped: %s: %s", type(e).__name__, e)
         raise
@@ -153,7 +159,7 @@ def run(task: Task, out_dir: Path, seed: int, strategy_names: list[str] | None =
 
 
 def _run(task: Task, out_dir: Path, seed: int, classes: list[type[Strategy]], console: Console, command: str,
-         experiments: Experiments, endpoints: dict[str, Any], budget: dict) -> Results:
+         experiments: Experiments, endpoints: dict[str, Any], budget: dict, limits: Limits | None = None) -> Results:
     quiet_libraries()
     started = datetime.now(timezone.utc)
     t_start = time.perf_counter()
@@ -177,7 +183,20 @@ def _run(task: Task, out_dir: Path, seed: int, classes: list[type[Strategy]], co
                      cal.kappa, cal.low, cal.high, cal.n, "counts" if cal.calibrated else "uncalibrated, not counted")
 
         # 2. each row: prepare (prompt, index, adapter), answer, score. Training opens its own bar.
-        for cls in classes:
+        # Sequentially: every row prepared first, then the items in rounds; the experiments see the rows still in.
+        sequential = None
+        if limits is not None:
+            for cls in classes:
+                log.info("%s: preparing", cls.name)
+                prepared.append(cls(ctx))
+                prepared[-1].prepare()
+                release_memory()
+            evaluated, sequential = evaluate_sequentially(prepared, task, seed, tools, limits)
+            for e in evaluated:
+                log.info("%s: %s after %d of %d items, accuracy %.3f on them", e.name, e.summary["evaluated"]["status"],
+                         e.summary["evaluated"]["items"], len(task.eval), e.summary["accuracy"]["mean"])
+            prepared = [s for s, e in zip(prepared, evaluated) if e.summary["evaluated"]["status"] != "dropped"]
+        for cls in classes if limits is None else []:
             strategy = cls(ctx)
             log.info("%s: preparing", cls.name)
             strategy.prepare()
@@ -206,6 +225,8 @@ def _run(task: Task, out_dir: Path, seed: int, classes: list[type[Strategy]], co
     # 4. economics and the verdict, 5. write.
     results = assemble(task, seed, evaluated, ctx, started, time.perf_counter() - t_start, command)
     results["run"]["budget"] = budget
+    if sequential is not None:
+        results["run"]["sequential"] = sequential
     if tools.judge is not None:
         results["judge"] = {"generator": tools.judge.name, "rubric": tools.judge.spec.rubric,
                             **tools.judge.calibration.as_dict()}
@@ -290,16 +311,21 @@ def _models_used(task: Task, ctx: Context) -> dict:
 def assemble(task: Task, seed: int, evaluated: list[Evaluation], ctx: Context, started, seconds: float,
              command: str) -> dict:
     examples = []
+    # Where each row's answer to eval item k is in its lists: a row evaluated sequentially answered only some
+    # items, and the items it skipped get no answer here (never presented as measured).
+    at = {e.name: {i: j for j, i in enumerate(e.items if e.items is not None else range(len(task.eval)))}
+          for e in evaluated}
     for k, ex in enumerate(task.eval):
+        answered = [(e, at[e.name][k]) for e in evaluated if k in at[e.name]]
         examples.append({
             "id": ex.id, "input": ex.input, "expected": list(ex.references), "tags": list(ex.tags), "source": ex.source,
             **({"cluster": ex.cluster} if ex.cluster else {}),
-            "answers": {e.name: {"text": e.answers[k].text, "score": e.scores[k], "format_ok": e.formats[k],
-                                 "sources": e.answers[k].sources, "prompt_tokens": e.answers[k].prompt_tokens,
-                                 "completion_tokens": e.answers[k].completion_tokens,
-                                 "scoring": e.details[k] if e.details else None} for e in evaluated},
+            "answers": {e.name: {"text": e.answers[j].text, "score": e.scores[j], "format_ok": e.formats[j],
+                                 "sources": e.answers[j].sources, "prompt_tokens": e.answers[j].prompt_tokens,
+                                 "completion_tokens": e.answers[j].completion_tokens,
+                                 "scoring": e.details[j] if e.details else None} for e, j in answered},
             "method": describe_method(method_for(ex, task.spec.scoring)),
-            "counted": all(e.counted[k] for e in evaluated if e.counted) if "judge" in method_names(
+            "counted": all(e.counted[j] for e, j in answered if e.counted) if "judge" in method_names(
                 method_for(ex, task.spec.scoring)) else None,
         })
     return {
@@ -318,7 +344,9 @@ def assemble(task: Task, seed: int, evaluated: list[Evaluation], ctx: Context, s
                 "retries": sum(getattr(g, "retries", 0) for g in {id(g): g for g in ctx.generators.values()}.values())},
         "scoring": task.spec.scoring.model_dump(),
         "strategies": [e.summary for e in evaluated],
-        "comparisons": compare_rows(evaluated, seed),
+        # the rows that answered every item the run evaluated (restate_statistics redoes this from `examples`)
+        "comparisons": compare_rows([e for e in evaluated if len(e.scores) == max(len(x.scores) for x in evaluated)],
+                                    seed),
         "examples": examples,
         "experiments": {},
     }
@@ -326,12 +354,14 @@ def assemble(task: Task, seed: int, evaluated: list[Evaluation], ctx: Context, s
 
 def counted_examples(results: dict) -> list[dict]:
     """The eval items whose scores count, the same for every row: not those only an uncalibrated judge scored
-    (`examples[].counted`), unless people labelled every row's answer (advisor.labels.counts)."""
-    return [ex for ex in results["examples"] if counts(ex)]
+    (`examples[].counted`), unless people labelled every row's answer (advisor.labels.counts), and not those
+    no row answered (a sequential run stopped before them)."""
+    return [ex for ex in results["examples"] if ex["answers"] and counts(ex)]
 
 
 def item_scores(results: dict) -> dict[str, list[float]]:
-    """Each row's score on every counted eval item, in eval order (rows missing an item are left out)."""
+    """Each row's score on every counted eval item, in eval order. Rows missing an item are left out: those a
+    sequential run dropped (run.sequential), measured only on the items they answered before."""
     examples = counted_examples(results)
     names = [s["name"] for s in results["strategies"]]
     return {n: [ex["answers"][n]["score"] for ex in examples] for n in names
@@ -341,38 +371,45 @@ def item_scores(results: dict) -> dict[str, list[float]]:
 def item_clusters(results: dict) -> list[str] | None:
     """Each eval item's cluster (task.cluster_of), in eval order, aligned with item_scores; None when no two
     items share one (the statistics then treat items as independent) or the scores are not one per item."""
-    labels = [cluster_of(ex.get("cluster"), ex.get("source"), ex["id"]) for ex in counted_examples(results)]
-    if len(set(labels)) == len(labels) or any(len(x) != len(labels) for x in item_scores(results).values()):
+    labels = clusters_of(counted_examples(results))
+    if labels is None or any(len(x) != len(labels) for x in item_scores(results).values()):
         return None
     return labels
+
+
+def clusters_of(examples: list[dict]) -> list[str] | None:
+    """These items' clusters (task.cluster_of), or None when no two share one."""
+    labels = [cluster_of(ex.get("cluster"), ex.get("source"), ex["id"]) for ex in examples]
+    return None if len(set(labels)) == len(labels) else labels
 
 
 def restate_statistics(results: dict) -> None:
     """Accuracy, per-tag and format intervals and the paired comparisons, from the per-item scores in
     `examples`: the run's own statistics, and a stored run's re-decided (`advisor roi`) with today's methods.
     Accuracy and the comparisons count the counted items only; format adherence is measured on every answer.
-    Items that share a cluster get clustered intervals and tests (advisor.stats)."""
+    Items that share a cluster get clustered intervals and tests (advisor.stats). A row a sequential run
+    dropped is measured on the items it answered; the comparisons are between the rows that answered them all."""
     scores, seed = item_scores(results), results["run"]["seed"]
     if not scores:
         return
-    examples, clusters = counted_examples(results), item_clusters(results)
-
-    def of(keep: list[bool] | None = None) -> list | None:  # the clusters of the items kept
-        return None if clusters is None else [c for c, k in zip(clusters, keep or [True] * len(clusters)) if k]
+    def of(clusters: list[str] | None, keep: list[bool]) -> list | None:  # the clusters of the items kept
+        return None if clusters is None else [c for c, k in zip(clusters, keep) if k]
 
     for s in results["strategies"]:
-        x = scores.get(s["name"])
-        if x is None:
+        name = s["name"]
+        examples = [ex for ex in counted_examples(results) if name in ex["answers"]]
+        x, clusters = [ex["answers"][name]["score"] for ex in examples], clusters_of(examples)
+        if not x:
             continue
-        s["accuracy"] = mean_ci(x, seed, of()).as_dict()
+        s["accuracy"] = mean_ci(x, seed, clusters).as_dict()
         tagged = {t: [t in ex["tags"] for ex in examples] for t in s["by_tag"]}
-        s["by_tag"] = {t: mean_ci([v for v, k in zip(x, keep) if k], seed, of(keep)).as_dict()
+        s["by_tag"] = {t: mean_ci([v for v, k in zip(x, keep) if k], seed, of(clusters, keep)).as_dict()
                        for t, keep in tagged.items()}
-        formats = [ex["answers"][s["name"]]["format_ok"] for ex in results["examples"]]  # every answer's form
+        formats = [ex["answers"][name]["format_ok"] for ex in results["examples"] if name in ex["answers"]]
         if s["format_adherence"] is not None and None not in formats:
             s["format_adherence"] = mean_ci([float(f) for f in formats], seed,
-                                            of() if len(formats) == len(examples) else None).as_dict()
-    results["comparisons"] = [c.as_dict() for c in compare_all(scores, seed, clusters=clusters)]
+                                            clusters if len(formats) == len(examples) else None).as_dict()
+    results["comparisons"] = [c.as_dict() for c in compare_all(scores, seed, clusters=item_clusters(results))]
 
 
 def rows_from_results(results: dict) -> list[Row]:
@@ -386,10 +423,12 @@ def rows_from_results(results: dict) -> list[Row]:
             family=Family(s["family"]), pricing=s.get("pricing"),
         )
         fmt = s["format_adherence"]
+        out = s.get("evaluated") or {}
         rows.append(Row(s["name"], Family(s["family"]), s["complexity"], s["accuracy"]["mean"], s["accuracy"]["low"],
                         s["accuracy"]["high"], costs, {t: e["mean"] for t, e in s["by_tag"].items()},
                         fmt["mean"] if fmt else None, tuple(scores.get(s["name"], ())),
-                        (fmt["low"], fmt["high"]) if fmt else None))
+                        (fmt["low"], fmt["high"]) if fmt else None,
+                        f"dropped by sequential evaluation: {out['reason']}" if out.get("status") == "dropped" else None))
     return rows
 
 

@@ -19,6 +19,7 @@ ALL=(
   "bench_finetune"
   "bench_scale"
   "bench_e2e"
+  "sequential_sim"                    # the stopping rule on simulated rows (no model, seconds)
 )
 if [[ -n "${SCRIPTS:-}" ]]; then read -ra ALL <<< "$SCRIPTS"; fi
 for entry in "${ALL[@]}"; do

@@ -1,0 +1,165 @@
+"""Is sequential evaluation safe, and what does it save? Rows with known accuracies, many seeds.
+
+    .venv/bin/python benchmarks/sequential_sim.py [--seeds 2000] [--rule betting|naive] [--scenarios null2 ...]
+
+Each simulated evaluation answers items in rounds, drops a row once the rule finds it worse than a
+row still in, and stops when one row remains or the pool runs out: advisor/sequential.py's
+`wealth` and `round_drops`, vectorized over seeds. Per scenario it prints
+
+- wrong drop: the share of seeds where some row was dropped as worse than a row it is NOT worse than
+  (a false rejection of the family; the rule promises <= alpha), with a 95% Clopper-Pearson upper bound;
+- best out: the share of seeds where a truly best row was dropped (the verdict's error);
+- power: the share of truly worse rows (worse than the best) that were dropped;
+- items saved / cost saved: answers not given against evaluating every row on every item, in count
+  and in per-answer cost (rows can cost different amounts per answer).
+
+`--rule naive` replaces the betting test with a fixed-n one-sided paired z-test at the same alpha',
+repeated after every round: the classic peeking mistake, shown to break the level.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from advisor.sequential import ROUND_ITEMS, pair_alpha, round_drops, wealth  # noqa: E402
+from advisor.stats import ALPHA  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    accuracies: tuple[float, ...]
+    pool: int  # items
+    rho: float = 0.5  # correlation of the rows' latent scores on one item (items easy or hard for all)
+    cluster: int = 1  # items per cluster
+    within: float = 0.0  # extra latent correlation of items in one cluster
+    costs: tuple[float, ...] | None = None  # per answer; None: 1 for every row
+    note: str = ""
+
+
+SCENARIOS = [
+    Scenario("null2", (0.6, 0.6), 200, note="two equal rows"),
+    Scenario("null5", (0.5,) * 5, 80, note="five equal rows, 20 ordered pairs"),
+    Scenario("null3-clustered", (0.6,) * 3, 90, cluster=3, within=0.5, note="equal rows, clusters of 3"),
+    Scenario("tied-best", (0.4, 0.6, 0.6), 80, note="two equal best rows and a worse one"),
+    Scenario("near2", (0.60, 0.65), 200, note="a 5-point gap"),
+    Scenario("clear2-40", (0.3, 0.7), 40, note="a 40-point gap, 40 items"),
+    Scenario("support-like-40", (0.02, 0.30, 0.05, 0.45), 40, costs=(1, 3, 1, 3),
+             note="support's accuracies (few-shot, rag, lora, lora+rag); rag rows' prompts ~3x longer"),
+    Scenario("support-like-90", (0.02, 0.30, 0.05, 0.45), 90, costs=(1, 3, 1, 3), note="the same, 90 items"),
+    Scenario("five-200", (0.2, 0.4, 0.5, 0.6, 0.6), 200, costs=(1, 1, 1, 1, 100),
+             note="five rows; the last (tied best) is a paid endpoint at 100x per answer"),
+]
+
+
+def simulate_scores(s: Scenario, n_seeds: int, rng: np.random.Generator) -> np.ndarray:
+    """Pass/fail scores (seeds, rows, items) with the rows' accuracies and correlated items: a shared latent
+    per item (and per cluster) plus each row's own noise, thresholded at the row's accuracy quantile."""
+    n_clusters = math.ceil(s.pool / s.cluster)
+    cluster = np.repeat(rng.standard_normal((n_seeds, n_clusters)), s.cluster, axis=1)[:, : s.pool]
+    item = math.sqrt(s.within) * cluster + math.sqrt(1 - s.within) * rng.standard_normal((n_seeds, s.pool))
+    k = len(s.accuracies)
+    latent = math.sqrt(s.rho) * item[:, None, :] + math.sqrt(1 - s.rho) * rng.standard_normal((n_seeds, k, s.pool))
+    return (latent < stats.norm.ppf(np.array(s.accuracies))[None, :, None]).astype(float)
+
+
+def cluster_means(scores: np.ndarray, size: int) -> np.ndarray:
+    """(..., items) -> (..., clusters): the mean of each run of `size` items (the last may be shorter)."""
+    n = scores.shape[-1]
+    starts = np.arange(0, n, size)
+    return np.add.reduceat(scores, starts, axis=-1) / np.diff(np.append(starts, n))
+
+
+def evidence_paths(means: np.ndarray, rule: str, a_pair: float) -> np.ndarray:
+    """(seeds, rows, rows, clusters): the evidence that row a is worse than row b after each cluster,
+    on the betting scale (>= 1/a_pair rejects)."""
+    d = means[:, None, :, :] - means[:, :, None, :]  # [s, a, b, t] = s_b - s_a
+    n = d.shape[-1]
+    if rule == "betting":
+        return np.maximum.accumulate(wealth(d, a_pair, n), axis=-1)  # Ville: the supremum so far counts
+    # naive: a one-sided paired z-test on the clusters so far, as if each look were the only one
+    t = np.arange(1, n + 1)
+    mean = np.cumsum(d, axis=-1) / t
+    var = np.maximum(np.cumsum(d * d, axis=-1) / t - mean**2, 1e-12) * t / np.maximum(t - 1, 1)
+    p = stats.norm.sf(mean / np.sqrt(var / t))
+    return np.where((t > 1) & (p < a_pair), 1 / a_pair, 0.0)
+
+
+def run_scenario(s: Scenario, n_seeds: int, rule: str, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    k = len(s.accuracies)
+    acc = np.array(s.accuracies)
+    costs = np.array(s.costs or (1.0,) * k)
+    a_pair = pair_alpha(k, ALPHA)
+    scores = simulate_scores(s, n_seeds, rng)
+    means = cluster_means(scores, s.cluster)
+    paths = evidence_paths(means, rule, a_pair)
+    n_clusters = means.shape[-1]
+    per_round = max(1, math.ceil(ROUND_ITEMS / s.cluster))
+    ends = list(range(per_round, n_clusters, per_round)) + [n_clusters]
+    sizes = np.full(n_clusters, s.cluster)  # items per cluster; the last may be short
+    sizes[-1] = s.pool - s.cluster * (n_clusters - 1)
+    alive = np.ones((n_seeds, k), dtype=bool)
+    answered = np.zeros((n_seeds, k))
+    wrong = np.zeros(n_seeds, dtype=bool)
+    start = 0
+    not_worse = acc[:, None] >= acc[None, :]  # [a, b]: a is not worse than b
+    for end in ends:
+        going = alive.sum(axis=1) > 1  # runs that have not stopped
+        answered += np.where(alive & going[:, None], sizes[start:end].sum(), 0)
+        ev = paths[..., end - 1]
+        out = round_drops(alive, ev, a_pair) & going[:, None]
+        # a wrong drop: dropped while the evidence against a row it is not worse than crossed the line
+        crossed = (ev >= 1 / a_pair) & alive[:, None, :]
+        wrong |= np.any(out[:, :, None] & crossed & not_worse[None], axis=(1, 2))
+        alive &= ~out
+        start = end
+    best = acc == acc.max()
+    worse = ~best
+    full = s.pool * k
+    return {
+        "wrong_drop": float(wrong.mean()),
+        "wrong_upper": float(stats.beta.ppf(0.975, wrong.sum() + 1, n_seeds - wrong.sum())) if wrong.sum() < n_seeds else 1.0,
+        "best_out": float((~alive[:, best]).any(axis=1).mean()),
+        "power": float((~alive[:, worse]).mean()) if worse.any() else None,
+        "items_saved": float(1 - answered.sum(axis=1).mean() / full),
+        "cost_saved": float(1 - (answered * costs).sum(axis=1).mean() / (s.pool * costs.sum())),
+        "mean_items": float(answered.sum(axis=1).mean()),
+        "full_items": full,
+        "alpha": ALPHA,
+        "wrong": int(wrong.sum()),
+        "seeds": n_seeds,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=2000)
+    ap.add_argument("--rule", choices=["betting", "naive"], default="betting")
+    ap.add_argument("--scenarios", nargs="+", default=[s.name for s in SCENARIOS])
+    args = ap.parse_args(argv)
+    chosen = [s for s in SCENARIOS if s.name in args.scenarios]
+    print(f"rule: {args.rule}; alpha {ALPHA} split over each scenario's ordered pairs (Bonferroni); "
+          f"rounds of {ROUND_ITEMS} items; {args.seeds} seeds per scenario")
+    print(f"| scenario | accuracies | items | wrong drop (95% upper) vs alpha {ALPHA} | best out | power "
+          "| items answered (of all) | items saved | cost saved |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for s in chosen:
+        r = run_scenario(s, args.seeds, args.rule)
+        flag = "" if r["wrong_upper"] <= ALPHA or r["wrong_drop"] <= ALPHA else " **over alpha**"
+        power = "-" if r["power"] is None else f"{r['power']:.0%}"
+        print(f"| {s.name} | {', '.join(f'{a:.0%}' for a in s.accuracies)} | {s.pool} "
+              f"| {r['wrong_drop']:.2%} ({r['wrong_upper']:.2%}){flag} | {r['best_out']:.2%} | {power} "
+              f"| {r['mean_items']:.0f} of {r['full_items']} | {r['items_saved']:.0%} | {r['cost_saved']:.0%} |")
+
+
+if __name__ == "__main__":
+    main()

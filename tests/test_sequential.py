@@ -1,0 +1,141 @@
+"""Sequential evaluation's stopping rule (advisor/sequential.py) and its simulation (benchmarks/sequential_sim.py).
+
+The level check is a real one: it runs the simulation in the null case (equal rows) and asserts the
+rate of wrong drops is not significantly above alpha; the same check run on the naive rule (a fixed-n
+test repeated after every round) must fail, which shows the check can catch an anti-conservative rule.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from advisor.sequential import bets, drops_after_round, pair_alpha, round_drops, rounds, wealth
+from advisor.stats import ALPHA
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_sim():
+    spec = importlib.util.spec_from_file_location("sequential_sim", ROOT / "benchmarks" / "sequential_sim.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bets_are_predictable_and_bounded():
+    d = np.array([1.0, -1.0, 0.5, 1.0, 0.0])
+    lam = bets(d, 0.01, 10_000)  # a long horizon: small bets, below the cap
+    assert np.all((lam >= 0) & (lam <= 0.5)) and bets(d, 0.01, 1).max() == 0.5
+    changed = d.copy()
+    changed[3] = -1.0  # the bet on item 3 is placed before item 3 is seen
+    assert np.allclose(bets(changed, 0.01, 10_000)[:4], lam[:4])
+    assert not np.allclose(bets(changed, 0.01, 10_000)[4], lam[4])
+
+
+def test_wealth_grows_on_evidence_and_shrinks_against_it():
+    assert wealth(np.ones(30), 0.01, 30)[-1] >= 100
+    assert wealth(-np.ones(30), 0.01, 30)[-1] < 1
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        wealth(np.array([2.0]), 0.01, 1)
+
+
+def test_rounds_keep_clusters_whole_and_follow_the_seed():
+    clusters = ["a", "a", "a", "b", "c", "c", "d", "e", "f", "g", "h", "i"]
+    got = rounds(clusters, seed=3, round_items=4)
+    assert sorted(i for r in got for i in r) == list(range(len(clusters)))
+    for r in got:
+        for c in set(clusters[i] for i in r):
+            assert all(clusters[i] != c for other in got if other is not r for i in other)
+    assert got == rounds(clusters, seed=3, round_items=4)
+    assert got != rounds(clusters, seed=4, round_items=4)
+    capped = rounds(clusters, seed=3, round_items=4, max_items=5)
+    assert sum(len(r) for r in capped) <= 5
+
+
+def test_round_drops_needs_a_beater_still_alive():
+    alpha = 0.01
+    ev = np.ones((3, 3))
+    ev[0, 2] = 1000.0  # row 0 is worse than row 2
+    assert round_drops(np.array([True, True, True]), ev, alpha).tolist() == [True, False, False]
+    assert round_drops(np.array([True, True, False]), ev, alpha).tolist() == [False, False, False]
+
+
+def test_a_clearly_worse_row_is_dropped_with_its_reason():
+    rng = np.random.default_rng(0)
+    n = 40
+    scores = {"bad": [0.0] * n, "good": list((rng.random(n) < 0.9).astype(float)),
+              "also": list((rng.random(n) < 0.85).astype(float))}
+    clusters = [f"item:{i}" for i in range(n)]
+    got = drops_after_round(scores, clusters, list(scores), 3, n, round_no=4)
+    assert [d.row for d in got] == ["bad"]
+    assert got[0].worse_than in {"good", "also"} and got[0].evidence >= 1 / pair_alpha(3)
+    assert "significantly worse than" in got[0].reason and "40 items" in got[0].reason
+    assert drops_after_round({k: v[:5] for k, v in scores.items()}, clusters[:5], list(scores), 3, n, 1) == []
+
+
+def exceeds_alpha(wrong: int, seeds: int) -> bool:
+    """A one-sided binomial test at 0.001: is the wrong-drop rate significantly above ALPHA?"""
+    return stats.binomtest(wrong, seeds, ALPHA, alternative="greater").pvalue < 0.001
+
+
+@pytest.mark.parametrize("name", ["null2", "null3-clustered"])
+def test_null_wrong_drop_rate_stays_within_alpha_and_the_naive_rule_does_not(name):
+    sim = load_sim()
+    scenario = next(s for s in sim.SCENARIOS if s.name == name)
+    betting = sim.run_scenario(scenario, 600, "betting")
+    assert not exceeds_alpha(betting["wrong"], betting["seeds"]), betting
+    naive = sim.run_scenario(scenario, 600, "naive")
+    assert exceeds_alpha(naive["wrong"], naive["seeds"]), naive  # the check catches a peeking rule
+
+
+def test_a_clear_gap_saves_items():
+    sim = load_sim()
+    scenario = next(s for s in sim.SCENARIOS if s.name == "clear2-40")
+    r = sim.run_scenario(scenario, 300, "betting")
+    assert r["power"] > 0.5 and r["items_saved"] > 0.1 and r["wrong"] == 0
+
+
+def drop_row_after(results: dict, name: str, kept: int) -> dict:
+    """The shared run's results as if sequential evaluation had dropped `name` after its first `kept` items:
+    its answers to the later items removed, its `evaluated` record set (what evaluate_sequentially writes)."""
+    out = copy.deepcopy(results)
+    for ex in out["examples"][kept:]:
+        del ex["answers"][name]
+    n = len(out["examples"])
+    row = next(s for s in out["strategies"] if s["name"] == name)
+    row["evaluated"] = {"items": kept, "of": n, "status": "dropped", "round": 1,
+                        "reason": f"significantly worse than another row after {kept} items (test)"}
+    for s in out["strategies"]:
+        s.setdefault("evaluated", {"items": n, "of": n, "status": "in", "round": 1, "reason": "answered every item"})
+    out["run"]["sequential"] = {"rule": "test", "round_items": kept, "rounds": 2, "items": n, "of": n,
+                                "stopped": "the items ran out", "max_items": None, "max_cost": None, "spent": 0.0}
+    return out
+
+
+def check_partial_row(results: dict, out_dir: Path) -> None:
+    from advisor.run import analyze, item_scores, write_outputs
+    from advisor.task import EconomicsSpec
+
+    name = results["strategies"][0]["name"]
+    partial = analyze(drop_row_after(results, name, 2), EconomicsSpec.model_validate(results["assumptions"]))
+    row = next(s for s in partial["strategies"] if s["name"] == name)
+    assert row["accuracy"]["n"] == 2  # over the items it answered, not the eval set
+    assert name not in item_scores(partial)
+    assert all(name not in (c["a"], c["b"]) for c in partial["comparisons"])
+    assert name in partial["recommendation"]["ruled_out"] and partial["recommendation"]["strategy"] != name
+    written = write_outputs(partial, out_dir)
+    assert written.strategies[0].evaluated.status == "dropped"
+    md = (out_dir / "report.md").read_text()
+    assert f"{name}: answered 2 of {len(results['examples'])} items; dropped after round 1" in md
+    assert "answered all" in md
+
+
+def test_a_dropped_row_is_measured_on_its_items_and_ruled_out(finished_run, tmp_path):
+    check_partial_row(finished_run.results, tmp_path / "out")
