@@ -256,6 +256,23 @@ def test_support_freshness_set_asks_about_facts_only_its_updated_documents_state
         assert not [e.id for e in task.train if score(f"{e.input} {e.output}", ex, sc)], ex.id
 
 
+def test_support_knowledge_items_ask_facts_only_their_source_document_states():
+    """Each knowledge item is answerable from its `source` and only from it (task's own scoring: the document
+    scores 1, every other document 0), no training row states the fact (so a fine-tuned row cannot learn it),
+    and the question does not give its answer away; the items cover all 10 documents."""
+    from advisor.scoring import score
+
+    task = load_task("data/support")
+    sc, docs = task.spec.scoring, {d.id: d.text for d in task.documents}
+    knowledge = [ex for ex in task.eval if "knowledge" in ex.tags]
+    assert {ex.source for ex in knowledge} == set(docs)
+    for ex in knowledge:
+        assert score(docs[ex.source], ex, sc) == 1 and score(ex.output, ex, sc) == 1, ex.id
+        assert not [d for d, text in docs.items() if d != ex.source and score(text, ex, sc)], ex.id
+        assert not [e.id for e in task.train if score(f"{e.input} {e.output}", ex, sc)], ex.id
+        assert not [q for q in (ex.input, *ex.paraphrases) if score(q, ex, sc)], ex.id
+
+
 def test_embedding_check_finds_rewordings_the_ngram_check_misses(embedder):
     train = [_ex("t1", "How much does the Zephyr Kettle cost?"), _ex("t2", "Which cities do you deliver to?")]
     evaluated = [_ex("e1", "What is the price of the Zephyr Kettle?"), _ex("e2", "Can I pay by card?")]
