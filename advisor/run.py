@@ -193,7 +193,7 @@ def _run(task: Task, out_dir: Path, seed: int, classes: list[type[Strategy]], co
                 release_memory()
             evaluated, sequential = evaluate_sequentially(prepared, task, seed, tools, limits)
             for e in evaluated:
-                log.info("%s: %s after %d of %d items, accuracy %.3f on them", e.name, e.summary["evaluated"]["status"],
+                log.info("%s: done, %s after %d of %d items, accuracy %.3f on them", e.name, e.summary["evaluated"]["status"],
                          e.summary["evaluated"]["items"], len(task.eval), e.summary["accuracy"]["mean"])
             prepared = [s for s, e in zip(prepared, evaluated) if e.summary["evaluated"]["status"] != "dropped"]
         for cls in classes if limits is None else []:

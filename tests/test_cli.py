@@ -82,6 +82,15 @@ def test_roi_with_a_price_of_a_correct_answer_decides_in_money(finished_run, tmp
     results = json.loads(json.dumps(finished_run.results))
     run = tmp_path / "run"
     run.mkdir()
+    (run / "results.json").write_text(json.dumps(results))
+
+    def decided(*prices: str) -> dict:
+        r = advisor("roi", str(run), "--knowledge-changes-per-month", "0", *prices, "--write")
+        assert r.returncode == 0, r.stderr
+        return json.loads((run / "results.json").read_text())
+
+    # The rows' costs as this test prices them: no knowledge changes (so no retrains), at the run's volume.
+    results = decided("--unpriced")
     costs = {s["name"]: (s["economics"]["total_cost"], s["complexity"]) for s in results["strategies"]}
     cheap, dear = min(costs, key=costs.get), max(costs, key=costs.get)
     examples = []
@@ -93,11 +102,6 @@ def test_roi_with_a_price_of_a_correct_answer_decides_in_money(finished_run, tmp
         examples.append(ex)
     results["examples"], results["task"]["n_eval"] = examples, 40
     (run / "results.json").write_text(json.dumps(results))
-
-    def decided(*prices: str) -> dict:
-        r = advisor("roi", str(run), "--knowledge-changes-per-month", "0", *prices, "--write")
-        assert r.returncode == 0, r.stderr
-        return json.loads((run / "results.json").read_text())
 
     unpriced = decided("--unpriced")
     assert unpriced["recommendation"]["value"] is None

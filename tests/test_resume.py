@@ -47,9 +47,12 @@ def _cache_with_converted_model(path: Path) -> Path:
 
 
 def _start(task: Path, out: Path, cache: Path) -> subprocess.Popen:
+    """`--budget full`: the row-by-row flow whose stages (a row answering, then training) the kills aim at; the
+    sequential flow of `--budget fast` (every row prepared, then rounds) resumes through the same caches but its
+    kill points are not tested here."""
     env = os.environ | {"ADVISOR_CACHE": str(cache)}
     return subprocess.Popen([sys.executable, "-m", "advisor.cli", "run", str(task), "--out", str(out), *STRATEGIES,
-                             "--no-forgetting"],
+                             "--no-forgetting", "--budget", "full"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
