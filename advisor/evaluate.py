@@ -249,7 +249,8 @@ def evaluate_sequentially(strategies: list[Strategy], task: Task, seed: int, too
     order: list[int] = []  # items answered so far, in answer order
     spent, ran, stop = 0.0, 0, "the items ran out"
     for k, items in enumerate(plan, 1):
-        if limits.drop and len(alive) < 2:
+        # One row left after the others dropped; a run of one row alone answers every item (nothing to compare).
+        if limits.drop and len(names) > 1 and len(alive) < 2:
             stop = f"one row left after round {ran}"
             break
         if limits.max_cost is not None and order and spent + spent / len(order) * len(items) > limits.max_cost:
