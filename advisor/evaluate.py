@@ -132,7 +132,8 @@ def retrieval_quality(answers: list[Answer], task: Task) -> dict | None:
 
 
 def evaluate_strategy(strategy: Strategy, task: Task, seed: int, tools: Tools | None = None,
-                      answers: list[Answer] | None = None, probes: bool = True) -> Evaluation:
+                      answers: list[Answer] | None = None, probes: bool = True,
+                      scored: list[Score] | None = None) -> Evaluation:
     """Answer the eval set (greedy), then the consistency probes; score everything.
 
     `tools` gives the scorers the task's embedder and judge; without it, the row's own embedder is used.
@@ -152,7 +153,8 @@ def evaluate_strategy(strategy: Strategy, task: Task, seed: int, tools: Tools | 
         para_answers = strategy.answer(para + again)[: len(para)] if para or again else []
     # Measured generation time, also when answers come from the cache (each keeps its measured share).
     gen_seconds = sum(a.seconds for a in answers)
-    scored = score_answers([a.text for a in answers], task.eval, sc, tools)
+    if scored is None:  # sequential evaluation passes the scores it computed for the stopping rule
+        scored = score_answers([a.text for a in answers], task.eval, sc, tools)
     scores = [s.value for s in scored]
     counted = [s.counts for s in scored]
     formats = [passes_format(a.text, sc) for a in answers]
@@ -286,7 +288,8 @@ def evaluate_sequentially(strategies: list[Strategy], task: Task, seed: int, too
     for s in strategies:
         idx = sorted(answers[s.name])
         sub = replace(task, eval=[task.eval[i] for i in idx])
-        e = evaluate_strategy(s, sub, seed, tools, answers=[answers[s.name][i] for i in idx], probes=s.name in alive)
+        e = evaluate_strategy(s, sub, seed, tools, answers=[answers[s.name][i] for i in idx], probes=s.name in alive,
+                              scored=[scored[s.name][i] for i in idx])
         e.summary["evaluated"] = {"items": len(idx), "of": n, **stopped[s.name]}
         evaluations.append(replace(e, items=idx))
     record = {"rule": f"anytime-valid betting test per ordered pair of rows on cluster mean differences, alpha "
