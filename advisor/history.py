@@ -452,7 +452,7 @@ def _models_text(models: dict[str, str]) -> str:
     return ", ".join(f"{role} {name}" for role, name in sorted(models.items())) or "–"
 
 
-def _verdict_cell(r: RunRecord, wide: bool = False) -> str:
+def verdict_cell(r: RunRecord, wide: bool = False) -> str:
     """The verdict as history shows it: the row, in parentheses when it only leads (not enough evidence), and
     marked "!" when one changed item score would change it (the wide table gives the count its own column)."""
     cell = f"({r.verdict})" if r.status == "not enough evidence" else str(r.verdict)
@@ -469,7 +469,7 @@ def table(runs: list[RunRecord], wide: bool = False) -> Table:
         s = summary(r)
         cells.append([str(r.id), r.created[:16].replace("T", " "), r.task_name,
                       _models_text(r.models) if wide else labels[_models_text(r.models)], str(r.seed),
-                      _verdict_cell(r, wide), "–" if s["best_accuracy"] is None else f"{s['best_accuracy']:.0%}",
+                      verdict_cell(r, wide), "–" if s["best_accuracy"] is None else f"{s['best_accuracy']:.0%}",
                       "–" if s["cost_per_request"] is None else money(s["cost_per_request"])]
                      + (["–" if r.fragility is None else str(r.fragility)] if wide else []))
     t = Table(box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, show_edge=False,

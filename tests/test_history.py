@@ -248,7 +248,7 @@ def test_history_fits_80_columns_with_every_field_whole(two_runs, tmp_path):
     assert "fragility" in wide.stdout and line.split()[-1] == ("–" if runs[0].fragility is None
                                                                else str(runs[0].fragility)), wide.stdout
     fragile = dataclasses.replace(runs[0], fragility=1)  # a verdict one item could overturn is marked
-    assert "!" in history._verdict_cell(fragile) and "!" not in history._verdict_cell(fragile, wide=True)
+    assert "!" in history.verdict_cell(fragile) and "!" not in history.verdict_cell(fragile, wide=True)
 
 
 def test_history_json_and_csv_for_scripts(two_runs):
