@@ -6,6 +6,7 @@ tests every pair of rows on the same eval items, as one family (Holm).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import numpy as np
 
@@ -221,15 +222,23 @@ def compare_rows(evaluations: list[Evaluation], seed: int) -> list[dict]:
 # ---------------------------------------------------------------- sequential evaluation
 
 
+# (rows still in, their scores on the items answered so far, those items' clusters, their answers to them)
+# -> why the decision needs no more items, or None to go on. The run builds it (advisor.run.money_stop): the
+# decision in money lives above this module.
+Settled = Callable[[list[Strategy], dict[str, list[float]], list[str], dict[str, list[Answer]]], "str | None"]
+
+
 @dataclass(frozen=True)
 class Limits:
     """When sequential evaluation stops answering: rows dropped as soon as they are out (`drop`; off under
-    --budget full), at most `max_items` eval items, at most about `max_cost` dollars on priced endpoints."""
+    --budget full), every row stopped once `settled` says the decision needs no more items (with `drop`), at
+    most `max_items` eval items, at most about `max_cost` dollars on priced endpoints."""
 
     drop: bool = True
     max_items: int | None = None
     max_cost: float | None = None
     round_items: int = ROUND_ITEMS
+    settled: Settled | None = None
 
 
 def evaluate_sequentially(strategies: list[Strategy], task: Task, seed: int, tools: Tools | None,
@@ -277,6 +286,14 @@ def evaluate_sequentially(strategies: list[Strategy], task: Task, seed: int, too
                                        [clusters[i] for i in kept], alive, len(names), horizon, k):
                 alive.remove(d.row)
                 stopped[d.row] = {"status": "dropped", "round": k, "reason": d.reason, "drop": d.as_dict()}
+        if limits.drop and limits.settled is not None and len(alive) > 1 and len(order) < n:
+            kept = [i for i in order if all(scored[a][i].counts for a in alive)]
+            why = limits.settled([s for s in strategies if s.name in alive],
+                                 {a: [scored[a][i].value for i in kept] for a in alive}, [clusters[i] for i in kept],
+                                 {a: [answers[a][i] for i in order] for a in alive})
+            if why:
+                stop = why
+                break
     if stop == "the items ran out" and len(order) < n and limits.max_items is not None:
         stop = f"--max-items {limits.max_items}"
     capped = stop.startswith("--")
@@ -292,9 +309,11 @@ def evaluate_sequentially(strategies: list[Strategy], task: Task, seed: int, too
                               scored=[scored[s.name][i] for i in idx])
         e.summary["evaluated"] = {"items": len(idx), "of": n, **stopped[s.name]}
         evaluations.append(replace(e, items=idx))
-    record = {"rule": f"anytime-valid betting test per ordered pair of rows on cluster mean differences, alpha "
-                      f"{ALPHA:g} split over the {len(names) * (len(names) - 1)} ordered pairs (advisor/sequential.py)"
-                      if limits.drop else "none (--budget full): no row is dropped",
+    rule = (f"anytime-valid betting test per ordered pair of rows on cluster mean differences, alpha {ALPHA:g} split "
+            f"over the {len(names) * (len(names) - 1)} ordered pairs (advisor/sequential.py)"
+            + ("; every row stops once the decision in money is settled (advisor/run.py money_stop)"
+               if limits.settled is not None else "")) if limits.drop else "none (--budget full): no row is dropped"
+    record = {"rule": rule,
               "round_items": limits.round_items, "rounds": ran, "items": len(order), "of": n, "stopped": stop,
               "max_items": limits.max_items, "max_cost": limits.max_cost, "spent": spent}
     return evaluations, record

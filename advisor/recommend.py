@@ -363,6 +363,26 @@ def _value_why(vd: ValueDecision) -> str:
             "point's worth over the horizon)")
 
 
+def settled_in_money(names: list[str], complexity: list[int], scores: list[tuple[float, ...]], totals: list[float],
+                     spec: EconomicsSpec, clusters=None, seed: int = 0) -> str | None:
+    """Sequential evaluation's stop when the task prices quality (issue 32): the items answered so far already
+    settle the decision in money, i.e. the pick's expected loss is within the tolerance (advisor.value), with at
+    least MIN_EVAL_ITEMS items and some row right on one (the verdict's own first checks). Why, or None.
+
+    A Bayesian rule: the posterior expected loss means the same whenever the evaluation stops, so it needs no
+    correction for looking after every round; benchmarks/sequential_sim.py measures its realised loss."""
+    n = len(scores[0]) if scores else 0
+    if not priced(spec) or len(names) < 2 or n < MIN_EVAL_ITEMS or not any(x > 0 for s in scores for x in s):
+        return None
+    vd = decide_value(names, complexity, scores, totals, spec, clusters, seed, plan=False)
+    if not vd.enough:
+        return None
+    _, p, loss = vd.of(vd.pick)
+    return (f"the decision in money is settled after {count(n)} items: {vd.pick} is the best-value row in {pct(p)} "
+            f"of {count(vd.draws)} paired resamples, expected loss {money(loss)} within the tolerance of "
+            f"{money(vd.tolerance)} (one accuracy point's worth)")
+
+
 # ---------------------------------------------------------------- fragility
 
 

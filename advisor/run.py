@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from filelock import FileLock, Timeout
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
@@ -26,20 +27,22 @@ from advisor import __version__, progress
 from advisor.backends import load_generator, load_generators
 from advisor.budget import DEFAULT as DEFAULT_BUDGET, apply_budget, recorded as budget_recorded
 from advisor.cache import atomic_write_text
-from advisor.economics import StrategyCosts, break_even_requests_per_day, economics, payback_days, volume_sweep
-from advisor.evaluate import Evaluation, Limits, compare_rows, evaluate_sequentially, evaluate_strategy
+from advisor.economics import (StrategyCosts, break_even_requests_per_day, economics, payback_days, pricing,
+                               volume_sweep)
+from advisor.evaluate import Evaluation, Limits, Settled, compare_rows, evaluate_sequentially, evaluate_strategy
 from advisor.experiments import data_curve, forgetting, freshness, load_probe
 from advisor.kinds import Family
 from advisor.labels import apply_labels, counts
 from advisor.models import Embedder, release_memory
-from advisor.recommend import Row, decide, explain
+from advisor.recommend import Row, decide, explain, settled_in_money
 from advisor.results import Results, examples_csv, write_results
 from advisor.scoring import Judge, Tools, method_for
 from advisor.stats import compare_all, mean_ci
 from advisor.task import (DEFAULT_MARGIN, EconomicsSpec, GeneratorSpec, Task, cluster_of, describe_method,
                           method_names)
+from advisor.value import priced
 from advisor.workload import requests_per_row
-from strategies import Context, Strategy, registry, select_strategies
+from strategies import Answer, Context, Strategy, registry, select_strategies
 
 LOCK = ".advisor.lock"
 LOG = "advisor.log"
@@ -73,6 +76,31 @@ def build_context(task: Task, seed: int, classes: list[type[Strategy]], loaded: 
     by_strategy = {cls.name: loaded[task.spec.models.for_strategy(cls.name)[0]] for cls in classes}
     default = loaded.get("default") or next(iter(loaded.values()))
     return Context(task, seed, default, lambda: Embedder(task.spec.models.embedder), work_dir, by_strategy, reuse_only)
+
+
+def money_stop(task: Task, seed: int) -> Settled | None:
+    """When the task prices quality, sequential evaluation also stops every row once the answers so far settle
+    the decision in money (recommend.settled_in_money). The rows are costed as the verdict costs them
+    (economics.py, from their measured tokens, seconds and set-up); what the run measures after the rounds (the
+    freshness experiment) is not known yet, and the verdict takes it into account afterwards."""
+    spec = task.spec.economics
+    if not priced(spec):
+        return None
+
+    def costs(s: Strategy, answers: list[Answer], accuracy: float) -> StrategyCosts:
+        return StrategyCosts(
+            name=s.name, prompt_tokens=float(np.mean([a.prompt_tokens for a in answers])),
+            completion_tokens=float(np.mean([a.completion_tokens for a in answers])),
+            train_seconds=s.setup.train_seconds, index_seconds=s.setup.index_seconds,
+            knowledge_in_weights=s.setup.knowledge_in_weights, accuracy=accuracy, family=Family(s.family),
+            pricing=pricing(task.spec.models.for_strategy(s.name)[1], len(answers), sum(a.seconds for a in answers)))
+
+    def settled(rows: list[Strategy], scores: dict[str, list[float]], clusters: list[str],
+                answers: dict[str, list[Answer]]) -> str | None:
+        totals = [economics(costs(s, answers[s.name], float(np.mean(scores[s.name]))), spec).total_cost for s in rows]
+        return settled_in_money([s.name for s in rows], [s.complexity for s in rows],
+                                [tuple(scores[s.name]) for s in rows], totals, spec, clusters, seed)
+    return settled
 
 
 def scoring_tools(task: Task, ctx: Context, loaded: dict[str, Any]) -> Tools:
@@ -144,7 +172,8 @@ def run(task: Task, out_dir: Path, seed: int, strategy_names: list[str] | None =
     # Appended to, so a resumed run's log shows the interrupted attempt too.
     handler = log_to(logging.FileHandler(out_dir / LOG, encoding="utf-8"))
     try:
-        limits = (Limits(drop=budget != "full", max_items=max_items, max_cost=max_cost)
+        limits = (Limits(drop=budget != "full", max_items=max_items, max_cost=max_cost,
+                         settled=money_stop(task, seed))
                   if budget != "full" or max_items is not None or max_cost is not None else None)
         return _run(task, out_dir, seed, classes, console or Console(stderr=True), command,
                     experiments or Experiments(), endpoints, budget_recorded(budget, filled, [c.family for c in classes]),

@@ -1,6 +1,6 @@
 """Is sequential evaluation safe, and what does it save? Rows with known accuracies, many seeds.
 
-    .venv/bin/python benchmarks/sequential_sim.py [--seeds 2000] [--rule betting|naive] [--scenarios null2 ...]
+    .venv/bin/python benchmarks/sequential_sim.py [--seeds 2000] [--rule betting|naive|money] [--scenarios null2 ...]
 
 Each simulated evaluation answers items in rounds, drops a row once the rule finds it worse than a
 row still in, and stops when one row remains or the pool runs out: advisor/sequential.py's
@@ -15,6 +15,13 @@ row still in, and stops when one row remains or the pool runs out: advisor/seque
 
 `--rule naive` replaces the betting test with a fixed-n one-sided paired z-test at the same alpha',
 repeated after every round: the classic peeking mistake, shown to break the level.
+
+`--rule money` simulates the stop a priced task adds (advisor.recommend.settled_in_money, the same
+function the run calls): after each round, every row stops once the pick's expected loss is within the
+tolerance (one accuracy point's worth of the stake). Its promise is Bayesian, an expected loss, not an
+error rate; per scenario it prints the realised loss of the pick at the stop (true net value of the best
+row minus the pick's, in units of the tolerance: the rule aims at <= 1 on average), how often the pick
+loses more than the tolerance, the same two for deciding on the whole pool, and the items saved.
 """
 from __future__ import annotations
 
@@ -29,8 +36,11 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from advisor.recommend import settled_in_money  # noqa: E402
 from advisor.sequential import ROUND_ITEMS, pair_alpha, round_drops, wealth  # noqa: E402
 from advisor.stats import ALPHA  # noqa: E402
+from advisor.task import EconomicsSpec  # noqa: E402
+from advisor.value import decide_value, net_values, stake  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -140,12 +150,93 @@ def run_scenario(s: Scenario, n_seeds: int, rule: str, seed: int = 0) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class MoneyScenario:
+    """Rows with known accuracies and known total costs over the horizon, under a task's prices."""
+
+    name: str
+    accuracies: tuple[float, ...]
+    totals: tuple[float, ...]  # each row's total cost over the horizon ($)
+    pool: int
+    requests: float  # over the horizon
+    value_per_correct: float
+    cost_per_error: float = 0.0
+    rho: float = 0.5
+    cluster: int = 1
+    within: float = 0.0
+    note: str = ""
+
+    def spec(self) -> EconomicsSpec:
+        return EconomicsSpec(requests_per_day=self.requests / 365, horizon_days=365,
+                             value_per_correct=self.value_per_correct, cost_per_error=self.cost_per_error)
+
+    def as_rows(self) -> Scenario:
+        return Scenario(self.name, self.accuracies, self.pool, self.rho, self.cluster, self.within)
+
+
+MONEY_SCENARIOS = [
+    MoneyScenario("support-like", (0.01, 0.17, 0.04, 0.34), (574, 1081, 10711, 1671), 100, 1_095_000, 3.60, 2.40,
+                  note="support seed 0's accuracies and costs (few-shot, rag, lora, lora+rag), its prices"),
+    MoneyScenario("support-like-clustered", (0.01, 0.17, 0.04, 0.34), (574, 1081, 10711, 1671), 100, 1_095_000,
+                  3.60, 2.40, cluster=5, within=0.5, note="the same, items in clusters of 5"),
+    MoneyScenario("quiz-cheap", (0.82, 0.85), (0.36, 548), 200, 4500, 0.01,
+                  note="issue 32's quiz: lora 1,500x dearer for 3 points, a correct answer worth $0.01"),
+    MoneyScenario("quiz-dear", (0.82, 0.85), (0.36, 548), 200, 4500, 100.0,
+                  note="the same at $100 a correct answer: 3 points are worth $13,500"),
+    MoneyScenario("near-2pt", (0.60, 0.62), (0, 0), 200, 100_000, 1.0,
+                  note="equal costs, a 2-point gap: the wrong pick loses two tolerances"),
+    MoneyScenario("tie", (0.60, 0.60), (0, 500), 200, 100_000, 1.0, note="equal accuracy, one row $500 dearer"),
+]
+
+
+def run_money_scenario(s: MoneyScenario, n_seeds: int, seed: int = 0) -> dict:
+    """Sequential evaluation under the money stop (no drops: the betting test's part is measured above)."""
+    rng = np.random.default_rng(seed)
+    spec, k = s.spec(), len(s.accuracies)
+    names, complexity, totals = [f"r{i}" for i in range(k)], list(range(k)), list(s.totals)
+    scores = simulate_scores(s.as_rows(), n_seeds, rng)  # seeds, rows, items
+    labels = [str(i // s.cluster) for i in range(s.pool)] if s.cluster > 1 else None
+    truth = net_values(np.array(s.accuracies), np.array(s.totals), spec)
+    tolerance = 0.01 * stake(spec)
+    ends = list(range(ROUND_ITEMS, s.pool, ROUND_ITEMS)) + [s.pool]
+    stopped_at = np.full(n_seeds, s.pool)
+    pick = np.full(n_seeds, -1)
+    for end in ends:  # rounds outer, seeds inner: the Bayesian bootstrap's weights are shared per item count
+        for j in np.flatnonzero(pick < 0):
+            x = [tuple(row[:end]) for row in scores[j]]
+            cl = None if labels is None else labels[:end]
+            if end == s.pool or settled_in_money(names, complexity, x, totals, spec, cl):
+                pick[j] = names.index(decide_value(names, complexity, x, totals, spec, cl, plan=False).pick)
+                stopped_at[j] = end
+    full = np.array([names.index(decide_value(names, complexity, [tuple(r) for r in scores[j]], totals, spec,
+                                              labels, plan=False).pick) for j in range(n_seeds)])
+    loss, loss_full = (truth.max() - truth[pick]) / tolerance, (truth.max() - truth[full]) / tolerance
+    return {"loss": float(loss.mean()), "over": float((loss > 1).mean()), "loss_full": float(loss_full.mean()),
+            "over_full": float((loss_full > 1).mean()), "items": float(stopped_at.mean()),
+            "saved": float(1 - stopped_at.mean() / s.pool), "seeds": n_seeds}
+
+
+def money_table(n_seeds: int) -> None:
+    print(f"rule: money stop (advisor.recommend.settled_in_money); rounds of {ROUND_ITEMS} items, at least 30; "
+          f"{n_seeds} seeds per scenario; loss in tolerances (one accuracy point's worth)")
+    print("| scenario | accuracies | items | mean loss at the stop | loss > tolerance | mean loss, whole pool "
+          "| loss > tolerance, whole pool | items answered per row | items saved |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for s in MONEY_SCENARIOS:
+        r = run_money_scenario(s, n_seeds)
+        print(f"| {s.name} | {', '.join(f'{a:.0%}' for a in s.accuracies)} | {s.pool} | {r['loss']:.2f} "
+              f"| {r['over']:.1%} | {r['loss_full']:.2f} | {r['over_full']:.1%} | {r['items']:.0f} of {s.pool} "
+              f"| {r['saved']:.0%} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=2000)
-    ap.add_argument("--rule", choices=["betting", "naive"], default="betting")
+    ap.add_argument("--rule", choices=["betting", "naive", "money"], default="betting")
     ap.add_argument("--scenarios", nargs="+", default=[s.name for s in SCENARIOS])
     args = ap.parse_args(argv)
+    if args.rule == "money":
+        return money_table(min(args.seeds, 500))
     chosen = [s for s in SCENARIOS if s.name in args.scenarios]
     print(f"rule: {args.rule}; alpha {ALPHA} split over each scenario's ordered pairs (Bonferroni); "
           f"rounds of {ROUND_ITEMS} items; {args.seeds} seeds per scenario")

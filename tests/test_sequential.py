@@ -139,3 +139,40 @@ def check_partial_row(results: dict, out_dir: Path) -> None:
 
 def test_a_dropped_row_is_measured_on_its_items_and_ruled_out(finished_run, tmp_path):
     check_partial_row(finished_run.results, tmp_path / "out")
+
+
+def quiz_spec(value: float):
+    from advisor.task import EconomicsSpec
+
+    return EconomicsSpec(requests_per_day=50, horizon_days=90, value_per_correct=value)
+
+
+def test_the_money_stop_needs_thirty_items_prices_and_a_settled_decision():
+    from advisor.recommend import settled_in_money
+
+    rng = np.random.default_rng(0)
+    cheap, dear = (rng.random(120) < 0.82).astype(float), (rng.random(120) < 0.85).astype(float)
+    names, complexity, totals = ["few-shot", "lora"], [1, 3], [0.36, 548.0]
+
+    def stop(n: int, value: float | None, a=cheap, b=dear) -> str | None:
+        spec = quiz_spec(value) if value is not None else quiz_spec(1).model_copy(update={"value_per_correct": None})
+        return settled_in_money(names, complexity, [tuple(a[:n]), tuple(b[:n])], totals, spec)
+
+    # A correct answer worth $0.01: lora's $548 can never pay, the cheap row is settled once 30 items are in.
+    assert stop(29, 0.01) is None
+    why = stop(30, 0.01)
+    assert why and why.startswith("the decision in money is settled after 30 items: few-shot")
+    # At $100 a correct answer three points are worth $13,500: 30 items do not settle it.
+    assert stop(30, 100.0) is None
+    assert stop(120, None) is None  # unpriced: the margin rule decides, nothing stops on money
+    zeros = np.zeros(120)
+    assert stop(120, 0.01, zeros, zeros) is None  # no row right on any item: the verdict's own first check
+
+
+@pytest.mark.parametrize("name", ["support-like-clustered", "near-2pt"])
+def test_the_money_stop_keeps_the_realised_loss_within_the_tolerance_and_saves_items(name):
+    sim = load_sim()
+    scenario = next(s for s in sim.MONEY_SCENARIOS if s.name == name)
+    r = sim.run_money_scenario(scenario, 120)
+    # The rule's promise: the pick's expected loss at the stop is at most one tolerance.
+    assert r["loss"] <= 1.0 and r["saved"] > 0.3, r
