@@ -299,7 +299,7 @@ def evaluate_sequentially(strategies: list[Strategy], task: Task, seed: int, too
     capped = stop.startswith("--")
     for name in alive:
         why = (f"stopped by {stop}" if capped else "answered every item" if len(order) == n
-               else f"still in when the run stopped: {stop}")
+               else f"still in when the run stopped: {stop.split(': ')[0]}")  # the run's line gives the rest
         stopped[name] = {"status": "capped" if capped else "in", "round": ran, "reason": why}
     evaluations = []
     for s in strategies:

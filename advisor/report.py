@@ -605,6 +605,18 @@ def fragile(results: Results) -> bool:
     return f is not None and f.count is not None and f.count <= 2
 
 
+def accuracy_over(results: Results) -> str:
+    """What the accuracy column is over: every eval item, the same subset for every row (sequential evaluation
+    stopped, or items only an uncalibrated judge scored left out), or each row's own items (a row dropped)."""
+    counted = {s.accuracy.n for s in results.strategies}
+    n_eval = results.task.n_eval
+    if counted == {n_eval}:
+        return f"{fmt_num(n_eval)} eval items"
+    if len(counted) == 1:
+        return f"{fmt_num(counted.pop())} of the {fmt_num(n_eval)} eval items (the same items for every row)"
+    return f"the eval items each row answered (of {fmt_num(n_eval)}; see each row's line above)"
+
+
 def context(results: Results, chart_list: list[Chart] | None = None) -> dict:
     """Every fact both report files show, as display strings (not yet escaped)."""
     rec = results.recommendation
@@ -613,7 +625,7 @@ def context(results: Results, chart_list: list[Chart] | None = None) -> dict:
     return {
         "task": {"name": _text(task.name), "description": _text(task.description),
                  "n_eval": fmt_num(task.n_eval), "n_train": fmt_num(task.n_train),
-                 "n_documents": fmt_num(task.n_documents)},
+                 "n_documents": fmt_num(task.n_documents), "accuracy_over": accuracy_over(results)},
         "rec": {"strategy": _text(rec.strategy), "baseline": _text(rec.baseline),
                 "recommended": rec.recommended, "status": rec.status,
                 "headline": _text(rec.recommended) if rec.recommended else "Not enough evidence",

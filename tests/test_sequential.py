@@ -135,6 +135,7 @@ def check_partial_row(results: dict, out_dir: Path) -> None:
     md = (out_dir / "report.md").read_text()
     assert f"{name}: answered 2 of {len(results['examples'])} items; dropped after round 1" in md
     assert "answered all" in md
+    assert f"Accuracy over the eval items each row answered (of {len(results['examples'])};" in md  # not "over all"
 
 
 def test_a_dropped_row_is_measured_on_its_items_and_ruled_out(finished_run, tmp_path):
