@@ -15,17 +15,20 @@ with the columns id, row, label, reviewer, note.
 """
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import json
 import math
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
 from advisor.cache import atomic_write_text
+from advisor.results import (Estimate, ExampleResult, Measured, MethodAgreement, Recommendation, Review, ReviewLabel,
+                             VerdictState)
+
+M = TypeVar("M", bound=Measured)
 
 FILE = "labels.json"
 LABELS = ("right", "wrong", "skip")
@@ -144,71 +147,68 @@ def from_csv(path: Path, results: dict) -> list[dict]:
 # ---------------------------------------------------------------- re-deciding with the labels
 
 
-def apply_labels(results: dict, verdict_without: Callable[[dict], dict]) -> None:
-    """Put the people's labels (results["review"]["labels"]) in place of their answers' automatic scores.
+def apply_labels(results: M, labels: Sequence[ReviewLabel], verdict_without: Callable[[Measured], Recommendation]) -> M:
+    """The run with the people's labels in place of their answers' automatic scores, and `review` saying so.
 
-    Idempotent: scores an earlier call replaced are first put back from `auto_score`. `verdict_without`
-    decides a copy of the run without labels (run.analyze), so the review section can say how the verdict moved.
+    Idempotent: scores an earlier review replaced are first put back from `auto_score`. `verdict_without`
+    decides the run without labels (run.analyze), so the review section can say how the verdict moved.
     """
-    for ex in results["examples"]:
-        for a in ex["answers"].values():
-            auto = a.pop("auto_score", None)
-            if auto is not None:
-                a["score"] = auto
-    labels = list((results.get("review") or {}).get("labels") or ())
+    examples = tuple(ex.model_copy(update={"answers": {
+        name: a if a.auto_score is None else a.model_copy(update={"score": a.auto_score, "auto_score": None})
+        for name, a in ex.answers.items()}}) for ex in results.examples)
+    plain = results.model_copy(update={"examples": examples, "review": None})
     if not labels:
-        results.pop("review", None)
-        return
-    plain = copy.deepcopy(results)
-    del plain["review"]
+        return plain
     before = verdict_without(plain)
-    answers = answers_of(results)
-    marked = [x for x in labels if x["label"] in VALUE]
+    answers = {(ex.id, name): a for ex in plain.examples for name, a in ex.answers.items()}
+    marked = [x for x in labels if x.label in VALUE]
     changed = 0
     for x in marked:
-        a = answers[(x["id"], x["row"])]
-        a["auto_score"], a["score"] = a["score"], VALUE[x["label"]]
-        changed += a["score"] != a["auto_score"]
-    results["review"] = {
-        "labels": labels, "items": len({x["id"] for x in marked}), "answers": len(marked), "changed": changed,
-        "before": {"strategy": before["strategy"], "status": before["status"]},
-        "agreement": agreement(results, marked), "ppi": ppi(results, marked)}
+        a = answers[(x.id, x.row)]
+        answers[(x.id, x.row)] = a.model_copy(update={"auto_score": a.score, "score": VALUE[x.label]})
+        changed += VALUE[x.label] != a.score
+    labelled = plain.model_copy(update={"examples": tuple(
+        ex.model_copy(update={"answers": {name: answers[(ex.id, name)] for name in ex.answers}})
+        for ex in plain.examples)})
+    review = Review(labels=tuple(labels), items=len({x.id for x in marked}), answers=len(marked), changed=changed,
+                    before=VerdictState(strategy=before.strategy, status=before.status),
+                    agreement=agreement(labelled, marked), ppi=ppi(labelled, marked))
+    return labelled.model_copy(update={"review": review})
 
 
-def counts(ex: dict) -> bool:
+def counts(ex: ExampleResult) -> bool:
     """Whether an item's scores count: not only an uncalibrated judge scored it, or people labelled every row."""
-    return ex.get("counted") is not False or all(a.get("auto_score") is not None for a in ex["answers"].values())
+    return ex.counted is not False or all(a.auto_score is not None for a in ex.answers.values())
 
 
 # ---------------------------------------------------------------- the automatic scoring against the people
 
 
-def agreement(results: dict, marked: list[dict]) -> list[dict]:
+def agreement(results: Measured, marked: list[ReviewLabel]) -> tuple[MethodAgreement, ...]:
     """Each automatic method's agreement with the people on the labelled answers: the score as it counted
     (`automatic score`) and each method of the item's scoring (`parts`), a score at or above 0.5 (token F1:
     its threshold) read as right. Cohen's kappa with its 95% interval (judge.kappa_interval)."""
     from advisor.scoring.judge import kappa_interval
 
-    answers = answers_of(results)
-    f1_threshold = results["scoring"].get("f1_threshold", 0.5)
+    answers = {(ex.id, name): a for ex in results.examples for name, a in ex.answers.items()}
     pairs: dict[str, list[tuple[int, int]]] = {}
     for x in marked:
-        a = answers[(x["id"], x["row"])]
-        human = int(VALUE[x["label"]] >= 0.5)
-        pairs.setdefault("automatic score", []).append((human, int(a["auto_score"] >= 0.5)))
-        for method, part in ((a.get("scoring") or {}).get("parts") or {}).items():
-            cut = f1_threshold if method == "f1" else 0.5
+        a = answers[(x.id, x.row)]
+        human = int(VALUE[x.label] >= 0.5)
+        pairs.setdefault("automatic score", []).append((human, int(a.auto_score >= 0.5)))
+        for method, part in (a.scoring.parts if a.scoring else {}).items():
+            cut = results.scoring.f1_threshold if method == "f1" else 0.5
             pairs.setdefault(method, []).append((human, int(part >= cut)))
     out = []
     for method, hj in pairs.items():
         h, j = [p[0] for p in hj], [p[1] for p in hj]
-        kappa, low, high = kappa_interval(h, j, results["run"]["seed"])
-        out.append({"method": method, "n": len(hj), "agreement": float(np.mean([a == b for a, b in hj])),
-                    "kappa": kappa, "low": low, "high": high})
-    return out
+        kappa, low, high = kappa_interval(h, j, results.run.seed)
+        out.append(MethodAgreement(method=method, n=len(hj), agreement=float(np.mean([a == b for a, b in hj])),
+                                   kappa=kappa, low=low, high=high))
+    return tuple(out)
 
 
-def ppi(results: dict, marked: list[dict]) -> dict[str, dict] | None:
+def ppi(results: Measured, marked: list[ReviewLabel]) -> dict[str, Estimate] | None:
     """Prediction-powered accuracy per row (Angelopoulos et al. 2023), from the labels on a random sample.
 
     The automatic scores' mean over every counted item, corrected by the mean error (label minus automatic
@@ -216,17 +216,17 @@ def ppi(results: dict, marked: list[dict]) -> dict[str, dict] | None:
     normal-approximation PPI interval for a mean). Only labels of `advisor review --random` enter: the
     deciding items were chosen for being doubtful, and their errors would not be the average error.
     None when no row has two randomly sampled labels."""
-    random = {(x["id"], x["row"]): VALUE[x["label"]] for x in marked if x.get("sample") == "random"}
+    random = {(x.id, x.row): VALUE[x.label] for x in marked if x.sample == "random"}
     out = {}
-    for s in results["strategies"]:
-        name = s["name"]
-        auto = [a["auto_score"] if a.get("auto_score") is not None else a["score"]
-                for ex in results["examples"] if counts(ex) and (a := ex["answers"].get(name)) is not None]
-        errors = [y - ex["answers"][name]["auto_score"] for ex in results["examples"]
-                  if (y := random.get((ex["id"], name))) is not None]
+    for s in results.strategies:
+        name = s.name
+        auto = [a.auto_score if a.auto_score is not None else a.score
+                for ex in results.examples if counts(ex) and (a := ex.answers.get(name)) is not None]
+        errors = [y - ex.answers[name].auto_score for ex in results.examples
+                  if (y := random.get((ex.id, name))) is not None]
         if len(errors) < 2 or len(auto) < 2:
             continue
         mean = float(np.clip(np.mean(auto) + np.mean(errors), 0, 1))
         half = Z * math.sqrt(np.var(auto, ddof=1) / len(auto) + np.var(errors, ddof=1) / len(errors))
-        out[name] = {"mean": mean, "low": max(0.0, mean - half), "high": min(1.0, mean + half), "n": len(errors)}
+        out[name] = Estimate(mean=mean, low=max(0.0, mean - half), high=min(1.0, mean + half), n=len(errors))
     return out or None

@@ -272,8 +272,8 @@ class Evaluated(Record):
     drop: SequentialDrop | None = None
 
 
-class StrategyResult(Record):
-    """One row of the comparison: what was measured for one strategy."""
+class MeasuredStrategy(Record):
+    """One row of the comparison as measured, before run.analyze prices it (`economics` null until then)."""
 
     OMIT_IF_NONE = ("fields", "judge", "grounding", "evaluated")
     name: str
@@ -293,11 +293,23 @@ class StrategyResult(Record):
     setup: Setup
     retrieval: Retrieval | None = Field(description="null: the row retrieves nothing, or no eval item names a source")
     dropped_examples: int
-    economics: StrategyEconomics
+    economics: StrategyEconomics | None = None
     fields: dict[str, Estimate] | None = Field(None, description="json_fields: each field's share right")
     judge: JudgeRow | None = None
     grounding: Grounding | None = None
     evaluated: Evaluated | None = None
+
+
+class StrategyResult(MeasuredStrategy):
+    """One row of the comparison: what was measured for one strategy."""
+
+    economics: StrategyEconomics
+
+
+def priced(row: MeasuredStrategy, economics: StrategyEconomics) -> StrategyResult:
+    """The row with its economics, as results.json holds it (the row's other fields as they are)."""
+    return StrategyResult(**{k: getattr(row, k) for k in MeasuredStrategy.model_fields if k != "economics"},
+                          economics=economics)
 
 
 # ---------------------------------------------------------------- per eval item
@@ -735,10 +747,11 @@ def _file_has_version(schema: dict) -> None:
     schema["required"] = ["schema_version", *schema.get("required", [])]
 
 
-class Results(Record):
-    """Everything `advisor run` measured and concluded: the content of results.json."""
+class Measured(Record):
+    """What `advisor run` measured, before run.analyze concludes: `assumptions`, `economics`, `recommendation`
+    and each row's `economics` are null until then. Never written: results.json holds a Results, which is
+    also a Measured (run.analyze re-decides a stored run the same way)."""
 
-    model_config = ConfigDict(json_schema_extra=_file_has_version)
     OMIT_IF_NONE = ("judge", "review")
     schema_version: int = Field(SCHEMA_VERSION, json_schema_extra={"const": SCHEMA_VERSION},
                                 description="the shape of this file; a reader refuses a version it does not know")
@@ -746,13 +759,13 @@ class Results(Record):
     task: TaskSummary
     run: RunInfo
     scoring: Scoring
-    strategies: tuple[StrategyResult, ...]
+    strategies: tuple[MeasuredStrategy, ...]
     comparisons: tuple[Comparison, ...]
     examples: tuple[ExampleResult, ...]
     experiments: Experiments
-    assumptions: Assumptions
-    economics: EconomicsSummary
-    recommendation: Recommendation
+    assumptions: Assumptions | None = None
+    economics: EconomicsSummary | None = None
+    recommendation: Recommendation | None = None
     decision: Decision = Field(default_factory=Decision)
     judge: JudgeCalibration | None = Field(None, description="present when the task scores with an LLM judge")
     review: Review | None = Field(None, description="present when people labelled answers (advisor review)")
@@ -764,8 +777,26 @@ class Results(Record):
             raise ValueError(f"schema version {v}, this advisor reads version {SCHEMA_VERSION}")
         return v
 
-    def strategy(self, name: str) -> StrategyResult | None:
+    def strategy(self, name: str) -> MeasuredStrategy | None:
         return next((s for s in self.strategies if s.name == name), None)
+
+
+class Results(Measured):
+    """Everything `advisor run` measured and concluded: the content of results.json."""
+
+    model_config = ConfigDict(json_schema_extra=_file_has_version)
+    strategies: tuple[StrategyResult, ...]
+    assumptions: Assumptions
+    economics: EconomicsSummary
+    recommendation: Recommendation
+
+
+def concluded(measured: Measured, strategies: tuple[StrategyResult, ...], assumptions: Assumptions,
+              economics: EconomicsSummary, recommendation: Recommendation) -> Results:
+    """The measured run with what run.analyze concluded from it (its other fields as they are)."""
+    return Results(**{k: getattr(measured, k) for k in Measured.model_fields}
+                   | {"strategies": strategies, "assumptions": assumptions, "economics": economics,
+                      "recommendation": recommendation})
 
 
 # ---------------------------------------------------------------- reading and writing

@@ -27,7 +27,7 @@ from rich.text import Text
 
 from advisor import labels as store
 from advisor.cache import atomic_write_text
-from advisor.results import Results
+from advisor.results import Results, ReviewLabel
 from advisor.task import EconomicsSpec
 
 NEAR = 0.05  # a semantic similarity this close to its threshold is a coin toss of the embedding
@@ -169,9 +169,8 @@ def redecide(results: Results, labels: list[dict], spec: EconomicsSpec | None = 
     """The run's statistics and verdict with these labels in place of their answers' automatic scores."""
     from advisor import run as runner  # torch and the models' libraries: only once labels are there to apply
 
-    data = results.model_dump(mode="json") | {"review": {"labels": labels}}
     spec = spec or EconomicsSpec.model_validate(results.assumptions.model_dump())
-    return Results.model_validate(runner.analyze(data, spec))
+    return runner.analyze(results, spec, [ReviewLabel.model_validate(x) for x in labels])
 
 
 def human_scores(results: Results, labels: list[dict]) -> list[dict]:

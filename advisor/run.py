@@ -2,8 +2,9 @@
 
     prepare rows -> answer -> score -> experiments -> economics -> decide -> write
 
-`run` measures; `analyze` turns measurements + the task's situation into economics
-and a recommendation, and is also what `advisor roi` re-runs without any model.
+`run` measures; `analyze` turns measurements (a results.Measured) + the task's situation
+into economics and a recommendation (a results.Results), and is also what `advisor roi`
+re-runs without any model, on the stored Results.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence, TypeVar
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -35,15 +36,17 @@ from advisor.kinds import Family
 from advisor.labels import apply_labels, counts
 from advisor.models import Embedder, release_memory
 from advisor.recommend import Row, decide, explain, settled_in_money
-from advisor.results import Results, examples_csv, write_results
+from advisor.results import (Assumptions, Comparison, EconomicsSummary, Estimate, ExampleResult, Measured,
+                             Recommendation, Results, ReviewLabel, StrategyEconomics, concluded, examples_csv, priced,
+                             write_results)
 from advisor.scoring import Judge, Tools, method_for
 from advisor.stats import compare_all, mean_ci
-from advisor.task import (DEFAULT_MARGIN, EconomicsSpec, GeneratorSpec, Task, cluster_of, describe_method,
-                          method_names)
-from advisor.value import priced
+from advisor.task import EconomicsSpec, GeneratorSpec, Task, cluster_of, describe_method, method_names
+from advisor.value import priced as prices_quality
 from advisor.workload import requests_per_row
 from strategies import Answer, Context, Strategy, registry, select_strategies
 
+M = TypeVar("M", bound=Measured)
 LOCK = ".advisor.lock"
 LOG = "advisor.log"
 log = logging.getLogger("advisor")
@@ -84,7 +87,7 @@ def money_stop(task: Task, seed: int) -> Settled | None:
     (economics.py, from their measured tokens, seconds and set-up); what the run measures after the rounds (the
     freshness experiment) is not known yet, and the verdict takes it into account afterwards."""
     spec = task.spec.economics
-    if not priced(spec):
+    if not prices_quality(spec):
         return None
 
     def costs(s: Strategy, answers: list[Answer], accuracy: float) -> StrategyCosts:
@@ -261,7 +264,8 @@ def _run(task: Task, out_dir: Path, seed: int, classes: list[type[Strategy]], co
                             **tools.judge.calibration.as_dict()}
     results["experiments"] = found
     results["decision"] = task.spec.decision.model_dump()
-    written = write_outputs(analyze(results, task.spec.economics), out_dir)
+    # Checked against the declared schema once, here; the decision core reads and returns the typed models.
+    written = write_outputs(analyze(Measured.model_validate(results), task.spec.economics), out_dir)
     log.info("run finished: recommendation %s", written.recommendation.strategy)
     return written
 
@@ -381,23 +385,23 @@ def assemble(task: Task, seed: int, evaluated: list[Evaluation], ctx: Context, s
     }
 
 
-def counted_examples(results: dict) -> list[dict]:
+def counted_examples(results: Measured) -> list[ExampleResult]:
     """The eval items whose scores count, the same for every row: not those only an uncalibrated judge scored
     (`examples[].counted`), unless people labelled every row's answer (advisor.labels.counts), and not those
     no row answered (a sequential run stopped before them)."""
-    return [ex for ex in results["examples"] if ex["answers"] and counts(ex)]
+    return [ex for ex in results.examples if ex.answers and counts(ex)]
 
 
-def item_scores(results: dict) -> dict[str, list[float]]:
+def item_scores(results: Measured) -> dict[str, list[float]]:
     """Each row's score on every counted eval item, in eval order. Rows missing an item are left out: those a
     sequential run dropped (run.sequential), measured only on the items they answered before."""
     examples = counted_examples(results)
-    names = [s["name"] for s in results["strategies"]]
-    return {n: [ex["answers"][n]["score"] for ex in examples] for n in names
-            if examples and all(n in ex["answers"] for ex in examples)}
+    names = [s.name for s in results.strategies]
+    return {n: [ex.answers[n].score for ex in examples] for n in names
+            if examples and all(n in ex.answers for ex in examples)}
 
 
-def item_clusters(results: dict) -> list[str] | None:
+def item_clusters(results: Measured) -> list[str] | None:
     """Each eval item's cluster (task.cluster_of), in eval order, aligned with item_scores; None when no two
     items share one (the statistics then treat items as independent) or the scores are not one per item."""
     labels = clusters_of(counted_examples(results))
@@ -406,112 +410,119 @@ def item_clusters(results: dict) -> list[str] | None:
     return labels
 
 
-def clusters_of(examples: list[dict]) -> list[str] | None:
+def clusters_of(examples: list[ExampleResult]) -> list[str] | None:
     """These items' clusters (task.cluster_of), or None when no two share one."""
-    labels = [cluster_of(ex.get("cluster"), ex.get("source"), ex["id"]) for ex in examples]
+    labels = [cluster_of(ex.cluster, ex.source, ex.id) for ex in examples]
     return None if len(set(labels)) == len(labels) else labels
 
 
-def restate_statistics(results: dict) -> None:
+def estimate(x: list[float], seed: int, clusters: list[str] | None) -> Estimate:
+    return Estimate(**mean_ci(x, seed, clusters).as_dict())
+
+
+def restate_statistics(results: M) -> M:
     """Accuracy, per-tag and format intervals and the paired comparisons, from the per-item scores in
     `examples`: the run's own statistics, and a stored run's re-decided (`advisor roi`) with today's methods.
     Accuracy and the comparisons count the counted items only; format adherence is measured on every answer.
     Items that share a cluster get clustered intervals and tests (advisor.stats). A row a sequential run
     dropped is measured on the items it answered; the comparisons are between the rows that answered them all."""
-    scores, seed = item_scores(results), results["run"]["seed"]
+    scores, seed = item_scores(results), results.run.seed
     if not scores:
-        return
+        return results
     def of(clusters: list[str] | None, keep: list[bool]) -> list | None:  # the clusters of the items kept
         return None if clusters is None else [c for c, k in zip(clusters, keep) if k]
 
-    for s in results["strategies"]:
-        name = s["name"]
-        examples = [ex for ex in counted_examples(results) if name in ex["answers"]]
-        x, clusters = [ex["answers"][name]["score"] for ex in examples], clusters_of(examples)
+    counted, strategies = counted_examples(results), []
+    for s in results.strategies:
+        examples = [ex for ex in counted if s.name in ex.answers]
+        x, clusters = [ex.answers[s.name].score for ex in examples], clusters_of(examples)
         if not x:
+            strategies.append(s)
             continue
-        s["accuracy"] = mean_ci(x, seed, clusters).as_dict()
-        tagged = {t: [t in ex["tags"] for ex in examples] for t in s["by_tag"]}
-        s["by_tag"] = {t: mean_ci([v for v, k in zip(x, keep) if k], seed, of(clusters, keep)).as_dict()
-                       for t, keep in tagged.items()}
-        formats = [ex["answers"][name]["format_ok"] for ex in results["examples"] if name in ex["answers"]]
-        if s["format_adherence"] is not None and None not in formats:
-            s["format_adherence"] = mean_ci([float(f) for f in formats], seed,
-                                            clusters if len(formats) == len(examples) else None).as_dict()
-    results["comparisons"] = [c.as_dict() for c in compare_all(scores, seed, clusters=item_clusters(results))]
+        tagged = {t: [t in ex.tags for ex in examples] for t in s.by_tag}
+        restated = {"accuracy": estimate(x, seed, clusters),
+                    "by_tag": {t: estimate([v for v, k in zip(x, keep) if k], seed, of(clusters, keep))
+                               for t, keep in tagged.items()}}
+        formats = [ex.answers[s.name].format_ok for ex in results.examples if s.name in ex.answers]
+        if s.format_adherence is not None and None not in formats:
+            restated["format_adherence"] = estimate([float(f) for f in formats], seed,
+                                                    clusters if len(formats) == len(examples) else None)
+        strategies.append(s.model_copy(update=restated))
+    comparisons = tuple(Comparison(**c.as_dict()) for c in compare_all(scores, seed, clusters=item_clusters(results)))
+    return results.model_copy(update={"strategies": tuple(strategies), "comparisons": comparisons})
 
 
-def rows_from_results(results: dict) -> list[Row]:
+def rows_from_results(results: Measured) -> list[Row]:
     scores = item_scores(results)
     rows = []
-    for s in results["strategies"]:
+    for s in results.strategies:
+        acc, fmt = s.accuracy, s.format_adherence
         costs = StrategyCosts(
-            name=s["name"], prompt_tokens=s["tokens"]["prompt_mean"], completion_tokens=s["tokens"]["completion_mean"],
-            train_seconds=s["setup"]["train_seconds"], index_seconds=s["setup"]["index_seconds"],
-            knowledge_in_weights=s["setup"]["knowledge_in_weights"], accuracy=s["accuracy"]["mean"],
-            family=Family(s["family"]), pricing=s.get("pricing"),
+            name=s.name, prompt_tokens=s.tokens.prompt_mean, completion_tokens=s.tokens.completion_mean,
+            train_seconds=s.setup.train_seconds, index_seconds=s.setup.index_seconds,
+            knowledge_in_weights=s.setup.knowledge_in_weights, accuracy=acc.mean, family=s.family,
+            pricing=s.pricing.model_dump(),  # advisor.economics reads the prices as results.json states them
         )
-        fmt = s["format_adherence"]
-        out = s.get("evaluated") or {}
-        rows.append(Row(s["name"], Family(s["family"]), s["complexity"], s["accuracy"]["mean"], s["accuracy"]["low"],
-                        s["accuracy"]["high"], costs, {t: e["mean"] for t, e in s["by_tag"].items()},
-                        fmt["mean"] if fmt else None, tuple(scores.get(s["name"], ())),
-                        (fmt["low"], fmt["high"]) if fmt else None,
-                        f"dropped by sequential evaluation: {out['reason']}" if out.get("status") == "dropped" else None))
+        dropped = s.evaluated is not None and s.evaluated.status == "dropped"
+        rows.append(Row(s.name, s.family, s.complexity, acc.mean, acc.low, acc.high, costs,
+                        {t: e.mean for t, e in s.by_tag.items()}, fmt.mean if fmt else None,
+                        tuple(scores.get(s.name, ())), (fmt.low, fmt.high) if fmt else None,
+                        f"dropped by sequential evaluation: {s.evaluated.reason}" if dropped else None))
     return rows
 
 
-def fresh_scores(results: dict) -> dict[str, list[float]] | None:
+def fresh_scores(results: Measured) -> dict[str, list[float]] | None:
     """Each row's per-item scores on the changed facts after the freshness experiment's update, if it ran."""
-    found = (results.get("experiments") or {}).get("freshness")
-    if not found:
+    found = results.experiments.freshness
+    if found is None:
         return None
-    return {name: list(r["scores"]) for name, r in found["strategies"].items() if r.get("scores")} or None
+    return {name: list(r.scores) for name, r in found.strategies.items() if r.scores} or None
 
 
-def analyze(results: dict, spec: EconomicsSpec) -> dict:
+def analyze(results: Measured, spec: EconomicsSpec, labels: Sequence[ReviewLabel] | None = None) -> Results:
     """Statistics, economics and recommendation from measured results under the given assumptions; people's
-    labels (results["review"], advisor review) replace their answers' automatic scores first."""
-    apply_labels(results, lambda unlabelled: analyze(unlabelled, spec)["recommendation"])
-    restate_statistics(results)
+    labels (`labels`, by default those results.review keeps; advisor review) replace their answers' automatic
+    scores first. A stored Results is re-decided the same way (`advisor roi`); nothing is changed in place."""
+    if labels is None:
+        labels = results.review.labels if results.review is not None else ()
+    results = apply_labels(results, labels, lambda unlabelled: analyze(unlabelled, spec).recommendation)
+    results = restate_statistics(results)
     rows = rows_from_results(results)
-    comparisons = {(c["a"], c["b"]): c for c in results["comparisons"]}
-    seed, fresh = results["run"]["seed"], fresh_scores(results)
+    comparisons = {(c.a, c.b): c.model_dump() for c in results.comparisons}  # advisor.recommend reads them so
+    seed, fresh = results.run.seed, fresh_scores(results)
     counted = counted_examples(results)
-    item_tags = [tuple(ex["tags"]) for ex in counted]
-    margin = (results.get("decision") or {}).get("margin", DEFAULT_MARGIN)
-    clusters, ids = item_clusters(results), [ex["id"] for ex in counted]
+    item_tags = [tuple(ex.tags) for ex in counted]
+    margin = results.decision.margin
+    clusters, ids = item_clusters(results), [ex.id for ex in counted]
     verdict = decide(rows, comparisons, spec, fresh, seed, margin, clusters)
-    rec = explain(rows, comparisons, spec, verdict, results["task"]["n_train"], item_tags, fresh, seed, margin,
-                  clusters, ids)
+    rec = Recommendation.model_validate(explain(rows, comparisons, spec, verdict, results.task.n_train, item_tags,
+                                                fresh, seed, margin, clusters, ids))
     econ = verdict.economics
-    base = econ[rec["baseline"]]
-    for s in results["strategies"]:
-        e = econ[s["name"]]
-        s["economics"] = e.as_dict() | {
-            "break_even_requests_per_day": break_even_requests_per_day(e, base, spec.horizon_days)
-            if s["name"] != base.name else None,
-            "payback_days": payback_days(e, base, spec.requests_per_day, spec.horizon_days)
-            if s["name"] != base.name else None,
-        }
-    results["assumptions"] = spec.model_dump()
-    results["economics"] = {"baseline": base.name, "sweep": volume_sweep(list(verdict.costs.values()), spec)}
-    forgetting_found = (results.get("experiments") or {}).get("forgetting") or {}
-    drop = (forgetting_found.get("adapters", {}).get(rec["strategy"]) or {}).get("drop")
-    if drop is not None and drop >= 0.1:
-        rec["cautions"].append(f"its adapter loses {drop:.0%} on a general-ability probe the base model answers "
-                               "(forgetting experiment): check that nothing outside the task matters to you.")
-    results["recommendation"] = rec
-    return results
+    base = econ[rec.baseline]
+    strategies = tuple(priced(s, StrategyEconomics(
+        **econ[s.name].as_dict(),
+        break_even_requests_per_day=break_even_requests_per_day(econ[s.name], base, spec.horizon_days)
+        if s.name != base.name else None,
+        payback_days=payback_days(econ[s.name], base, spec.requests_per_day, spec.horizon_days)
+        if s.name != base.name else None)) for s in results.strategies)
+    forgetting_found = results.experiments.forgetting
+    probe = forgetting_found.adapters.get(rec.strategy) if forgetting_found is not None else None
+    if probe is not None and probe.drop >= 0.1:
+        rec = rec.model_copy(update={"cautions": (*rec.cautions, (
+            f"its adapter loses {probe.drop:.0%} on a general-ability probe the base model answers "
+            "(forgetting experiment): check that nothing outside the task matters to you."))})
+    return concluded(results, strategies, Assumptions.model_validate(spec.model_dump()),
+                     EconomicsSummary.model_validate({"baseline": base.name,
+                                                      "sweep": volume_sweep(list(verdict.costs.values()), spec)}),
+                     rec)
 
 
-def write_outputs(results: dict | Results, out_dir: Path) -> Results:
-    """Check the run's results against the declared schema, then write results.json, examples.csv and the reports."""
+def write_outputs(results: Results, out_dir: Path) -> Results:
+    """Write results.json, examples.csv and the reports."""
     from advisor.report import write_reports
 
-    checked = results if isinstance(results, Results) else Results.model_validate(results)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_results(checked, out_dir)
-    atomic_write_text(out_dir / "examples.csv", examples_csv(checked))
-    write_reports(checked, out_dir)
-    return checked
+    write_results(results, out_dir)
+    atomic_write_text(out_dir / "examples.csv", examples_csv(results))
+    write_reports(results, out_dir)
+    return results

@@ -120,16 +120,17 @@ def drop_row_after(results: dict, name: str, kept: int) -> dict:
 
 
 def check_partial_row(results: dict, out_dir: Path) -> None:
+    from advisor.results import Results
     from advisor.run import analyze, item_scores, write_outputs
     from advisor.task import EconomicsSpec
 
     name = results["strategies"][0]["name"]
-    partial = analyze(drop_row_after(results, name, 2), EconomicsSpec.model_validate(results["assumptions"]))
-    row = next(s for s in partial["strategies"] if s["name"] == name)
-    assert row["accuracy"]["n"] == 2  # over the items it answered, not the eval set
+    partial = analyze(Results.model_validate(drop_row_after(results, name, 2)),
+                      EconomicsSpec.model_validate(results["assumptions"]))
+    assert partial.strategy(name).accuracy.n == 2  # over the items it answered, not the eval set
     assert name not in item_scores(partial)
-    assert all(name not in (c["a"], c["b"]) for c in partial["comparisons"])
-    assert name in partial["recommendation"]["ruled_out"] and partial["recommendation"]["strategy"] != name
+    assert all(name not in (c.a, c.b) for c in partial.comparisons)
+    assert name in partial.recommendation.ruled_out and partial.recommendation.strategy != name
     written = write_outputs(partial, out_dir)
     assert written.strategies[0].evaluated.status == "dropped"
     md = (out_dir / "report.md").read_text()
