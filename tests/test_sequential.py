@@ -178,3 +178,30 @@ def test_the_money_stop_keeps_the_realised_loss_within_the_tolerance_and_saves_i
     r = sim.run_money_scenario(scenario, 120)
     # The rule's promise: the pick's expected loss at the stop is at most one tolerance.
     assert r["loss"] <= 1.0 and r["saved"] > 0.3, r
+
+
+def test_the_run_costs_its_rows_for_the_money_stop(tiny_task_dir, generator, embedder, tmp_path):
+    """run.money_stop, what the run hands sequential evaluation: real rows, costed from their answers' tokens."""
+    from dataclasses import replace
+
+    from advisor.run import money_stop
+    from advisor.task import load_task
+    from strategies import Answer, Context, registry
+
+    plain = load_task(tiny_task_dir)
+    assert money_stop(plain, 0) is None  # unpriced: only the betting test stops rows
+    econ = plain.spec.economics.model_copy(update={"value_per_correct": 1.0, "requests_per_day": 1000})
+    task = replace(plain, spec=plain.spec.model_copy(update={"economics": econ}))
+    ctx = Context(task, 0, generator, lambda: embedder, tmp_path)
+    rows = [registry()["zero-shot"](ctx), registry()["few-shot"](ctx)]
+    answers = {"zero-shot": [Answer("a reply", 40, 20, 0.5)] * 40, "few-shot": [Answer("a reply", 400, 20, 0.5)] * 40}
+    clusters = [f"c{i}" for i in range(40)]
+    settled = money_stop(task, 0)
+    # few-shot is right three times in four, zero-shot never: settled on few-shot however its longer prompt costs.
+    scores = {"zero-shot": [0.0] * 40, "few-shot": [1.0, 1.0, 1.0, 0.0] * 10}
+    why = settled(rows, scores, clusters, answers)
+    assert why and why.startswith("the decision in money is settled after 40 items: few-shot")
+    assert settled(rows, {k: v[:20] for k, v in scores.items()}, clusters[:20], answers) is None  # < 30 items
+    # Equal scores: the cheaper row wins only by its token cost, far below a point of accuracy's worth; settled too.
+    even = {"zero-shot": scores["few-shot"], "few-shot": scores["few-shot"]}
+    assert settled(rows, even, clusters, answers).startswith("the decision in money is settled after 40 items: zero-shot")
