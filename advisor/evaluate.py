@@ -287,7 +287,9 @@ def evaluate_sequentially(strategies: list[Strategy], task: Task, seed: int, too
                 alive.remove(d.row)
                 stopped[d.row] = {"status": "dropped", "round": k, "reason": d.reason, "drop": d.as_dict()}
         if limits.drop and limits.settled is not None and len(alive) > 1 and len(order) < n:
-            kept = [i for i in order if all(scored[a][i].counts for a in alive)]
+            # In eval order, as the verdict will see them: the paired bootstrap weighs items by position, so the
+            # same items in another order draw other resamples, and a decision near its tolerance could differ.
+            kept = sorted(i for i in order if all(scored[a][i].counts for a in alive))
             why = limits.settled([s for s in strategies if s.name in alive],
                                  {a: [scored[a][i].value for i in kept] for a in alive}, [clusters[i] for i in kept],
                                  {a: [answers[a][i] for i in order] for a in alive})
