@@ -239,6 +239,7 @@ class Limits:
     max_cost: float | None = None
     round_items: int = ROUND_ITEMS
     settled: Settled | None = None
+    min_items: int = 0  # the last row left keeps answering up to this many items (the verdict's own minimum)
 
 
 def evaluate_sequentially(strategies: list[Strategy], task: Task, seed: int, tools: Tools | None,
@@ -260,8 +261,9 @@ def evaluate_sequentially(strategies: list[Strategy], task: Task, seed: int, too
     order: list[int] = []  # items answered so far, in answer order
     spent, ran, stop = 0.0, 0, "the items ran out"
     for k, items in enumerate(plan, 1):
-        # One row left after the others dropped; a run of one row alone answers every item (nothing to compare).
-        if limits.drop and len(names) > 1 and len(alive) < 2:
+        # One row left after the others dropped, once the verdict's minimum of items is in (else the winner could
+        # not be recommended); a run of one row alone answers every item (nothing to compare).
+        if limits.drop and len(names) > 1 and len(alive) < 2 and len(order) >= limits.min_items:
             stop = f"one row left after round {ran}"
             break
         if limits.max_cost is not None and order and spent + spent / len(order) * len(items) > limits.max_cost:

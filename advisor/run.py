@@ -35,7 +35,7 @@ from advisor.experiments import data_curve, forgetting, freshness, load_probe
 from advisor.kinds import Family
 from advisor.labels import apply_labels, counts
 from advisor.models import Embedder, release_memory
-from advisor.recommend import Row, decide, explain, settled_in_money
+from advisor.recommend import MIN_EVAL_ITEMS, Row, decide, explain, settled_in_money
 from advisor.results import (Assumptions, Comparison, EconomicsSummary, Estimate, ExampleResult, Measured,
                              Recommendation, Results, ReviewLabel, StrategyEconomics, concluded, examples_csv, priced,
                              write_results)
@@ -176,7 +176,7 @@ def run(task: Task, out_dir: Path, seed: int, strategy_names: list[str] | None =
     handler = log_to(logging.FileHandler(out_dir / LOG, encoding="utf-8"))
     try:
         limits = (Limits(drop=budget != "full", max_items=max_items, max_cost=max_cost,
-                         settled=money_stop(task, seed))
+                         settled=money_stop(task, seed), min_items=MIN_EVAL_ITEMS)
                   if budget != "full" or max_items is not None or max_cost is not None else None)
         return _run(task, out_dir, seed, classes, console or Console(stderr=True), command,
                     experiments or Experiments(), endpoints, budget_recorded(budget, filled, [c.family for c in classes]),
