@@ -306,10 +306,15 @@ class StrategyResult(MeasuredStrategy):
     economics: StrategyEconomics
 
 
-def priced(row: MeasuredStrategy, economics: StrategyEconomics) -> StrategyResult:
-    """The row with its economics, as results.json holds it (the row's other fields as they are)."""
-    return StrategyResult(**{k: getattr(row, k) for k in MeasuredStrategy.model_fields if k != "economics"},
-                          economics=economics)
+def completed(measured: Record, as_type: type[Record], **conclusions) -> Record:
+    """A measured model as its stricter subclass (a row as StrategyResult, the run as Results), with what
+    run.analyze concluded filled in; its other fields as they are."""
+    return as_type(**{k: getattr(measured, k) for k in type(measured).model_fields} | conclusions)
+
+
+def with_economics(row: MeasuredStrategy, economics: StrategyEconomics) -> StrategyResult:
+    """The row with its economics, as results.json holds it."""
+    return completed(row, StrategyResult, economics=economics)
 
 
 # ---------------------------------------------------------------- per eval item
@@ -794,9 +799,8 @@ class Results(Measured):
 def concluded(measured: Measured, strategies: tuple[StrategyResult, ...], assumptions: Assumptions,
               economics: EconomicsSummary, recommendation: Recommendation) -> Results:
     """The measured run with what run.analyze concluded from it (its other fields as they are)."""
-    return Results(**{k: getattr(measured, k) for k in Measured.model_fields}
-                   | {"strategies": strategies, "assumptions": assumptions, "economics": economics,
-                      "recommendation": recommendation})
+    return completed(measured, Results, strategies=strategies, assumptions=assumptions, economics=economics,
+                     recommendation=recommendation)
 
 
 # ---------------------------------------------------------------- reading and writing

@@ -37,12 +37,12 @@ from advisor.labels import apply_labels, counts
 from advisor.models import Embedder, release_memory
 from advisor.recommend import MIN_EVAL_ITEMS, Row, decide, explain, settled_in_money
 from advisor.results import (Assumptions, Comparison, EconomicsSummary, Estimate, ExampleResult, Measured,
-                             Recommendation, Results, ReviewLabel, StrategyEconomics, concluded, examples_csv, priced,
-                             write_results)
+                             Recommendation, Results, ReviewLabel, StrategyEconomics, concluded, examples_csv,
+                             with_economics, write_results)
 from advisor.scoring import Judge, Tools, method_for
 from advisor.stats import compare_all, mean_ci
 from advisor.task import EconomicsSpec, GeneratorSpec, Task, cluster_of, describe_method, method_names
-from advisor.value import priced as prices_quality
+from advisor.value import priced
 from advisor.workload import requests_per_row
 from strategies import Answer, Context, Strategy, registry, select_strategies
 
@@ -87,7 +87,7 @@ def money_stop(task: Task, seed: int) -> Settled | None:
     (economics.py, from their measured tokens, seconds and set-up); what the run measures after the rounds (the
     freshness experiment) is not known yet, and the verdict takes it into account afterwards."""
     spec = task.spec.economics
-    if not prices_quality(spec):
+    if not priced(spec):
         return None
 
     def costs(s: Strategy, answers: list[Answer], accuracy: float) -> StrategyCosts:
@@ -499,7 +499,7 @@ def analyze(results: Measured, spec: EconomicsSpec, labels: Sequence[ReviewLabel
                                                 fresh, seed, margin, clusters, ids))
     econ = verdict.economics
     base = econ[rec.baseline]
-    strategies = tuple(priced(s, StrategyEconomics(
+    strategies = tuple(with_economics(s, StrategyEconomics(
         **econ[s.name].as_dict(),
         break_even_requests_per_day=break_even_requests_per_day(econ[s.name], base, spec.horizon_days)
         if s.name != base.name else None,
