@@ -14,7 +14,7 @@ from advisor import progress
 from advisor.economics import endpoint_spend, pricing
 from advisor.scoring import Score, Tools, agree, passes_format, score_item
 from advisor.scoring.grounding import context_recall, support
-from advisor.sequential import ROUND_ITEMS, drops_after_round, rounds
+from advisor.sequential import ROUND_ITEMS, Stop, drops_after_round, rounds
 from advisor.stats import ALPHA, compare_all, mean_ci
 from advisor.task import Example, ScoringSpec, Task, cluster_of, method_names
 from advisor.workload import asked_again_later, paraphrases, probe_items
@@ -223,9 +223,9 @@ def compare_rows(evaluations: list[Evaluation], seed: int) -> list[dict]:
 
 
 # (rows still in, their scores on the items answered so far, those items' clusters, their answers to them)
-# -> why the decision needs no more items, or None to go on. The run builds it (advisor.run.money_stop): the
-# decision in money lives above this module.
-Settled = Callable[[list[Strategy], dict[str, list[float]], list[str], dict[str, list[Answer]]], "str | None"]
+# -> why the decision needs no more items (and which rows it still needs probed), or None to go on. The run builds
+# it (advisor.run.money_stop): the decision in money lives above this module.
+Settled = Callable[[list[Strategy], dict[str, list[float]], list[str], dict[str, list[Answer]]], "Stop | None"]
 
 
 @dataclass(frozen=True)
@@ -246,8 +246,9 @@ def evaluate_sequentially(strategies: list[Strategy], task: Task, seed: int, too
                           limits: Limits) -> tuple[list[Evaluation], dict]:
     """Answer the eval items in rounds (advisor.sequential: whole clusters in a seeded order), drop a row
     after a round when the anytime-valid test finds it worse than a row still in, and stop when one row is
-    left, the items run out, or a cap is reached. Then each row is evaluated on the items it answered;
-    paraphrases, repeated samples and latency only for the rows still in. Returns the evaluations (each
+    left, the items run out, a cap is reached, or `settled` says the decision needs no more items. Then each
+    row is evaluated on the items it answered; paraphrases, repeated samples and latency only for the rows still
+    in that could overtake the pick (the stop's contenders; every row still in when no stop names them). Returns the evaluations (each
     summary's `evaluated` says how far the row got and why it stopped) and the run's record of the rounds."""
     spec, n = task.spec, len(task.eval)
     clusters = [cluster_of(ex.cluster, ex.source, ex.id) for ex in task.eval]
@@ -259,15 +260,16 @@ def evaluate_sequentially(strategies: list[Strategy], task: Task, seed: int, too
     scored: dict[str, dict[int, Score]] = {name: {} for name in names}
     stopped: dict[str, dict] = {}
     order: list[int] = []  # items answered so far, in answer order
-    spent, ran, stop = 0.0, 0, "the items ran out"
+    spent, ran, stop = 0.0, 0, Stop("the items ran out")
     for k, items in enumerate(plan, 1):
         # One row left after the others dropped, once the verdict's minimum of items is in (else the winner could
         # not be recommended); a run of one row alone answers every item (nothing to compare).
         if limits.drop and len(names) > 1 and len(alive) < 2 and len(order) >= limits.min_items:
-            stop = f"one row left after round {ran}"
+            stop = Stop(f"one row left after round {ran}")
             break
         if limits.max_cost is not None and order and spent + spent / len(order) * len(items) > limits.max_cost:
-            stop = f"--max-cost ${limits.max_cost:g} (${spent:.4f} spent; the next round would pass it)"
+            stop = Stop(f"--max-cost ${limits.max_cost:g}", f"--max-cost ${limits.max_cost:g} (${spent:.4f} spent; "
+                        "the next round would pass it)")
             break
         with progress.bar(f"round {k} of {len(plan)}: {len(alive)} rows answer {len(items)} items",
                           len(alive) * len(items)):
@@ -298,18 +300,21 @@ def evaluate_sequentially(strategies: list[Strategy], task: Task, seed: int, too
             if why:
                 stop = why
                 break
-    if stop == "the items ran out" and len(order) < n and limits.max_items is not None:
-        stop = f"--max-items {limits.max_items}"
-    capped = stop.startswith("--")
+    if len(order) < n and limits.max_items is not None and stop.label == "the items ran out":
+        stop = Stop(f"--max-items {limits.max_items}")
+    capped = stop.label.startswith("--")
+    probed = [a for a in alive if stop.contenders is None or a in stop.contenders]
     for name in alive:
-        why = (f"stopped by {stop}" if capped else "answered every item" if len(order) == n
-               else f"still in when the run stopped: {stop.split(': ')[0]}")  # the run's line gives the rest
+        why = (f"stopped by {stop.text}" if capped else "answered every item" if len(order) == n
+               else f"still in when the run stopped: {stop.label}")  # the run's line gives the rest
+        if name not in probed:
+            why += "; not probed: it could not overtake the pick on the items answered"
         stopped[name] = {"status": "capped" if capped else "in", "round": ran, "reason": why}
     evaluations = []
     for s in strategies:
         idx = sorted(answers[s.name])
         sub = replace(task, eval=[task.eval[i] for i in idx])
-        e = evaluate_strategy(s, sub, seed, tools, answers=[answers[s.name][i] for i in idx], probes=s.name in alive,
+        e = evaluate_strategy(s, sub, seed, tools, answers=[answers[s.name][i] for i in idx], probes=s.name in probed,
                               scored=[scored[s.name][i] for i in idx])
         e.summary["evaluated"] = {"items": len(idx), "of": n, **stopped[s.name]}
         evaluations.append(replace(e, items=idx))
@@ -318,6 +323,6 @@ def evaluate_sequentially(strategies: list[Strategy], task: Task, seed: int, too
             + ("; every row stops once the decision in money is settled (advisor/run.py money_stop)"
                if limits.settled is not None else "")) if limits.drop else "none (--budget full): no row is dropped"
     record = {"rule": rule,
-              "round_items": limits.round_items, "rounds": ran, "items": len(order), "of": n, "stopped": stop,
+              "round_items": limits.round_items, "rounds": ran, "items": len(order), "of": n, "stopped": stop.text,
               "max_items": limits.max_items, "max_cost": limits.max_cost, "spent": spent}
     return evaluations, record

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from advisor.economics import Economics, StrategyCosts, break_even_requests_per_day, economics, payback_days
 from advisor.formatting import count, money, pct
 from advisor.kinds import Family
+from advisor.sequential import Stop
 from advisor.stats import (ALPHA, CONFIDENCE, POWER, cluster_codes, compare_all, detectable_difference,
                            difference_interval, discordance, holm, is_binary, items_needed, mean_ci,
                            min_discordant, noninferiority_items, normal_detectable_difference, normal_items_needed,
@@ -38,6 +39,10 @@ from advisor.value import EVSI_ITEMS, METHOD, ValueDecision, decide_value, price
 COST_TIE = 0.10  # a simpler strategy within 10% of the cheapest total cost counts as tied
 MIN_EVAL_ITEMS = 30  # fewer eval items than this: one item moves accuracy by more than 3 points
 FRAGILITY_SEARCH = 15  # the fragility search tries at most this many changed item scores
+# The money stop waits until this many item scores changed against the pick would leave the decision as it is.
+# Why 2: people reviewing the support runs changed 3-4 automatic item scores a run, all against the pick (README,
+# "Reviewing the deciding items"); a stop one or two scorer errors could overturn stops on the scorer's noise.
+STOP_ROBUSTNESS = 2
 MIN_TAG_ITEMS = 10  # a per-tag claim needs at least this many items of the tag
 TAG_GAP = 0.2  # a tag where another row is this much better (and significantly so) is a caution
 RECOMMENDED = "recommended"
@@ -363,24 +368,53 @@ def _value_why(vd: ValueDecision) -> str:
             "point's worth over the horizon)")
 
 
+def against_pick(scores: list[tuple[float, ...]], pick: int, other: int, k: int) -> list[list[tuple[float, ...]]]:
+    """The scores with k item scores changed in favour of row `other` over the pick, two ways: the pick's right
+    answers scored wrong, or the other's wrong answers scored right, on the items where the pick leads it most
+    first (fragility's greedy step, aimed at one pair)."""
+    lead = [a - b for a, b in zip(scores[pick], scores[other])]
+    ways = []
+    for row in (pick, other):
+        can = [(x >= 0.5) == (row == pick) for x in scores[row]]
+        items = [i for i in sorted(range(len(lead)), key=lambda i: -lead[i]) if can[i]][:k]
+        if items:
+            changed = [list(s) for s in scores]
+            for i in items:
+                changed[row][i] = _flipped(changed[row][i])
+            ways.append([tuple(s) for s in changed])
+    return ways
+
+
 def settled_in_money(names: list[str], complexity: list[int], scores: list[tuple[float, ...]], totals: list[float],
-                     spec: EconomicsSpec, clusters=None, seed: int = 0) -> str | None:
+                     spec: EconomicsSpec, clusters=None, seed: int = 0, robust: int = STOP_ROBUSTNESS) -> Stop | None:
     """Sequential evaluation's stop when the task prices quality (issue 32): the items answered so far already
     settle the decision in money, i.e. the pick's expected loss is within the tolerance (advisor.value), with at
-    least MIN_EVAL_ITEMS items and some row right on one (the verdict's own first checks). Why, or None.
+    least MIN_EVAL_ITEMS items and some row right on one (the verdict's own first checks), and it stays so, on the
+    same pick, when `robust` item scores change against the pick in favour of any other row. None: go on.
 
     A Bayesian rule: the posterior expected loss means the same whenever the evaluation stops, so it needs no
-    correction for looking after every round; benchmarks/sequential_sim.py measures its realised loss."""
+    correction for looking after every round; benchmarks/sequential_sim.py measures its realised loss. The
+    robustness asks more: a stop that one or two scorer errors would overturn is not taken. The rows that could
+    still overtake the pick (best in at least one resample) are the stop's contenders: they alone get the probes."""
     n = len(scores[0]) if scores else 0
     if not priced(spec) or len(names) < 2 or n < MIN_EVAL_ITEMS or not any(x > 0 for s in scores for x in s):
         return None
     vd = decide_value(names, complexity, scores, totals, spec, clusters, seed, plan=False)
     if not vd.enough:
         return None
+    pick = names.index(vd.pick)
+    for other in (j for j in range(len(names)) if j != pick):
+        for changed in against_pick(scores, pick, other, robust):
+            alt = decide_value(names, complexity, changed, totals, spec, clusters, seed, plan=False)
+            if not alt.enough or alt.pick != vd.pick:
+                return None
     _, p, loss = vd.of(vd.pick)
-    return (f"the decision in money is settled after {count(n)} items: {vd.pick} is the best-value row in {pct(p)} "
-            f"of {count(vd.draws)} paired resamples, expected loss {money(loss)} within the tolerance of "
-            f"{money(vd.tolerance)} (one accuracy point's worth)")
+    contenders = tuple(name for name, q in zip(names, vd.p_best) if q > 0 or name == vd.pick)
+    held = f", and stays so with any {robust} item scores changed against it" if robust else ""
+    return Stop("the decision in money is settled",
+                f"the decision in money is settled after {count(n)} items: {vd.pick} is the best-value row in "
+                f"{pct(p)} of {count(vd.draws)} paired resamples, expected loss {money(loss)} within the tolerance of "
+                f"{money(vd.tolerance)} (one accuracy point's worth){held}", contenders)
 
 
 # ---------------------------------------------------------------- fragility

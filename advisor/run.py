@@ -40,6 +40,7 @@ from advisor.results import (Assumptions, Comparison, EconomicsSummary, Estimate
                              Recommendation, Results, ReviewLabel, StrategyEconomics, concluded, examples_csv,
                              with_economics, write_results)
 from advisor.scoring import Judge, Tools, method_for
+from advisor.sequential import Stop
 from advisor.stats import compare_all, mean_ci
 from advisor.task import EconomicsSpec, GeneratorSpec, Task, cluster_of, describe_method, method_names
 from advisor.value import priced
@@ -99,7 +100,7 @@ def money_stop(task: Task, seed: int) -> Settled | None:
             pricing=pricing(task.spec.models.for_strategy(s.name)[1], len(answers), sum(a.seconds for a in answers)))
 
     def settled(rows: list[Strategy], scores: dict[str, list[float]], clusters: list[str],
-                answers: dict[str, list[Answer]]) -> str | None:
+                answers: dict[str, list[Answer]]) -> Stop | None:
         totals = [economics(costs(s, answers[s.name], float(np.mean(scores[s.name]))), spec).total_cost for s in rows]
         return settled_in_money([s.name for s in rows], [s.complexity for s in rows],
                                 [tuple(scores[s.name]) for s in rows], totals, spec, clusters, seed)

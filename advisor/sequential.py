@@ -38,6 +38,21 @@ MAX_BET = 0.5  # 1 + lambda d >= 1/2: one bad cluster halves the wealth at most
 ROUND_ITEMS = 10  # items per round (whole clusters, so a round may hold a few more)
 
 
+@dataclass(frozen=True)
+class Stop:
+    """Why the rows still in stop answering: `label` names the rule (each row's line), `reason` is the whole
+    sentence (the run's line). `contenders`: the rows that could still overtake the pick, the only ones the
+    paraphrase, repeated-sample and latency probes are spent on (None: every row still in)."""
+
+    label: str
+    reason: str = ""
+    contenders: tuple[str, ...] | None = None
+
+    @property
+    def text(self) -> str:
+        return self.reason or self.label
+
+
 def pair_alpha(n_rows: int, alpha: float = ALPHA) -> float:
     """Each ordered pair's level: alpha split over the k (k - 1) ordered pairs (Bonferroni)."""
     return alpha / max(1, n_rows * (n_rows - 1))

@@ -36,7 +36,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from advisor.recommend import settled_in_money  # noqa: E402
+from advisor.recommend import STOP_ROBUSTNESS, settled_in_money  # noqa: E402
 from advisor.sequential import ROUND_ITEMS, pair_alpha, round_drops, wealth  # noqa: E402
 from advisor.stats import ALPHA  # noqa: E402
 from advisor.task import EconomicsSpec  # noqa: E402
@@ -186,11 +186,15 @@ MONEY_SCENARIOS = [
     MoneyScenario("near-2pt", (0.60, 0.62), (0, 0), 200, 100_000, 1.0,
                   note="equal costs, a 2-point gap: the wrong pick loses two tolerances"),
     MoneyScenario("tie", (0.60, 0.60), (0, 500), 200, 100_000, 1.0, note="equal accuracy, one row $500 dearer"),
+    MoneyScenario("quick-facts-like", (0.61, 0.60, 0.71), (1.6, 2.8, 1001), 86, 36_500, 0.03, 0.30,
+                  note="quick_facts seeds 0-1 (zero-shot, few-shot, lora) at its prices: lora's 10 points are worth "
+                       "$1,205 against its $1,000"),
 ]
 
 
-def run_money_scenario(s: MoneyScenario, n_seeds: int, seed: int = 0) -> dict:
-    """Sequential evaluation under the money stop (no drops: the betting test's part is measured above)."""
+def run_money_scenario(s: MoneyScenario, n_seeds: int, seed: int = 0, robust: int = STOP_ROBUSTNESS) -> dict:
+    """Sequential evaluation under the money stop (no drops: the betting test's part is measured above), the stop
+    taken only when it survives `robust` item scores changed against the pick."""
     rng = np.random.default_rng(seed)
     spec, k = s.spec(), len(s.accuracies)
     names, complexity, totals = [f"r{i}" for i in range(k)], list(range(k)), list(s.totals)
@@ -205,7 +209,7 @@ def run_money_scenario(s: MoneyScenario, n_seeds: int, seed: int = 0) -> dict:
         for j in np.flatnonzero(pick < 0):
             x = [tuple(row[:end]) for row in scores[j]]
             cl = None if labels is None else labels[:end]
-            if end == s.pool or settled_in_money(names, complexity, x, totals, spec, cl):
+            if end == s.pool or settled_in_money(names, complexity, x, totals, spec, cl, robust=robust):
                 pick[j] = names.index(decide_value(names, complexity, x, totals, spec, cl, plan=False).pick)
                 stopped_at[j] = end
     full = np.array([names.index(decide_value(names, complexity, [tuple(r) for r in scores[j]], totals, spec,
@@ -213,20 +217,24 @@ def run_money_scenario(s: MoneyScenario, n_seeds: int, seed: int = 0) -> dict:
     loss, loss_full = (truth.max() - truth[pick]) / tolerance, (truth.max() - truth[full]) / tolerance
     return {"loss": float(loss.mean()), "over": float((loss > 1).mean()), "loss_full": float(loss_full.mean()),
             "over_full": float((loss_full > 1).mean()), "items": float(stopped_at.mean()),
+            "same": float((pick == full).mean()),
             "saved": float(1 - stopped_at.mean() / s.pool), "seeds": n_seeds}
 
 
-def money_table(n_seeds: int) -> None:
+def money_table(n_seeds: int, robustness: list[int]) -> None:
     print(f"rule: money stop (advisor.recommend.settled_in_money); rounds of {ROUND_ITEMS} items, at least 30; "
-          f"{n_seeds} seeds per scenario; loss in tolerances (one accuracy point's worth)")
-    print("| scenario | accuracies | items | mean loss at the stop | loss > tolerance | mean loss, whole pool "
-          "| loss > tolerance, whole pool | items answered per row | items saved |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"{n_seeds} seeds per scenario; loss in tolerances (one accuracy point's worth); robustness: the stop "
+          f"holds with that many item scores changed against the pick (the run's: {STOP_ROBUSTNESS})")
+    print("| scenario | accuracies | items | robustness | mean loss at the stop | loss > tolerance "
+          "| mean loss, whole pool | loss > tolerance, whole pool | same pick as the whole pool "
+          "| items answered per row | items saved |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for s in MONEY_SCENARIOS:
-        r = run_money_scenario(s, n_seeds)
-        print(f"| {s.name} | {', '.join(f'{a:.0%}' for a in s.accuracies)} | {s.pool} | {r['loss']:.2f} "
-              f"| {r['over']:.1%} | {r['loss_full']:.2f} | {r['over_full']:.1%} | {r['items']:.0f} of {s.pool} "
-              f"| {r['saved']:.0%} |")
+        for k in robustness:
+            r = run_money_scenario(s, n_seeds, robust=k)
+            print(f"| {s.name} | {', '.join(f'{a:.0%}' for a in s.accuracies)} | {s.pool} | {k} | {r['loss']:.2f} "
+                  f"| {r['over']:.1%} | {r['loss_full']:.2f} | {r['over_full']:.1%} | {r['same']:.0%} "
+                  f"| {r['items']:.0f} of {s.pool} | {r['saved']:.0%} |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -234,9 +242,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, default=2000)
     ap.add_argument("--rule", choices=["betting", "naive", "money"], default="betting")
     ap.add_argument("--scenarios", nargs="+", default=[s.name for s in SCENARIOS])
+    ap.add_argument("--robustness", type=int, nargs="+", default=[0, STOP_ROBUSTNESS],
+                    help="--rule money: the stop's robustness values to compare")
     args = ap.parse_args(argv)
     if args.rule == "money":
-        return money_table(min(args.seeds, 500))
+        return money_table(min(args.seeds, 500), args.robustness)
     chosen = [s for s in SCENARIOS if s.name in args.scenarios]
     print(f"rule: {args.rule}; alpha {ALPHA} split over each scenario's ordered pairs (Bonferroni); "
           f"rounds of {ROUND_ITEMS} items; {args.seeds} seeds per scenario")

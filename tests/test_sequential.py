@@ -156,19 +156,35 @@ def test_the_money_stop_needs_thirty_items_prices_and_a_settled_decision():
     cheap, dear = (rng.random(120) < 0.82).astype(float), (rng.random(120) < 0.85).astype(float)
     names, complexity, totals = ["few-shot", "lora"], [1, 3], [0.36, 548.0]
 
-    def stop(n: int, value: float | None, a=cheap, b=dear) -> str | None:
+    def stop(n: int, value: float | None, a=cheap, b=dear):
         spec = quiz_spec(value) if value is not None else quiz_spec(1).model_copy(update={"value_per_correct": None})
         return settled_in_money(names, complexity, [tuple(a[:n]), tuple(b[:n])], totals, spec)
 
     # A correct answer worth $0.01: lora's $548 can never pay, the cheap row is settled once 30 items are in.
     assert stop(29, 0.01) is None
     why = stop(30, 0.01)
-    assert why and why.startswith("the decision in money is settled after 30 items: few-shot")
+    assert why and why.label == "the decision in money is settled"
+    assert why.reason.startswith("the decision in money is settled after 30 items: few-shot")
+    assert why.reason.endswith("stays so with any 2 item scores changed against it")
     # At $100 a correct answer three points are worth $13,500: 30 items do not settle it.
     assert stop(30, 100.0) is None
     assert stop(120, None) is None  # unpriced: the margin rule decides, nothing stops on money
     zeros = np.zeros(120)
     assert stop(120, 0.01, zeros, zeros) is None  # no row right on any item: the verdict's own first check
+
+
+def test_the_money_stop_waits_until_two_changed_scores_would_not_overturn_it():
+    """Equal scores, lora $548 dearer, a correct answer worth $5 (two items of 40 are worth $1,125 over the
+    horizon): the cheap row's expected loss is $0, but two items scored the other way make lora the pick."""
+    from advisor.recommend import settled_in_money
+
+    same = tuple([1.0, 0.0] * 20)
+    args = (["few-shot", "lora"], [1, 3], [same, same], [0.36, 548.0], quiz_spec(5.0))
+    assert settled_in_money(*args, robust=0).reason.startswith("the decision in money is settled after 40 items: few")
+    assert settled_in_money(*args, robust=1) is None and settled_in_money(*args) is None
+    # A wide lead survives two changes: settled, and the row never best in a resample is not a contender.
+    far = settled_in_money(["few-shot", "lora"], [1, 3], [same, tuple([1.0] * 40)], [0.36, 548.0], quiz_spec(5.0))
+    assert far and "lora is the best-value row" in far.reason and far.contenders == ("lora",)
 
 
 @pytest.mark.parametrize("name", ["support-like-clustered", "near-2pt"])
@@ -200,8 +216,37 @@ def test_the_run_costs_its_rows_for_the_money_stop(tiny_task_dir, generator, emb
     # few-shot is right three times in four, zero-shot never: settled on few-shot however its longer prompt costs.
     scores = {"zero-shot": [0.0] * 40, "few-shot": [1.0, 1.0, 1.0, 0.0] * 10}
     why = settled(rows, scores, clusters, answers)
-    assert why and why.startswith("the decision in money is settled after 40 items: few-shot")
+    assert why and why.reason.startswith("the decision in money is settled after 40 items: few-shot")
+    assert why.contenders == ("few-shot",)  # zero-shot is best in no resample: it gets no probes
     assert settled(rows, {k: v[:20] for k, v in scores.items()}, clusters[:20], answers) is None  # < 30 items
-    # Equal scores: the cheaper row wins only by its token cost, far below a point of accuracy's worth; settled too.
+    # Equal scores: the cheaper row wins only by its token cost, far below a point of accuracy's worth; two item
+    # scores changed would hand it to few-shot, so the stop waits.
     even = {"zero-shot": scores["few-shot"], "few-shot": scores["few-shot"]}
-    assert settled(rows, even, clusters, answers).startswith("the decision in money is settled after 40 items: zero-shot")
+    assert settled(rows, even, clusters, answers) is None
+
+
+def test_probes_go_only_to_the_rows_the_stop_names(tiny_task_dir, generator, embedder, tmp_path):
+    """evaluate_sequentially on real rows: a stop that names few-shot alone as a contender leaves zero-shot
+    with its answers and scores but no repeated samples or latency, and says so in its reason."""
+    from advisor.evaluate import Limits, evaluate_sequentially
+    from advisor.scoring import Tools
+    from advisor.sequential import Stop
+    from advisor.task import load_task
+    from strategies import Context, registry
+
+    task = load_task(tiny_task_dir)
+    ctx = Context(task, 0, generator, lambda: embedder, tmp_path)
+    rows = [registry()["zero-shot"](ctx), registry()["few-shot"](ctx)]
+    for row in rows:
+        row.prepare()
+    stop = Stop("a test stop", "a test stop: few-shot can still win", contenders=("few-shot",))
+    evaluations, record = evaluate_sequentially(rows, task, 0, Tools(lambda: embedder),
+                                                Limits(round_items=2, settled=lambda *_: stop))
+    zero, few = (e.summary for e in evaluations)
+    assert record["stopped"] == stop.reason and record["items"] < len(task.eval)
+    assert zero["evaluated"]["items"] == few["evaluated"]["items"] == record["items"]
+    assert zero["evaluated"]["status"] == few["evaluated"]["status"] == "in"
+    assert few["evaluated"]["reason"] == "still in when the run stopped: a test stop"
+    assert zero["evaluated"]["reason"].endswith("not probed: it could not overtake the pick on the items answered")
+    assert zero["consistency"]["self_agreement"] is None and zero["latency"]["n"] == 0
+    assert few["consistency"]["self_agreement"] is not None and few["latency"]["n"] == 1
