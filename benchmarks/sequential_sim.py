@@ -205,11 +205,14 @@ def run_money_scenario(s: MoneyScenario, n_seeds: int, seed: int = 0, robust: in
     ends = list(range(ROUND_ITEMS, s.pool, ROUND_ITEMS)) + [s.pool]
     stopped_at = np.full(n_seeds, s.pool)
     pick = np.full(n_seeds, -1)
+    by_rule = np.zeros(n_seeds, dtype=bool)  # stopped by the rule before the pool ran out
     for end in ends:  # rounds outer, seeds inner: the Bayesian bootstrap's weights are shared per item count
         for j in np.flatnonzero(pick < 0):
             x = [tuple(row[:end]) for row in scores[j]]
             cl = None if labels is None else labels[:end]
-            if end == s.pool or settled_in_money(names, complexity, x, totals, spec, cl, robust=robust):
+            stop = end < s.pool and settled_in_money(names, complexity, x, totals, spec, cl, robust=robust)
+            if stop or end == s.pool:
+                by_rule[j] = bool(stop)
                 pick[j] = names.index(decide_value(names, complexity, x, totals, spec, cl, plan=False).pick)
                 stopped_at[j] = end
     full = np.array([names.index(decide_value(names, complexity, [tuple(r) for r in scores[j]], totals, spec,
@@ -217,7 +220,8 @@ def run_money_scenario(s: MoneyScenario, n_seeds: int, seed: int = 0, robust: in
     loss, loss_full = (truth.max() - truth[pick]) / tolerance, (truth.max() - truth[full]) / tolerance
     return {"loss": float(loss.mean()), "over": float((loss > 1).mean()), "loss_full": float(loss_full.mean()),
             "over_full": float((loss_full > 1).mean()), "items": float(stopped_at.mean()),
-            "same": float((pick == full).mean()),
+            "same": float((pick == full).mean()), "by_rule": float(by_rule.mean()),
+            "loss_by_rule": float(loss[by_rule].mean()) if by_rule.any() else None,
             "saved": float(1 - stopped_at.mean() / s.pool), "seeds": n_seeds}
 
 
@@ -227,13 +231,14 @@ def money_table(n_seeds: int, robustness: list[int]) -> None:
           f"holds with that many item scores changed against the pick (the run's: {STOP_ROBUSTNESS})")
     print("| scenario | accuracies | items | robustness | mean loss at the stop | loss > tolerance "
           "| mean loss, whole pool | loss > tolerance, whole pool | same pick as the whole pool "
-          "| items answered per row | items saved |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| settled by the rule (mean loss then) | items answered per row | items saved |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for s in MONEY_SCENARIOS:
         for k in robustness:
             r = run_money_scenario(s, n_seeds, robust=k)
             print(f"| {s.name} | {', '.join(f'{a:.0%}' for a in s.accuracies)} | {s.pool} | {k} | {r['loss']:.2f} "
                   f"| {r['over']:.1%} | {r['loss_full']:.2f} | {r['over_full']:.1%} | {r['same']:.0%} "
+                  f"| {r['by_rule']:.0%} ({'-' if r['loss_by_rule'] is None else format(r['loss_by_rule'], '.2f')}) "
                   f"| {r['items']:.0f} of {s.pool} | {r['saved']:.0%} |")
 
 
