@@ -571,6 +571,9 @@ def roi(
                                                       "maximises expected net value (README: How the verdict is "
                                                       "reached)"),
     cost_per_error: Optional[float] = typer.Option(None, min=0, help="$ a wrong answer costs"),
+    loss_tolerance: Optional[float] = typer.Option(None, min=0.0001, max=0.999, help="with prices: the expected "
+                                                   "loss a pick may carry, a share of the money at stake "
+                                                   "(economics.loss_tolerance; 0.01 = one accuracy point's worth)"),
     unpriced: bool = typer.Option(False, "--unpriced", help="drop the task's value_per_correct and cost_per_error: "
                                                             "the margin rule decides"),
     margin: Optional[float] = typer.Option(None, min=0.001, max=0.999, help="non-inferiority margin of the rule "
@@ -595,8 +598,8 @@ def roi(
         _fail("--unpriced drops the prices; give it without --value-per-correct / --cost-per-error")
     if unpriced:
         changes |= {"value_per_correct": None, "cost_per_error": None}
-    changes |= {k: v for k, v in dict(value_per_correct=value_per_correct, cost_per_error=cost_per_error).items()
-                if v is not None}
+    changes |= {k: v for k, v in dict(value_per_correct=value_per_correct, cost_per_error=cost_per_error,
+                                      loss_tolerance=loss_tolerance).items() if v is not None}
     if margin is not None:
         results = results.model_copy(update={"decision": results.decision.model_copy(update={"margin": margin})})
     if retrain_usd is not None:

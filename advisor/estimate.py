@@ -169,7 +169,9 @@ def terminal(e: Estimate, console: Console) -> None:
                            f"{sum(r.tokens for r in measured):,.0f} tokens, "
                            f"${sum(r.cost_usd or 0 for r in measured):.6f} (rows with numbers only)"))
     console.print(Text(f"basis: {e.basis}. Model loading and the experiments (freshness, forgetting, data curve) "
-                       "are not included.", style="dim"))
+                       "are not included. Counted as if every row answered every item (--budget full): sequential "
+                       "evaluation, the default, stops rows once they are out or the decision is settled, so for it "
+                       "these are upper bounds.", style="dim"))
 
 
 def summary_line(e: Estimate) -> str:
@@ -180,6 +182,6 @@ def summary_line(e: Estimate) -> str:
                 "each stage's bar shows its own remaining time")
     total = sum(r.seconds or 0 for r in measured)
     missing = [r.strategy for r in e.rows if not r.measured]
-    return (f"estimated time: about {total / 60:,.1f} min for the rows"
+    return (f"estimated time: at most about {total / 60:,.1f} min for the rows (every row on every item)"
             + (f" ({', '.join(missing)} not measured yet)" if missing else "")
             + f", plus model loading and experiments; {e.basis}")

@@ -30,3 +30,9 @@ def count(x: float) -> str:
         return f"{round(x, 3 - digits):,.0f}"
     decimals = max(0, 2 - math.floor(math.log10(abs(x))))
     return f"{x:,.{decimals}f}".rstrip("0").rstrip(".")
+
+
+def points_worth(share: float) -> str:
+    """A share of the money at stake in accuracy points (the money decision's tolerance, 0.01 -> one point)."""
+    points = round(100 * share, 6)
+    return "one accuracy point's worth" if points == 1 else f"{points:g} accuracy points' worth"

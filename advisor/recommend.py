@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from advisor.economics import Economics, StrategyCosts, break_even_requests_per_day, economics, payback_days
-from advisor.formatting import count, money, pct
+from advisor.formatting import count, money, pct, points_worth
 from advisor.kinds import Family
 from advisor.sequential import Stop
 from advisor.stats import (ALPHA, CONFIDENCE, POWER, cluster_codes, compare_all, detectable_difference,
@@ -364,8 +364,8 @@ def _value_why(vd: ValueDecision) -> str:
     ev, p, loss = vd.of(vd.pick)
     return (f"{vd.pick} has the highest expected net value over the horizon ({money(ev)}), but its expected loss "
             f"against the best-value row is {money(loss)} (it is the best-value row in {pct(p)} of {count(vd.draws)} "
-            f"paired resamples of the eval items), above the tolerance of {money(vd.tolerance)} (one accuracy "
-            "point's worth over the horizon)")
+            f"paired resamples of the eval items), above the tolerance of {money(vd.tolerance)} "
+            f"({points_worth(vd.loss_tolerance)} over the horizon)")
 
 
 def against_pick(scores: list[tuple[float, ...]], pick: int, other: int, k: int) -> list[list[tuple[float, ...]]]:
@@ -414,7 +414,7 @@ def settled_in_money(names: list[str], complexity: list[int], scores: list[tuple
     return Stop("the decision in money is settled",
                 f"the decision in money is settled after {count(n)} items: {vd.pick} is the best-value row in "
                 f"{pct(p)} of {count(vd.draws)} paired resamples, expected loss {money(loss)} within the tolerance of "
-                f"{money(vd.tolerance)} (one accuracy point's worth){held}", contenders)
+                f"{money(vd.tolerance)} ({points_worth(vd.loss_tolerance)}){held}", contenders)
 
 
 # ---------------------------------------------------------------- fragility
@@ -717,8 +717,9 @@ def value_lines(vd: ValueDecision, by: dict[str, Row], spec: EconomicsSpec, loss
     if not loss_said:
         out.append(f"{vd.pick} is the best-value row in {pct(p)} of {count(vd.draws)} paired resamples of the eval "
                    f"{unit} ({METHOD}); its expected loss against the best is {money(loss)}, {settled} the tolerance "
-                   f"of {money(vd.tolerance)} (one accuracy point's worth: {count(vd.requests)} requests x the value "
-                   "of a correct answer plus the cost of an error, x 1%).")
+                   f"of {money(vd.tolerance)} ({points_worth(vd.loss_tolerance)}: {count(vd.requests)} requests x "
+                   f"the value of a correct answer plus the cost of an error, x {100 * vd.loss_tolerance:g}%, "
+                   "economics.loss_tolerance).")
     if vd.evsi:
         out.append(evsi_text(vd))
     return out
@@ -893,15 +894,15 @@ def margin_rule(margin: float) -> str:
             "of the 95% interval of each gap)")
 
 
-def value_rule(margin: float) -> str:
+def value_rule(margin: float, spec: EconomicsSpec) -> str:
     return ("on a task whose knowledge changes, a row that does not follow a document change (paired exact test, "
             "Holm over the rows) pays a retrain per change, or is ruled out if it cannot be retrained; the task prices "
             "quality (economics.value_per_correct / cost_per_error), so the pick is the row of highest expected net "
             "value over the horizon (value of its correct answers minus the cost of its errors minus its total cost), "
             f"uncertainty from a {METHOD} of the eval items (clusters resampled whole when items share one, the "
             "same weights for every row); recommended when its expected loss against the best-value row is at most "
-            "one accuracy point's worth over the horizon; not enough evidence below "
-            f"{MIN_EVAL_ITEMS} eval items, when no row gets anything right, or above that loss, with the value of "
+            f"{points_worth(spec.loss_tolerance)} over the horizon (economics.loss_tolerance); not enough evidence "
+            f"below {MIN_EVAL_ITEMS} eval items, when no row gets anything right, or above that loss, with the value of "
             f"{', '.join(map(str, EVSI_ITEMS))} more items (preposterior simulation). Without prices the "
             f"margin rule ({100 * margin:.0f} points, decision.margin) decides")
 
@@ -936,7 +937,7 @@ def explain(rows: list[Row], comparisons: dict, spec: EconomicsSpec, v: Verdict,
         "fragility": fragile,
         "freshness": fresh_power,
         "value": v.value.as_dict() if v.value else None,
-        "rule": value_rule(margin) if v.value else margin_rule(margin),
+        "rule": value_rule(margin, spec) if v.value else margin_rule(margin),
     }
 
 

@@ -31,7 +31,7 @@ from rich.text import Text
 
 from advisor.cache import atomic_write_bytes, atomic_write_text
 from advisor.charts import Chart, charts as render_charts, estimate, num
-from advisor.formatting import count, money, pct
+from advisor.formatting import count, money, pct, points_worth
 from advisor.kinds import PricingKind
 from advisor.results import Assumptions, Estimate, Pricing, Results
 
@@ -585,8 +585,8 @@ def value_text(results: Results) -> str | None:
                      f"expected loss {money(r.expected_loss)}"
                      for name, r in sorted(vd.rows.items(), key=lambda x: -x[1].expected_value))
     said = (f"Decision in money over {count(vd.requests)} requests ({vd.method}, {count(vd.draws)} draws, {unit}): "
-            f"{rows}. A recommendation needs the pick's expected loss at most {money(vd.tolerance)} (one accuracy "
-            "point's worth).")
+            f"{rows}. A recommendation needs the pick's expected loss at most {money(vd.tolerance)} "
+            f"({points_worth(vd.loss_tolerance)}, economics.loss_tolerance).")
     if vd.evsi:
         gains = ", ".join(f"{count(x.items)} more items {money(x.value)}" for x in vd.evsi)
         said += f" Value of more eval items to this decision: {gains}."

@@ -672,6 +672,8 @@ class ValueDecision(Record):
     requests: float = Field(description="requests over the horizon")
     pick: str = Field(description="the row of highest expected net value")
     tolerance: float = Field(description="the pick's expected loss may be at most this for a recommendation ($)")
+    loss_tolerance: float = Field(0.01, description="the tolerance as a share of the money at stake "
+                                                    "(economics.loss_tolerance; absent in older files: 0.01)")
     enough: bool
     rows: dict[str, ValueRow]
     evsi: tuple[SampleInformation, ...] = ()

@@ -144,6 +144,9 @@ class OwnershipSpec(_Strict):
         f"rag only: people time per re-index after a knowledge change; unset: {DEFAULT_REINDEX_USD:g}"))
 
 
+DEFAULT_LOSS_TOLERANCE = 0.01  # with prices, the pick's expected loss may be one accuracy point's worth
+
+
 class EconomicsSpec(_Strict):
     requests_per_day: float = Field(1000, gt=0)
     horizon_days: float = Field(365, gt=0)
@@ -153,6 +156,10 @@ class EconomicsSpec(_Strict):
     knowledge_changes_per_month: float = Field(0, ge=0)
     value_per_correct: float | None = Field(None, ge=0)
     cost_per_error: float | None = Field(None, ge=0)
+    loss_tolerance: float = Field(DEFAULT_LOSS_TOLERANCE, gt=0, lt=1, description=(
+        "with prices: the pick is recommended (and sequential evaluation stops) when its expected loss against the "
+        "best-value row is at most this share of the money at stake (requests x (value_per_correct + "
+        "cost_per_error)); 0.01: one accuracy point's worth. Lower it where any wrong pick matters"))
     # Keyed by family; a combination (finetune+rag) pays for each of its parts.
     ownership: dict[Literal["prompting", "rag", "finetune"], OwnershipSpec] = Field(default_factory=dict)
 

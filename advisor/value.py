@@ -12,8 +12,8 @@ best-value one and its expected loss against the best (E[max_j V_j - V_i]).
 
 The pick is the row with the highest expected net value (its net value at the measured accuracy, the
 posterior mean; on an exact tie the simpler row). It is recommended when its expected loss is at most
-LOSS_TOLERANCE of the money the accuracy range puts at stake (requests x (value_per_correct +
-cost_per_error)): one accuracy point's worth over the horizon. Costs are known, so every loss the
+`economics.loss_tolerance` (default 1%) of the money the accuracy range puts at stake (requests x
+(value_per_correct + cost_per_error)): one accuracy point's worth over the horizon. Costs are known, so every loss the
 uncertainty can cause is an accuracy gap times that amount; a tolerance of one point says "the pick may
 cost, on average, less than one point of accuracy would", and a point is the finest step the report
 states accuracy in.
@@ -31,12 +31,12 @@ from functools import lru_cache
 import numpy as np
 
 from advisor.stats import cluster_codes
-from advisor.task import EconomicsSpec
+from advisor.task import DEFAULT_LOSS_TOLERANCE, EconomicsSpec
 
 DRAWS = 4000  # posterior draws: P(best) to about +-0.8 points (binomial s.e. at 50%)
 EVSI_DRAWS = 2000  # preposterior draws per sample size
 EVSI_ITEMS = (30, 60, 120)  # more eval items the value of information is stated for
-LOSS_TOLERANCE = 0.01  # the pick's expected loss may be at most one accuracy point's worth
+LOSS_TOLERANCE = DEFAULT_LOSS_TOLERANCE  # economics.loss_tolerance's default: one accuracy point's worth
 METHOD = "paired Bayesian bootstrap"
 
 
@@ -105,6 +105,7 @@ class ValueDecision:
     expected_loss: tuple[float, ...]  # E[max_j V_j - V_i] over the draws
     pick: str
     tolerance: float  # the pick's expected loss may be at most this ($)
+    loss_tolerance: float  # the same as a share of the stake (economics.loss_tolerance)
     enough: bool
     value_per_correct: float | None
     cost_per_error: float | None
@@ -126,7 +127,8 @@ class ValueDecision:
     def as_dict(self) -> dict:
         return {"method": METHOD, "draws": self.draws, "clusters": self.clusters,
                 "value_per_correct": self.value_per_correct, "cost_per_error": self.cost_per_error,
-                "requests": self.requests, "pick": self.pick, "tolerance": self.tolerance, "enough": self.enough,
+                "requests": self.requests, "pick": self.pick, "tolerance": self.tolerance,
+                "loss_tolerance": self.loss_tolerance, "enough": self.enough,
                 "rows": {name: {"expected_value": ev, "p_best": p, "expected_loss": loss}
                          for name, ev, p, loss in zip(self.rows, self.expected_value, self.p_best,
                                                       self.expected_loss)},
@@ -152,10 +154,11 @@ def decide_value(names: list[str], complexity: list[int], scores: list[tuple[flo
     top = draws.max(axis=1, keepdims=True)
     p_best = np.bincount(order[np.argmax(draws[:, order], axis=1)], minlength=len(names)) / DRAWS
     loss = (top - draws).mean(axis=0)
-    tolerance = LOSS_TOLERANCE * stake(spec)
+    tolerance = spec.loss_tolerance * stake(spec)
     evsi = tuple((m, sample_information(u, t, spec, complexity, pick, m, seed)) for m in EVSI_ITEMS) if plan else ()
     return ValueDecision(tuple(names), tuple(map(float, expected)), tuple(map(float, p_best)),
-                         tuple(map(float, loss)), names[pick], float(tolerance), bool(loss[pick] <= tolerance),
+                         tuple(map(float, loss)), names[pick], float(tolerance), spec.loss_tolerance,
+                         bool(loss[pick] <= tolerance),
                          spec.value_per_correct, spec.cost_per_error, requests(spec), DRAWS,
                          len(u.sizes) if u.clustered else None, evsi)
 

@@ -116,6 +116,11 @@ def test_roi_with_a_price_of_a_correct_answer_decides_in_money(finished_run, tmp
     assert (rec["strategy"], rec["status"]) == (dear, "not enough evidence")
     assert high["assumptions"]["cost_per_error"] == 10 and rec["value"]["evsi"]
     assert "Value of more eval items to this decision" in (run / "report.md").read_text()
+    # The same prices with a loss tolerated of half the stake (economics.loss_tolerance): the pick stands.
+    loose = decided("--value-per-correct", "1000", "--cost-per-error", "10", "--loss-tolerance", "0.5")
+    rec = loose["recommendation"]
+    assert (rec["strategy"], rec["status"]) == (dear, "recommended") and loose["assumptions"]["loss_tolerance"] == 0.5
+    assert rec["value"]["loss_tolerance"] == 0.5 and "(50 accuracy points' worth" in (run / "report.md").read_text()
     assert advisor("roi", str(run), "--unpriced", "--value-per-correct", "1").returncode != 0
 
 

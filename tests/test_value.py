@@ -122,6 +122,21 @@ def test_more_items_are_worth_something_only_while_the_decision_is_open():
     assert not open_.settled and max(g for _, g in open_.evsi) > open_.tolerance
 
 
+def test_the_task_states_the_loss_it_tolerates():
+    """economics.loss_tolerance: at $1 a correct answer few-shot's expected loss ($20) is within one point's worth
+    ($45) and it is recommended; a task that tolerates a tenth of a point ($4.50) gets "not enough evidence"."""
+    rows, comps = build(NOISY)
+    loose = decide(rows, comps, quiz(value_per_correct=1)).value
+    assert loose.enough and 0 < loose.of("few-shot")[2] < loose.tolerance and loose.loss_tolerance == LOSS_TOLERANCE
+    strict = quiz(value_per_correct=1, loss_tolerance=0.001)
+    v = decide(rows, comps, strict)
+    assert not v.value.enough and v.value.tolerance == pytest.approx(0.001 * stake(strict))
+    said = recommend(rows, comps, strict, 20)
+    assert said["status"] == NOT_ENOUGH and "(0.1 accuracy points' worth over the horizon)" in " ".join(said["reasons"])
+    with pytest.raises(ValueError, match="loss_tolerance"):
+        quiz(value_per_correct=1, loss_tolerance=0)
+
+
 def test_the_same_seed_gives_the_same_decision_and_another_seed_other_draws():
     rows, comps = build(NOISY)
     spec = quiz(value_per_correct=5)
