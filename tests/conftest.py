@@ -103,8 +103,11 @@ SHARED_RUNS = {"test_cli": "tiny-run", "test_report": "tiny-run", "test_results"
                "test_loaders.py::test_report_cites_documents_by_their_metadata": "tiny-run",
                "test_robustness.py::test_no_secret_reaches_any_output_log_or_cache": "tiny-run",
                "test_serve": "serve-run", "test_export": "serve-run",  # serve_run
-               "test_ci": "small-runs", "test_history": "small-runs", "test_tracking": "small-runs"}  # the same small runs: one generation cache
-HEAVY_FIRST = ["test_resume", "tiny-run", "test_distributed", "test_benchmarks", "serve-run", "test_endpoint",
+               "test_ci": "small-runs", "test_history": "small-runs", "test_tracking": "small-runs",  # the same small runs: one generation cache
+               # its own fixtures: it may run on the other worker than test_resume's full-budget test
+               "test_resume.py::test_sequential_run_killed_in_a_round_resumes_without_redoing_work_and_matches_uninterrupted_run":
+                   "resume-sequential"}
+HEAVY_FIRST = ["test_resume", "tiny-run", "resume-sequential", "test_distributed", "test_benchmarks", "serve-run", "test_endpoint",
                "small-runs", "test_substance", "test_strategies"]
 
 
