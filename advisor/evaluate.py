@@ -247,9 +247,10 @@ def evaluate_sequentially(strategies: list[Strategy], task: Task, seed: int, too
     """Answer the eval items in rounds (advisor.sequential: whole clusters in a seeded order), drop a row
     after a round when the anytime-valid test finds it worse than a row still in, and stop when one row is
     left, the items run out, a cap is reached, or `settled` says the decision needs no more items. Then each
-    row is evaluated on the items it answered; paraphrases, repeated samples and latency only for the rows still
-    in that could overtake the pick (the stop's contenders; every row still in when no stop names them). Returns the evaluations (each
-    summary's `evaluated` says how far the row got and why it stopped) and the run's record of the rounds."""
+    row is evaluated on the items it answered; paraphrases, repeated samples and latency only for the rows
+    still in that could overtake the pick (the stop's contenders; every row still in when no stop names
+    them). Returns the evaluations (each summary's `evaluated` says how far the row got and why it stopped)
+    and the run's record of the rounds."""
     spec, n = task.spec, len(task.eval)
     clusters = [cluster_of(ex.cluster, ex.source, ex.id) for ex in task.eval]
     plan = rounds(clusters, seed, limits.round_items, limits.max_items)

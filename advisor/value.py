@@ -13,10 +13,10 @@ best-value one and its expected loss against the best (E[max_j V_j - V_i]).
 The pick is the row with the highest expected net value (its net value at the measured accuracy, the
 posterior mean; on an exact tie the simpler row). It is recommended when its expected loss is at most
 `economics.loss_tolerance` (default 1%) of the money the accuracy range puts at stake (requests x
-(value_per_correct + cost_per_error)): one accuracy point's worth over the horizon. Costs are known, so every loss the
-uncertainty can cause is an accuracy gap times that amount; a tolerance of one point says "the pick may
-cost, on average, less than one point of accuracy would", and a point is the finest step the report
-states accuracy in.
+(value_per_correct + cost_per_error)): one accuracy point's worth over the horizon. Costs are known, so
+every loss the uncertainty can cause is an accuracy gap times that amount; a tolerance of one point says
+"the pick may cost, on average, less than one point of accuracy would", and a point is the finest step
+the report states accuracy in.
 
 The value of more eval items (EVSI) is a preposterior simulation: draw the "true" accuracies from the
 posterior (a Dirichlet weighting of the items), draw m new paired items from that weighting (each
