@@ -18,10 +18,13 @@ repeated after every round: the classic peeking mistake, shown to break the leve
 
 `--rule money` simulates the stop a priced task adds (advisor.recommend.settled_in_money, the same
 function the run calls): after each round, every row stops once the pick's expected loss is within the
-tolerance (one accuracy point's worth of the stake). Its promise is Bayesian, an expected loss, not an
-error rate; per scenario it prints the realised loss of the pick at the stop (true net value of the best
-row minus the pick's, in units of the tolerance: the rule aims at <= 1 on average), how often the pick
-loses more than the tolerance, the same two for deciding on the whole pool, and the items saved.
+tolerance (one accuracy point's worth of the stake) and stays so with `--robustness` item scores changed
+against the pick (each value given is a row of the table; the run uses STOP_ROBUSTNESS). Its promise is
+Bayesian, an expected loss, not an error rate; per scenario and robustness it prints the realised loss of
+the pick at the stop (true net value of the best row minus the pick's, in units of the tolerance: the rule
+aims at <= 1 on average), how often the pick loses more than the tolerance, the same two for deciding on
+the whole pool, how often the stop picks what the whole pool picks, the share of seeds the rule stopped
+before the pool ran out (with their mean loss), and the items saved.
 """
 from __future__ import annotations
 
